@@ -1,0 +1,1 @@
+"""Apache Beam wiring of the ComVint method: options, IO, transforms, pipeline, main."""

@@ -1,0 +1,288 @@
+"""Reading the annotation sources and writing sinks: the only module doing file IO.
+
+Every reader returns a :class:`Read` pair ``(records, failures)``; failures are
+:class:`~comvint.records.Failure` objects, never dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import posixpath
+from typing import Any, Iterable, Iterator, NamedTuple
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from comvint.readers import flickr30k, visual_genome
+from comvint.records import FLICKR, Failure, InputError, to_json_line
+
+_LOGGER = logging.getLogger(__name__)
+OK, FAILED = "ok", "failed"
+XML_REASONS = frozenset(
+    {"ingest_malformed_xml", "ingest_missing_size", "ingest_bad_size", "ingest_bad_box", "ingest_box_outside_image"}
+)
+
+
+class Read(NamedTuple):
+    records: beam.PCollection
+    failures: beam.PCollection
+
+
+def read_text(path: str) -> str:
+    """Read a small text file (split lists, image_data) at pipeline construction."""
+    with FileSystems.open(path) as handle:
+        return handle.read().decode("utf-8")
+
+
+def exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+def join(*parts: str) -> str:
+    return FileSystems.join(*parts) if parts[0].startswith("gs://") else posixpath.join(*parts)
+
+
+def _stem(path: str) -> str:
+    return posixpath.splitext(posixpath.basename(path))[0]
+
+
+def resolve_split(flickr_root: str, split: str | None) -> frozenset[str] | None:
+    """Image ids of a split: ``train``/``val``/``test`` under the root, or a file of ids."""
+    if not split:
+        return None
+    path = join(flickr_root, f"{split}.txt") if split in ("train", "val", "test") else split
+    return flickr30k.parse_split(read_text(path))
+
+
+def resolve_unrelated(flickr_root: str, path: str | None, keep: bool) -> frozenset[tuple[str, int]]:
+    """The (image id, sentence number) pairs to drop; empty when kept or absent."""
+    if keep:
+        return frozenset()
+    path = path or join(flickr_root, "UNRELATED_CAPTIONS")
+    if not exists(path):
+        _LOGGER.info("No UNRELATED_CAPTIONS at %s: no caption is dropped", path)
+        return frozenset()
+    return flickr30k.parse_unrelated_captions(read_text(path))
+
+
+class ParseFlickrImageFn(beam.DoFn):
+    """(image_id, {"sentences": [path], "xml": [path]}) -> record | TaggedOutput(FAILED, Failure)."""
+
+    def __init__(self, unrelated: frozenset[tuple[str, int]]) -> None:
+        self._unrelated = unrelated
+        self._failed = Metrics.counter("comvint.ingest", "flickr_failed")
+
+    def process(self, element: tuple[str, dict[str, list[str]]]) -> Iterator[Any]:
+        image_id, paths = element
+        sentences, xmls = sorted(paths["sentences"]), sorted(paths["xml"])
+        try:
+            if not xmls:
+                raise InputError("ingest_missing_xml", "a Sentences file without its Annotations XML")
+            if not sentences:
+                raise InputError("ingest_missing_sentences", "an Annotations XML without its Sentences file")
+            yield flickr30k.build_record(image_id, _read(sentences[0]), _read(xmls[0]), self._unrelated)
+        except InputError as err:
+            self._failed.inc()
+            path = (xmls or sentences)[0] if err.reason in XML_REASONS or not sentences else sentences[0]
+            yield beam.pvalue.TaggedOutput(
+                FAILED, Failure("ingest", err.reason, FLICKR, image_id=image_id, path=path, detail=err.detail)
+            )
+
+
+def _read(path: str) -> bytes:
+    with FileSystems.open(path) as handle:
+        return handle.read()
+
+
+class LimitImages(beam.PTransform):
+    """Keep the ``n`` smallest keys of ``(image_id, value)`` pairs (all when ``n`` is 0)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self._n = n
+
+    def expand(self, pairs):
+        if not self._n:
+            return pairs
+        return (
+            pairs
+            | "SmallestIds" >> beam.combiners.Top.Of(self._n, key=lambda kv: _id_order(kv[0]), reverse=True)
+            | "Unpack" >> beam.FlatMap(lambda kvs: kvs)
+        )
+
+
+def _id_order(image_id: str) -> tuple[int, str]:
+    return (int(image_id), "") if image_id.isdigit() else (1 << 62, image_id)
+
+
+class ReadFlickr30k(beam.PTransform):
+    """Flickr30k Entities tree -> Read(records, failures), one record per image id."""
+
+    def __init__(
+        self,
+        root: str,
+        split: frozenset[str] | None = None,
+        unrelated: frozenset[tuple[str, int]] = frozenset(),
+        limit: int = 0,
+    ) -> None:
+        super().__init__()
+        self._root, self._split, self._unrelated, self._limit = root, split, unrelated, limit
+
+    def expand(self, pbegin) -> Read:
+        split = self._split  # a local, so the lambda below does not pickle self
+        sentences = (
+            pbegin
+            | "MatchSentences" >> fileio.MatchFiles(join(self._root, "Sentences", "*.txt"))
+            | "KeySentences" >> beam.Map(lambda m: (_stem(m.path), m.path))
+        )
+        xmls = (
+            pbegin
+            | "MatchXml" >> fileio.MatchFiles(join(self._root, "Annotations", "*.xml"))
+            | "KeyXml" >> beam.Map(lambda m: (_stem(m.path), m.path))
+        )
+        results = (
+            {"sentences": sentences, "xml": xmls}
+            | "PairFiles" >> beam.CoGroupByKey()
+            | "KeepSplit" >> beam.Filter(lambda kv: split is None or kv[0] in split)
+            | "Limit" >> LimitImages(self._limit)
+            | "SpreadImages" >> beam.Reshuffle()
+            | "ParseFlickr" >> beam.ParDo(ParseFlickrImageFn(self._unrelated)).with_outputs(FAILED, main=OK)
+        )
+        return Read(results[OK], results[FAILED])
+
+
+class ReadRegionRangeFn(beam.DoFn):
+    """(path, start, end) -> VG record | TaggedOutput(FAILED, Failure), streaming."""
+
+    def process(self, element: tuple[str, int, int], image_data: dict | None = None) -> Iterator[Any]:
+        path, start, end = element
+        with FileSystems.open(path, compression_type="uncompressed") as handle:
+            for item in visual_genome.read_images(handle, path, start, end, image_data):
+                yield beam.pvalue.TaggedOutput(FAILED, item) if isinstance(item, Failure) else item
+
+
+def byte_ranges(path: str, split_bytes: int) -> list[tuple[str, int, int]]:
+    """Split one file into ``(path, start, end)`` work units."""
+    size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    return [(path, start, end) for start, end in visual_genome.split_ranges(size, split_bytes)]
+
+
+class ReadVisualGenome(beam.PTransform):
+    """region_descriptions.json -> Read(records, failures), split into byte ranges across workers."""
+
+    def __init__(self, regions: str, image_data: str | None = None, split_bytes: int = 64 << 20, limit: int = 0):
+        super().__init__()
+        self._regions, self._image_data, self._split_bytes, self._limit = regions, image_data, split_bytes, limit
+
+    def expand(self, pbegin) -> Read:
+        side = ()
+        if self._image_data:
+            info = (
+                pbegin
+                | "ReadImageData" >> beam.Create([self._image_data])
+                | "ParseImageData" >> beam.FlatMap(lambda p: visual_genome.parse_image_data(read_text(p)).items())
+            )
+            side = (beam.pvalue.AsDict(info),)
+        results = (
+            pbegin
+            | "RegionFile" >> beam.Create([self._regions])
+            | "SplitRanges" >> beam.FlatMap(byte_ranges, self._split_bytes)
+            | "SpreadRanges" >> beam.Reshuffle()
+            | "ReadRegions" >> beam.ParDo(ReadRegionRangeFn(), *side).with_outputs(FAILED, main=OK)
+        )
+        records = results[OK]
+        if self._limit:
+            records = (
+                records
+                | "KeyById" >> beam.Map(lambda r: (r["image_id"], r))
+                | "Limit" >> LimitImages(self._limit)
+                | "DropKey" >> beam.Values()
+            )
+        return Read(records, results[FAILED])
+
+
+class WriteJsonLines(beam.PTransform):
+    """Records -> ``<prefix>/<name>/part-SSSSS-of-NNNNN.jsonl``.
+
+    With ``sort_key`` the output is deterministic: records go to a shard by a
+    stable hash of their key and are sorted by it, so every run on any number
+    of workers writes the same bytes.  Without it, records stream straight to
+    the files (for the large annotation output).
+    """
+
+    def __init__(self, prefix: str, name: str, num_shards: int = 1, sort_key=None) -> None:
+        super().__init__()
+        self._dir, self._shards, self._sort_key = join(prefix, name), max(1, num_shards), sort_key
+
+    def expand(self, records):
+        lines = records | "ToJson" >> beam.Map(to_json_line)
+        if self._sort_key is None:
+            return lines | "Write" >> beam.io.WriteToText(join(self._dir, "part"), file_name_suffix=".jsonl")
+        key, shards, directory = self._sort_key, self._shards, self._dir
+        return (
+            records
+            | "KeyByShard" >> beam.Map(lambda rec: (stable_shard(key(rec), shards), (key(rec), to_json_line(rec))))
+            | "AddEmptyShards" >> _WithEmptyShards(shards)
+            | "GroupShards" >> beam.GroupByKey()
+            | "WriteShard" >> beam.Map(write_sorted_shard, directory, shards)
+        )
+
+
+class _WithEmptyShards(beam.PTransform):
+    """Make sure every shard exists, even when empty (so readers see N files)."""
+
+    def __init__(self, shards: int) -> None:
+        super().__init__()
+        self._shards = shards
+
+    def expand(self, keyed):
+        empties = keyed.pipeline | "EmptyShards" >> beam.Create([(s, None) for s in range(self._shards)])
+        return (keyed, empties) | "MergeEmpty" >> beam.Flatten()
+
+
+def stable_shard(key: str, shards: int) -> int:
+    """A shard number that depends only on the key (not on Python's hash seed)."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % shards
+
+
+def write_sorted_shard(group: tuple[int, Iterable[tuple[str, str] | None]], directory: str, shards: int) -> str:
+    """Write one shard's lines sorted by key; return the path written."""
+    shard, items = group
+    lines = sorted(item for item in items if item is not None)
+    path = join(directory, f"part-{shard:05d}-of-{shards:05d}.jsonl")
+    with FileSystems.create(path) as handle:
+        for _, line in lines:
+            handle.write(line.encode("utf-8") + b"\n")
+    return path
+
+
+def write_json(path: str, value: Any) -> None:
+    """Write one JSON document (stats.json)."""
+    with FileSystems.create(path) as handle:
+        handle.write(json.dumps(value, indent=2, sort_keys=True).encode("utf-8") + b"\n")
+
+
+class WriteConvertFiles(beam.PTransform):
+    """Flickr30k records -> ``<prefix>/Convert/<image_id>.txt`` in process.sh's layout (all boxes)."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self._dir = join(prefix, "Convert")
+
+    def expand(self, records):
+        directory = self._dir
+        return (
+            records
+            | "OnlyFlickr" >> beam.Filter(lambda r: r["source"] == FLICKR)
+            | "WriteConvert" >> beam.Map(lambda r: _write_text(join(directory, f"{r['image_id']}.txt"), flickr30k.convert_record(r)))
+        )
+
+
+def _write_text(path: str, text: str) -> str:
+    with FileSystems.create(path) as handle:
+        handle.write(text.encode("utf-8"))
+    return path

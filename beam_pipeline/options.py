@@ -1,0 +1,56 @@
+"""Command-line flags of the ComVint job (contract.md) as Beam pipeline options."""
+
+from __future__ import annotations
+
+import os
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE_FLICKR = os.path.join(PACKAGE_ROOT, "data", "flickr30k_entities")
+SAMPLE_VG = os.path.join(PACKAGE_ROOT, "data", "visual_genome", "region_descriptions.json")
+SAMPLE_VG_IMAGE_DATA = os.path.join(PACKAGE_ROOT, "data", "visual_genome", "image_data.json")
+ALL_STAGES = ("ingest", "generate", "complicate", "reformulate", "dedup")
+EXPORTS = ("llava", "messages", "avro", "parquet")
+
+
+class ComvintOptions(PipelineOptions):
+    """Every ComVint flag; converted once into frozen configs by ``pipeline.py``."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        add = parser.add_argument
+        add("--flickr_root", default=None, help="Flickr30k Entities tree with Annotations/ and Sentences/")
+        add("--flickr_split", default=None, help="train, val, test or a file of image ids")
+        add("--unrelated_captions", default=None, help="UNRELATED_CAPTIONS file (default: <flickr_root>/UNRELATED_CAPTIONS)")
+        add("--keep_unrelated_captions", action="store_true", help="keep captions listed as unrelated")
+        add("--vg_regions", default=None, help="Visual Genome region_descriptions.json (v1.2 or v1.0)")
+        add("--vg_image_data", default=None, help="Visual Genome image_data.json (sizes, coco_id, flickr_id)")
+        add("--vg_split_mb", type=int, default=64, help="byte-range size in MB for splitting the region file")
+        add("--output", default="output", help="output prefix (local path or gs://)")
+        add("--stages", default="all", help="'ingest' or 'all' (the whole method)")
+        add("--write_annotations", action="store_true", help="also write annotations/ in a full run")
+        add("--write_convert", action="store_true", help="write Convert/<id>.txt files as process.sh did")
+        add("--limit", type=int, default=0, help="process at most N images per source (0: all)")
+        add("--export", default="", help="comma-separated: " + ",".join(EXPORTS))
+        add("--num_shards", type=int, default=1, help="output shards of instructions/rejected/failures")
+        add("--llm", default="offline", choices=("offline", "openai"), help="LLM backend")
+        add("--llm_base_url", default=None, help="OpenAI-compatible endpoint (default: the SDK's)")
+        add("--llm_model", default="gpt-4o-mini", help="model for every stage")
+        add("--llm_stage_models", default="", help="per-stage overrides, e.g. verify=gpt-4o-mini,reformulate=...")
+        add("--llm_temperature", type=float, default=0.7, help="sampling temperature")
+        add("--llm_max_tokens", type=int, default=1024, help="max completion tokens per call")
+        add("--llm_timeout", type=float, default=60.0, help="seconds per request")
+        add("--llm_max_retries", type=int, default=5, help="retries per request")
+        add("--llm_concurrency", type=int, default=64, help="requests in flight per worker")
+        add("--llm_rpm", type=float, default=0, help="requests per minute per worker (0: unlimited)")
+        add("--llm_tpm", type=float, default=0, help="tokens per minute per worker (0: unlimited)")
+        add("--llm_response_format", default="json_schema", choices=("json_schema", "json_object", "text"))
+        add("--llm_prices", default="", help="price per 1M tokens: 'model=in:out,...'")
+        add("--cache_dir", default=None, help="response cache directory (local or gs://)")
+        add("--seed", type=int, default=0, help="seed for every sampled choice")
+        add("--rounds", type=int, default=2, help="complicate-verify rounds")
+        add("--min_caption_chars", type=int, default=300, help="Flickr image filter: total caption length")
+        add("--max_objects", type=int, default=30, help="VG image filter: at most this many distinct objects")
+        add("--reformulate_share", type=float, default=0.5, help="share of items reformulated to Bool/MC")
+        add("--max_per_cluster", type=int, default=3, help="near-duplicate cluster cap across the corpus")

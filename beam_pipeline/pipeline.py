@@ -1,0 +1,56 @@
+"""build_pipeline(options): the whole ComVint job as a (not yet run) Beam pipeline."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_pipeline import io
+from beam_pipeline.options import SAMPLE_FLICKR, SAMPLE_VG, SAMPLE_VG_IMAGE_DATA, ComvintOptions
+from beam_pipeline.stats import SummarizeRun
+from comvint import stats as run_stats
+
+
+def resolve_sources(opts: ComvintOptions) -> tuple[str | None, str | None, str | None]:
+    """(flickr_root, vg_regions, vg_image_data); the bundled sample when none is given."""
+    if not opts.flickr_root and not opts.vg_regions:
+        return SAMPLE_FLICKR, SAMPLE_VG, SAMPLE_VG_IMAGE_DATA
+    return opts.flickr_root, opts.vg_regions, opts.vg_image_data
+
+
+def read_annotations(p: beam.Pipeline, opts: ComvintOptions) -> io.Read:
+    """Read every configured source; return the merged (records, failures)."""
+    flickr_root, vg_regions, vg_image_data = resolve_sources(opts)
+    reads = []
+    if flickr_root:
+        split = io.resolve_split(flickr_root, opts.flickr_split)
+        unrelated = io.resolve_unrelated(flickr_root, opts.unrelated_captions, opts.keep_unrelated_captions)
+        reads.append(p | "ReadFlickr30k" >> io.ReadFlickr30k(flickr_root, split, unrelated, opts.limit))
+    if vg_regions:
+        reads.append(
+            p | "ReadVisualGenome" >> io.ReadVisualGenome(vg_regions, vg_image_data, opts.vg_split_mb << 20, opts.limit)
+        )
+    records = [r.records for r in reads] | "MergeAnnotations" >> beam.Flatten()
+    failures = [r.failures for r in reads] | "MergeIngestFailures" >> beam.Flatten()
+    return io.Read(records, failures)
+
+
+def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
+    """Assemble the job described by ``options`` (see ComvintOptions)."""
+    opts = options.view_as(ComvintOptions)
+    p = beam.Pipeline(options=options)
+    annotations, failures = read_annotations(p, opts)
+    inputs = (annotations, failures) | "InputUnits" >> beam.Flatten() | "UnitKeys" >> beam.Map(run_stats.unit_of)
+    sinks = {"failures": failures}
+    if opts.stages == "ingest" or opts.write_annotations:
+        annotations | "WriteAnnotations" >> io.WriteJsonLines(opts.output, "annotations")
+        sinks["annotations"] = annotations
+    if opts.write_convert:
+        annotations | "WriteConvert" >> io.WriteConvertFiles(opts.output)
+    failures | "WriteFailures" >> io.WriteJsonLines(opts.output, "failures", opts.num_shards, sort_key=_failure_key)
+    {"inputs": inputs, **sinks} | "SummarizeRun" >> SummarizeRun(opts.output, {"stages": opts.stages})
+    return p
+
+
+def _failure_key(failure) -> str:
+    return "|".join(str(v) for v in (failure.unit_key(), failure.stage, failure.item_id, failure.reason, failure.detail))

@@ -1,0 +1,243 @@
+"""Visual Genome ``region_descriptions.json`` (v1.2 or v1.0), read streaming and by byte range.
+
+The file is one JSON array of ``{"regions": [...], "id": <image>}`` objects on a
+single line (0.7 GB for v1.2).  :func:`read_images` decodes one image object at
+a time with the C JSON scanner, so memory is bounded by the largest image, and
+it reads only the objects whose opening ``{`` lies in ``[start, end)``: splitting
+a file into byte ranges and reading each range gives every image exactly once.
+
+Finding the first object of a range that starts mid-file is sound because the
+bytes ``{"regions"`` cannot occur inside a JSON string (an unescaped ``"`` ends
+the string and may only be followed by ``,:]}``): the reader tries each ``{`` and
+takes the first that decodes to an object with a ``regions`` key.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from typing import IO, Any, Iterator
+
+from comvint.records import VISUAL_GENOME, Failure, InputError, annotation_record
+
+CHUNK = 1 << 20
+LOOKAHEAD = 1 << 20
+MAX_OBJECT = 256 << 20
+_SEPARATORS = re.compile(r"[\s,]*")
+_DECODER = json.JSONDecoder()
+
+
+class _TextWindow:
+    """A sliding window of decoded text over a byte stream, tracking byte offsets."""
+
+    def __init__(self, stream: IO[bytes], start: int) -> None:
+        stream.seek(start)
+        head = stream.read(4)
+        skip = 0
+        while skip < len(head) and start > 0 and (head[skip] & 0xC0) == 0x80:
+            skip += 1  # a range starting inside a multi-byte character
+        stream.seek(start + skip)
+        self.stream = stream
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.text = ""
+        self.i = 0
+        self.byte = start + skip
+        self.eof = False
+
+    def fill(self, upto: int) -> None:
+        """Make ``text`` extend past index ``upto`` unless the stream ends first."""
+        if self.i > CHUNK and self.i > len(self.text) // 2:
+            self.text, upto = self.text[self.i :], upto - self.i
+            self.i = 0
+        while len(self.text) <= upto and not self.eof:
+            data = self.stream.read(CHUNK)
+            self.eof = not data
+            self.text += self.decoder.decode(data, final=self.eof)
+
+    def advance(self, j: int) -> None:
+        self.byte += len(self.text[self.i : j].encode("utf-8"))
+        self.i = j
+
+    def find(self, char: str) -> int:
+        """Index of the next ``char`` at or after ``i`` (-1 at end of stream)."""
+        while True:
+            j = self.text.find(char, self.i)
+            if j >= 0 or self.eof:
+                return j
+            self.fill(len(self.text) + CHUNK)
+
+    def next_token(self) -> str:
+        """Skip whitespace and commas; return the next character ('' at end)."""
+        while True:
+            j = _SEPARATORS.match(self.text, self.i).end()
+            if j < len(self.text) or self.eof:
+                self.advance(j)
+                return self.text[j] if j < len(self.text) else ""
+            self.fill(len(self.text) + CHUNK)
+
+
+def normalise_phrase(phrase: str) -> str:
+    """Strip surrounding whitespace and fold embedded newlines and runs of spaces."""
+    return " ".join(phrase.split())
+
+
+def _region(raw: dict[str, Any]) -> dict[str, Any]:
+    region_id = raw["region_id"] if "region_id" in raw else raw["id"]
+    x, y, w, h = (raw[k] for k in ("x", "y", "width", "height"))
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (x, y, w, h)):
+        raise InputError("ingest_bad_box", f"region {region_id}: non-integer box {[x, y, w, h]}")
+    if w < 0 or h < 0:
+        raise InputError("ingest_bad_box", f"region {region_id}: negative size {[w, h]}")
+    return {"region_id": str(region_id), "phrase": normalise_phrase(str(raw["phrase"])), "box": [x, y, x + w, y + h]}
+
+
+def image_id_of(obj: dict[str, Any]) -> str | None:
+    """The image id of a top-level object (``id`` in both versions, ``image_id`` tolerated)."""
+    value = obj.get("id", obj.get("image_id"))
+    if value is None and obj.get("regions"):
+        first = obj["regions"][0]
+        value = first.get("image_id", first.get("image"))
+    return None if value is None else str(value)
+
+
+def detect_version(obj: dict[str, Any]) -> str:
+    """``1.2`` when regions carry ``region_id``, ``1.0`` when they carry ``image``+``id``."""
+    for region in obj.get("regions", []):
+        return "1.2" if "region_id" in region else "1.0"
+    return "unknown"
+
+
+def build_record(obj: dict[str, Any], info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Normalise one top-level region-descriptions object (plus optional image_data)."""
+    image_id = image_id_of(obj)
+    if image_id is None:
+        raise InputError("ingest_missing_image_id", "an image object without id")
+    try:
+        regions = [_region(r) for r in obj["regions"]]
+    except (KeyError, TypeError) as err:
+        raise InputError("ingest_bad_region", f"image {image_id}: missing field {err}") from None
+    info = info or {}
+    url = info.get("url") or ""
+    image = "visual_genome/" + "/".join(url.split("/")[-2:]) if url else f"visual_genome/{image_id}.jpg"
+    extra = {k: _str_or_none(info.get(k)) for k in ("coco_id", "flickr_id") if k in info}
+    return annotation_record(
+        image_id=image_id,
+        source=VISUAL_GENOME,
+        width=info.get("width"),
+        height=info.get("height"),
+        image=image,
+        regions=regions,
+        vg_version=detect_version(obj),
+        **extra,
+    )
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def parse_image_data(text: str) -> dict[str, dict[str, Any]]:
+    """Parse ``image_data.json`` into ``{image_id: entry}`` (about 17 MB for v1.2)."""
+    return {str(e.get("image_id", e.get("id"))): e for e in json.loads(text)}
+
+
+def read_images(
+    stream: IO[bytes],
+    path: str,
+    start: int = 0,
+    end: int | None = None,
+    image_data: dict[str, dict[str, Any]] | None = None,
+) -> Iterator[dict[str, Any] | Failure]:
+    """Yield the records (and failures) of the image objects starting in ``[start, end)``.
+
+    A damaged tail yields what was read before it, then one ``ingest_vg_truncated``
+    (or ``ingest_invalid_utf8``) failure naming the byte offset.
+    """
+    size = stream.seek(0, 2)
+    end = size if end is None else min(end, size)
+    try:
+        window = _TextWindow(stream, start)
+        yield from _read_objects(window, path, start, end, end >= size, image_data or {})
+    except UnicodeDecodeError as err:
+        yield _file_failure(path, "ingest_invalid_utf8", f"invalid UTF-8 near byte {err.start}")
+
+
+def _read_objects(
+    window: _TextWindow, path: str, start: int, end: int, last: bool, image_data: dict
+) -> Iterator[dict[str, Any] | Failure]:
+    synced = start == 0
+    if synced and window.next_token() != "[":
+        yield _file_failure(path, "ingest_vg_not_an_array", "the file does not start with '['")
+        return
+    if synced:
+        window.advance(window.i + 1)
+    while True:
+        j = _next_object_start(window, synced)
+        if j is None:
+            return
+        if j < 0:
+            if (last or synced and window.byte < end) and not window.text.rstrip().endswith("]"):
+                yield _file_failure(path, "ingest_vg_truncated", f"file ends at byte {window.byte} inside the array")
+            return
+        window.advance(j)
+        if window.byte >= end:
+            return
+        obj, stop = _decode_at(window, j, synced)
+        if stop is None:
+            if synced:
+                yield _file_failure(
+                    path, "ingest_vg_truncated", f"unreadable image object at byte {window.byte}; kept the images before it"
+                )
+                return
+            window.advance(j + 1)
+            continue
+        if not synced and not (isinstance(obj, dict) and "regions" in obj):
+            window.advance(j + 1)
+            continue
+        synced = True
+        yield _to_record(obj, path, image_data)
+        window.advance(stop)
+
+
+def _next_object_start(window: _TextWindow, synced: bool) -> int | None:
+    """Index of the next candidate ``{``; None at the closing ``]``; -1 at end of data."""
+    if not synced:
+        return window.find("{")
+    token = window.next_token()
+    if token == "]":
+        return None
+    return window.i if token == "{" else -1
+
+
+def _decode_at(window: _TextWindow, j: int, synced: bool) -> tuple[Any, int | None]:
+    lookahead = LOOKAHEAD
+    while True:
+        window.fill(j + lookahead)
+        try:
+            return _DECODER.raw_decode(window.text, j)
+        except json.JSONDecodeError:
+            if not synced or window.eof or lookahead >= MAX_OBJECT:
+                return None, None
+            lookahead *= 4
+
+
+def _to_record(obj: Any, path: str, image_data: dict) -> dict[str, Any] | Failure:
+    image_id = image_id_of(obj) if isinstance(obj, dict) else None
+    try:
+        return build_record(obj, image_data.get(image_id or ""))
+    except InputError as err:
+        return Failure(stage="ingest", reason=err.reason, source=VISUAL_GENOME, image_id=image_id, path=path, detail=err.detail)
+
+
+def _file_failure(path: str, reason: str, detail: str) -> Failure:
+    return Failure(stage="ingest", reason=reason, source=VISUAL_GENOME, path=path, detail=detail)
+
+
+def split_ranges(size: int, target: int) -> list[tuple[int, int]]:
+    """Cut ``[0, size)`` into byte ranges of about ``target`` bytes (at least one)."""
+    if size <= 0:
+        return [(0, 1)]
+    n = max(1, -(-size // target))
+    bounds = [size * k // n for k in range(n + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))

@@ -1,0 +1,92 @@
+"""Run statistics: which counters an output record feeds, and the accounting identity."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from comvint.records import Failure, image_key
+
+# The fields of each sink's records that stats.json breaks counts down by.
+DIMENSIONS: dict[str, tuple[str, ...]] = {
+    "annotations": ("source",),
+    "instructions": ("source", "family", "format", "round", "knowledge_type", "answer_index"),
+    "rejected": ("stage", "reason", "family", "round"),
+    "failures": ("stage", "reason", "source"),
+}
+
+
+class AccountingError(RuntimeError):
+    """Some input images ended in none of instructions, rejected or failures."""
+
+
+def stat_keys(sink: str, record: Any) -> list[str]:
+    """The counter keys (``sink/total``, ``sink/<field>/<value>``) one record increments."""
+    fields = record.to_dict() if isinstance(record, Failure) else record
+    keys = [f"{sink}/total"]
+    for dim in DIMENSIONS.get(sink, ()):
+        if fields.get(dim) is not None:
+            keys.append(f"{sink}/{dim}/{fields[dim]}")
+    return keys
+
+
+def unit_of(record: Any) -> str:
+    """The accounting unit (an input image, or a damaged file) a record belongs to."""
+    if isinstance(record, Failure):
+        return record.unit_key()
+    return image_key(record["source"], record["image_id"])
+
+
+def nest_counts(counts: Iterable[tuple[str, int]]) -> dict[str, Any]:
+    """Turn ``{"a/b/c": n}`` counter keys into nested dicts, sorted for stable output."""
+    nested: dict[str, Any] = {}
+    for key, count in sorted(counts):
+        *path, leaf = key.split("/", 2)
+        node = nested
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = node.get(leaf, 0) + count
+    return nested
+
+
+def accounting(inputs: int, unaccounted: list[str]) -> dict[str, Any]:
+    """The accounting identity's section of stats.json."""
+    return {
+        "inputs": inputs,
+        "accounted": inputs - len(unaccounted),
+        "unaccounted": len(unaccounted),
+        "unaccounted_examples": sorted(unaccounted)[:20],
+        "identity_holds": not unaccounted,
+    }
+
+
+def check_accounting(stats: Mapping[str, Any]) -> None:
+    """Raise :class:`AccountingError` unless every input unit is accounted for."""
+    section = stats["accounting"]
+    if not section["identity_holds"]:
+        raise AccountingError(
+            f"{section['unaccounted']} of {section['inputs']} inputs ended in no output "
+            f"(e.g. {section['unaccounted_examples'][:5]})"
+        )
+
+
+def stat_keys_of(sink: str):
+    """A picklable one-argument function giving :func:`stat_keys` for ``sink``."""
+    return _StatKeys(sink)
+
+
+class _StatKeys:
+    def __init__(self, sink: str) -> None:
+        self.sink = sink
+
+    def __call__(self, record: Any) -> list[str]:
+        return stat_keys(self.sink, record)
+
+
+def add_usage(total: dict, usage: Mapping[str, Any]) -> dict:
+    """Add a usage dict (numbers, or dicts of numbers) into ``total`` and return it."""
+    for key, value in usage.items():
+        if isinstance(value, Mapping):
+            total[key] = add_usage(dict(total.get(key, {})), value)
+        else:
+            total[key] = total.get(key, 0) + value
+    return total

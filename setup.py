@@ -1,0 +1,30 @@
+"""ComVint: complex visual-reasoning instruction data from image annotations, on Apache Beam.
+
+Also the ``--setup_file`` that Dataflow workers install the job's code with.
+"""
+
+import setuptools
+
+INSTALL_REQUIRES = [
+    "apache-beam[gcp]==2.77.0",
+    "openai[aiohttp]==3.51.0",
+    "lxml==6.1.3",
+    "fastavro==1.13.1",
+    "google-cloud-storage==3.17.1",
+    "pyarrow>=16,<27",
+]
+
+setuptools.setup(
+    name="comvint",
+    version="0.1.0",
+    description="ComVint: synthesize, complicate, verify and reformulate visual reasoning instructions at scale",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["comvint", "comvint.*", "beam_pipeline", "beam_pipeline.*"]),
+    package_data={"comvint": ["prompts/*.txt", "knowledge/*.json"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "test": ["pytest==9.0.3", "gcp-storage-emulator==2026.7.19", "ruff==0.17.5"],
+        "bench": ["datasketch==2.0.0", "psutil"],
+    },
+    entry_points={"console_scripts": ["comvint=beam_pipeline.main:main"]},
+)

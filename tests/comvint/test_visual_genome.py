@@ -1,0 +1,105 @@
+"""The streaming, splittable Visual Genome reader."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from comvint.readers import visual_genome as vg
+from comvint.records import Failure
+
+
+def _read(data: bytes, start: int = 0, end: int | None = None, image_data=None) -> list:
+    return list(vg.read_images(io.BytesIO(data), "regions.json", start, end, image_data))
+
+
+def _split_read(data: bytes, target: int) -> list:
+    out = []
+    for start, end in vg.split_ranges(len(data), target):
+        out += _read(data, start, end)
+    return out
+
+
+def _ids(items: list) -> list:
+    return [item.reason if isinstance(item, Failure) else item["image_id"] for item in items]
+
+
+@pytest.fixture
+def v12(real_samples) -> bytes:
+    return (real_samples / "visual_genome/v1.2/region_descriptions.json").read_bytes()
+
+
+def test_real_v12(v12, real_samples):
+    info = vg.parse_image_data((real_samples / "visual_genome/v1.2/image_data.json").read_text())
+    records = _read(v12, image_data=info)
+    assert _ids(records) == ["1", "2", "3", "4", "5"]
+    assert sum(len(r["regions"]) for r in records) == 1278
+    first = records[0]
+    assert (first["width"], first["height"], first["image"], first["vg_version"]) == (800, 600, "visual_genome/VG_100K_2/1.jpg", "1.2")
+    assert first["regions"][1] == {"region_id": "1383", "phrase": "shade is along the street", "box": [194, 372, 376, 481]}
+    assert first["coco_id"] is None and first["captions"] == [] and first["entities"] == []
+    phrases = [r["phrase"] for rec in records for r in rec["regions"]]
+    assert all(p == p.strip() and "\n" not in p for p in phrases)
+    assert "parking meter" in phrases
+
+
+def test_real_v10(real_samples):
+    records = _read((real_samples / "visual_genome/v1.0/region_descriptions.json").read_bytes())
+    assert _ids(records) == ["1", "2", "3", "4", "5"]
+    assert records[0]["vg_version"] == "1.0"
+    assert sum(len(r["regions"]) for r in records) == 1288
+    assert records[0]["regions"][0] == {"region_id": "1382", "phrase": "the clock is green in colour", "box": [421, 57, 503, 196]}
+
+
+@pytest.mark.parametrize("target", [1, 97, 1000, 7000, 31000, 80000, 10**7])
+def test_split_reads_return_every_image_exactly_once(v12, target):
+    assert _split_read(v12, target) == _read(v12)
+
+
+def _synthetic(n: int, phrase: str) -> bytes:
+    objs = [{"regions": [{"region_id": i * 10 + k, "width": 5, "height": 6, "image_id": i, "phrase": phrase, "y": 1, "x": 2} for k in range(3)], "id": i} for i in range(n)]
+    return json.dumps(objs, ensure_ascii=False).encode("utf-8")
+
+
+@pytest.mark.parametrize("target", [1, 13, 64, 333, 1024])
+def test_split_reads_with_multibyte_and_tricky_strings(target):
+    data = _synthetic(40, 'café {"regions": [] } ünïcødé "quoted" \\ back\nslash')
+    assert _ids(_split_read(data, target)) == [str(i) for i in range(40)]
+    assert _split_read(data, target)[3]["regions"][0]["phrase"] == 'café {"regions": [] } ünïcødé "quoted" \\ back slash'
+
+
+@pytest.mark.parametrize("cut", [1, 50, 400, -2, -1])
+def test_truncated_file_keeps_what_was_read_and_reports(cut):
+    data = _synthetic(10, "a dog")
+    damaged = data[:cut] if cut > 0 else data[: len(data) + cut]
+    whole, split = _read(damaged), _split_read(damaged, 97)
+    assert _ids(whole) == _ids(split)
+    assert isinstance(whole[-1], Failure) and whole[-1].reason == "ingest_vg_truncated"
+    assert sum(isinstance(x, Failure) for x in whole) == 1
+    assert _ids(whole[:-1]) == [str(i) for i in range(len(whole) - 1)]
+
+
+def test_invalid_utf8_is_reported():
+    data = _synthetic(3, "x").replace(b'"x"', b'"\xff"', 1)
+    items = _read(data)
+    assert _ids(items) == ["ingest_invalid_utf8"]
+
+
+def test_not_an_array():
+    assert _ids(_read(b'{"regions": []}')) == ["ingest_vg_not_an_array"]
+
+
+def test_bad_region_box_fails_only_that_image():
+    objs = json.loads(_synthetic(3, "a cat"))
+    objs[1]["regions"][0]["width"] = "wide"
+    items = _read(json.dumps(objs).encode())
+    assert _ids(items) == ["0", "ingest_bad_box", "2"]
+    assert items[1].image_id == "1"
+
+
+def test_split_ranges_cover_exactly():
+    ranges = vg.split_ranges(1000, 300)
+    assert ranges[0][0] == 0 and ranges[-1][1] == 1000
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
