@@ -12,6 +12,7 @@ INSTALL_REQUIRES = [
     "fastavro==1.13.1",
     "google-cloud-storage==3.17.1",
     "pyarrow>=16,<27",
+    "jsonschema==4.26.0",
 ]
 
 setuptools.setup(

@@ -286,3 +286,55 @@ def _write_text(path: str, text: str) -> str:
     with FileSystems.create(path) as handle:
         handle.write(text.encode("utf-8"))
     return path
+
+
+class FileSystemsStore:
+    """A cache store on any Beam file system (a local directory or ``gs://``).
+
+    Entries are ``<root>/<key[:2]>/<key>.json``. A local write is atomic and
+    write-once (temporary file + hard link, which fails if the entry exists);
+    on GCS an object upload is atomic, and two workers that race on a key both
+    write a valid reply for it.
+    """
+
+    def __init__(self, root: str) -> None:
+        self._root = root
+
+    def _path(self, key: str) -> str:
+        return join(self._root, key[:2], f"{key}.json")
+
+    def get(self, key: str) -> str | None:
+        try:
+            with FileSystems.open(self._path(key), compression_type="uncompressed") as handle:
+                return handle.read().decode("utf-8")
+        except Exception:  # noqa: BLE001 - Beam raises BeamIOError/IOError for a missing file
+            if FileSystems.exists(self._path(key)):
+                raise
+            return None
+
+    def put_if_absent(self, key: str, value: str) -> bool:
+        path = self._path(key)
+        if "://" not in path:
+            return _link_new_file(path, value.encode("utf-8"))
+        if FileSystems.exists(path):
+            return False
+        with FileSystems.create(path, mime_type="application/json", compression_type="uncompressed") as handle:
+            handle.write(value.encode("utf-8"))
+        return True
+
+
+def _link_new_file(path: str, data: bytes) -> bool:
+    import os
+    import tempfile
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)

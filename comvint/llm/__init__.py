@@ -1,0 +1,1 @@
+"""The LLM layer: config, retry policy, rate limits, response cache, client and batch runner."""

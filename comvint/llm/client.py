@@ -1,0 +1,97 @@
+"""Backends that answer a chat request: an OpenAI-compatible endpoint, or the offline engine."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Protocol
+
+from comvint.llm.config import LLMConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    """What a backend returned for one request."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model: str = ""
+
+
+class Backend(Protocol):
+    name: str
+
+    async def complete(self, call: Any, model: str) -> Reply: ...
+
+    async def close(self) -> None: ...
+
+
+def response_format(kind: str, name: str, schema: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``response_format`` request field for ``json_schema`` / ``json_object`` / ``text``."""
+    if kind == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+    if kind == "json_object":
+        return {"type": "json_object"}
+    return None
+
+
+class OpenAIBackend:
+    """Chat Completions on any OpenAI-compatible endpoint through ``AsyncOpenAI``.
+
+    SDK retries are off (the runner owns the one retry layer); the aiohttp
+    transport is used because it spends a fraction of the default transport's
+    CPU per request. Create it inside the event loop that will use it.
+    """
+
+    name = "openai"
+
+    def __init__(self, config: LLMConfig, api_key: str) -> None:
+        import openai
+
+        self._config = config
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=config.base_url,
+            max_retries=0,
+            timeout=config.timeout,
+            http_client=openai.DefaultAioHttpClient(timeout=config.timeout),
+        )
+
+    async def complete(self, call: Any, model: str) -> Reply:
+        kwargs: dict[str, Any] = {}
+        fmt = response_format(self._config.response_format, call.schema_name, call.schema)
+        if fmt is not None:
+            kwargs["response_format"] = fmt
+        completion = await self._client.chat.completions.create(
+            model=model,
+            messages=call.messages,
+            temperature=self._config.temperature,
+            max_tokens=self._config.max_tokens,
+            **kwargs,
+        )
+        choice = completion.choices[0]
+        usage = completion.usage
+        return Reply(
+            text=choice.message.content or "",
+            finish_reason=choice.finish_reason or "stop",
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            model=completion.model or model,
+        )
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+class OfflineBackend:
+    """The built-in engine: the stage computed the reply from the annotations already."""
+
+    name = "offline"
+
+    async def complete(self, call: Any, model: str) -> Reply:
+        return Reply(text=json.dumps(call.offline_reply, sort_keys=True), finish_reason="stop", model="offline")
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,99 @@
+"""Validated, frozen LLM settings (built once from the pipeline options)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+BACKENDS = ("offline", "openai")
+RESPONSE_FORMATS = ("json_schema", "json_object", "text")
+
+
+@dataclasses.dataclass(frozen=True)
+class LLMConfig:
+    """Everything about how stages talk to a model. Never holds the API key."""
+
+    backend: str = "offline"
+    base_url: str | None = None
+    model: str = "gpt-4o-mini"
+    stage_models: tuple[tuple[str, str], ...] = ()
+    temperature: float = 0.7
+    max_tokens: int = 1024
+    timeout: float = 60.0
+    max_retries: int = 5
+    concurrency: int = 64
+    rpm: float = 0.0
+    tpm: float = 0.0
+    response_format: str = "json_schema"
+    prices: tuple[tuple[str, float, float], ...] = ()
+    cache_dir: str | None = None
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.backend in BACKENDS, f"backend must be one of {BACKENDS}"),
+            (self.response_format in RESPONSE_FORMATS, f"response_format must be one of {RESPONSE_FORMATS}"),
+            (0.0 <= self.temperature <= 2.0, "temperature must be in [0, 2]"),
+            (self.max_tokens > 0, "max_tokens must be positive"),
+            (self.timeout > 0, "timeout must be positive"),
+            (self.max_retries >= 0, "max_retries must be >= 0"),
+            (self.concurrency >= 1, "concurrency must be >= 1"),
+            (self.rpm >= 0 and self.tpm >= 0, "rpm and tpm must be >= 0"),
+            (0 < self.backoff_base <= self.backoff_cap, "need 0 < backoff_base <= backoff_cap"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def model_for(self, stage: str) -> str:
+        """The model of ``stage`` (a per-stage override, else the default model)."""
+        return dict(self.stage_models).get(stage, self.model)
+
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """Estimated cost in the price table's currency, or None if the model has no price."""
+        for name, per_m_in, per_m_out in self.prices:
+            if name == model:
+                return (prompt_tokens * per_m_in + completion_tokens * per_m_out) / 1e6
+        return None
+
+
+def parse_stage_models(text: str) -> tuple[tuple[str, str], ...]:
+    """``"verify=gpt-4o-mini,reformulate=m"`` -> ``(("reformulate", "m"), ("verify", ...))``."""
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
+        raise ValueError(f"bad --llm_stage_models {text!r}: want stage=model,...")
+    return tuple(sorted((k.strip(), v.strip()) for k, v in pairs))
+
+
+def parse_prices(text: str) -> tuple[tuple[str, float, float], ...]:
+    """``"gpt-4o=2.5:10,m=0.1:0.2"`` (per 1M input:output tokens) -> a price table."""
+    table = []
+    for item in (i for i in text.split(",") if i.strip()):
+        try:
+            model, rest = item.rsplit("=", 1)
+            per_in, per_out = (float(v) for v in rest.split(":"))
+        except ValueError:
+            raise ValueError(f"bad --llm_prices entry {item!r}: want model=in:out") from None
+        table.append((model.strip(), per_in, per_out))
+    return tuple(table)
+
+
+def config_from_mapping(values: Mapping[str, object]) -> LLMConfig:
+    """Build an LLMConfig from option values named like the ``--llm_*`` flags."""
+    return LLMConfig(
+        backend=str(values["llm"]),
+        base_url=values.get("llm_base_url") or None,
+        model=str(values["llm_model"]),
+        stage_models=parse_stage_models(str(values.get("llm_stage_models") or "")),
+        temperature=float(values["llm_temperature"]),
+        max_tokens=int(values["llm_max_tokens"]),
+        timeout=float(values["llm_timeout"]),
+        max_retries=int(values["llm_max_retries"]),
+        concurrency=int(values["llm_concurrency"]),
+        rpm=float(values.get("llm_rpm") or 0),
+        tpm=float(values.get("llm_tpm") or 0),
+        response_format=str(values["llm_response_format"]),
+        prices=parse_prices(str(values.get("llm_prices") or "")),
+        cache_dir=values.get("cache_dir") or None,
+    )

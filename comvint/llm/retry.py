@@ -1,0 +1,56 @@
+"""One retry policy: which errors retry, and how long to wait (capped exponential + jitter)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import openai
+
+
+class ReplyError(Exception):
+    """A reply that arrived but cannot be used (truncated, filtered, invalid JSON or schema)."""
+
+    def __init__(self, reason: str, detail: str, raw: str | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail, self.raw = reason, detail, raw
+
+
+def classify(exc: BaseException) -> tuple[bool, str]:
+    """``(retryable, cause)`` for an exception raised by a call.
+
+    429, 408/409, 5xx, timeouts and dropped connections retry; other 4xx are
+    permanent; unusable replies retry (a new sample may be valid).
+    """
+    if isinstance(exc, ReplyError):
+        return True, exc.reason
+    if isinstance(exc, openai.APITimeoutError):
+        return True, "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return True, "connection"
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status == 429:
+            return True, "rate_limited"
+        if status in (408, 409) or status >= 500:
+            return True, f"http_{status}"
+        return False, f"http_{status}"
+    if isinstance(exc, asyncio.TimeoutError):
+        return True, "timeout"
+    return False, type(exc).__name__
+
+
+def retry_after_seconds(exc: BaseException) -> float | None:
+    """The server's ``Retry-After`` (seconds) on a status error, if it sent one."""
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def backoff(attempt: int, base: float, cap: float, rng: random.Random, retry_after: float | None = None) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): full jitter, capped; honours Retry-After."""
+    delay = rng.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+    return max(delay, min(retry_after, cap)) if retry_after is not None else delay

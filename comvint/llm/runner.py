@@ -1,0 +1,175 @@
+"""Run a batch of stage calls concurrently: cache, rate limits, one retry layer, validation.
+
+Every call ends as exactly one :class:`Outcome`: a validated reply, or a
+failure reason with the raw reply kept. Nothing raises for an expected failure,
+so a runner never has to retry a whole bundle (and pay again for its successes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import random
+import re
+import time
+from typing import Any, Awaitable, Callable
+
+import jsonschema
+
+from comvint.llm.cache import ResponseCache, cache_key
+from comvint.llm.client import Backend, Reply
+from comvint.llm.config import LLMConfig
+from comvint.llm.limits import RateLimiter
+from comvint.llm.retry import ReplyError, backoff, classify, retry_after_seconds
+
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One request a stage makes for one item."""
+
+    item_id: str
+    stage: str
+    messages: list[dict[str, Any]]
+    schema_name: str
+    schema: dict[str, Any]
+    prompt_version: str
+    offline_reply: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass
+class Outcome:
+    """The end of one call: ``reply`` (parsed JSON) or ``reason`` (a failure code)."""
+
+    call: Call
+    reply: dict[str, Any] | None = None
+    raw: str | None = None
+    reason: str | None = None
+    detail: str = ""
+    usage: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def parse_reply(reply: Reply, schema: dict[str, Any]) -> dict[str, Any]:
+    """Check the finish reason, parse JSON (tolerating a code fence) and validate the schema."""
+    if reply.finish_reason in ("length", "content_filter"):
+        reason = "truncated" if reply.finish_reason == "length" else "content_filter"
+        raise ReplyError(reason, f"finish_reason={reply.finish_reason}", reply.text)
+    text = reply.text.strip()
+    fenced = _FENCE.match(text)
+    try:
+        value = json.loads(fenced.group(1) if fenced else text)
+    except json.JSONDecodeError as err:
+        raise ReplyError("invalid_json", str(err), reply.text) from None
+    try:
+        jsonschema.validate(value, schema)
+    except jsonschema.ValidationError as err:
+        raise ReplyError("schema_violation", err.message[:300], reply.text) from None
+    return value
+
+
+def estimate_tokens(messages: list[dict[str, Any]]) -> int:
+    """A cheap prompt-size estimate for the tokens-per-minute limit (4 chars per token)."""
+    return sum(len(str(m.get("content", ""))) for m in messages) // 4 + 8
+
+
+class StageRunner:
+    """Runs calls with bounded concurrency on one backend (one per worker)."""
+
+    def __init__(
+        self,
+        config: LLMConfig,
+        backend: Backend,
+        cache: ResponseCache | None = None,
+        limiter: RateLimiter | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config, self.backend, self.cache = config, backend, cache
+        self.limiter = limiter or RateLimiter(config.rpm, config.tpm, sleep=sleep)
+        self._sleep, self._rng = sleep, rng or random.Random(0)
+        self._slots = asyncio.Semaphore(config.concurrency)
+
+    async def run(self, calls: list[Call]) -> list[Outcome]:
+        return list(await asyncio.gather(*(self._bounded(call) for call in calls)))
+
+    async def _bounded(self, call: Call) -> Outcome:
+        async with self._slots:
+            return await self.run_one(call)
+
+    def key(self, call: Call, model: str) -> str:
+        params = {"temperature": self.config.temperature, "max_tokens": self.config.max_tokens}
+        return cache_key(
+            base_url=self.config.base_url,
+            model=model,
+            messages=call.messages,
+            params=params,
+            schema=call.schema,
+            response_format=self.config.response_format,
+            prompt_version=call.prompt_version,
+        )
+
+    async def run_one(self, call: Call) -> Outcome:
+        model = self.config.model_for(call.stage) if self.backend.name != "offline" else "offline"
+        usage: dict[str, Any] = {"calls": 1}
+        key = self.key(call, model) if self.cache is not None else ""
+        cached = await asyncio.to_thread(self.cache.get, key) if self.cache is not None else None
+        if cached is not None:
+            usage["cache_hits"] = 1
+            try:
+                return Outcome(call, parse_reply(Reply(**cached["reply"]), call.schema), cached["reply"]["text"], usage=usage)
+            except ReplyError as err:
+                return Outcome(call, raw=err.raw, reason=f"{call.stage}_{err.reason}", detail=err.detail, usage=usage)
+        return await self._with_retries(call, model, key, usage)
+
+    async def _with_retries(self, call: Call, model: str, key: str, usage: dict[str, Any]) -> Outcome:
+        raw: str | None = None
+        for attempt in range(self.config.max_retries + 1):
+            try:
+                reply = await self._request(call, model, usage)
+                raw = reply.text
+                value = parse_reply(reply, call.schema)
+                if self.cache is not None:
+                    await asyncio.to_thread(self.cache.put, key, {"reply": dataclasses.asdict(reply)})
+                return Outcome(call, value, raw, usage=usage)
+            except Exception as exc:  # noqa: BLE001 - classified below; unknown errors re-raise
+                retryable, cause = classify(exc)
+                raw = getattr(exc, "raw", raw)
+                if not retryable and not _is_api_error(exc):
+                    raise
+                if not retryable or attempt == self.config.max_retries:
+                    usage["failures"] = 1
+                    suffix = "exhausted_retries" if retryable else "permanent_error"
+                    return Outcome(call, raw=raw, reason=f"{call.stage}_{suffix}", detail=f"{cause}: {exc}"[:500], usage=usage)
+                usage.setdefault("retries", {})
+                usage["retries"][cause] = usage["retries"].get(cause, 0) + 1
+                await self._wait_before_retry(exc, attempt + 1, cause)
+        raise AssertionError("unreachable")
+
+    async def _request(self, call: Call, model: str, usage: dict[str, Any]) -> Reply:
+        await self.limiter.acquire(estimate_tokens(call.messages) + self.config.max_tokens // 4)
+        start = time.perf_counter()
+        usage["requests"] = usage.get("requests", 0) + 1
+        try:
+            reply = await self.backend.complete(call, model)
+        finally:
+            usage["latency_ms"] = usage.get("latency_ms", 0.0) + (time.perf_counter() - start) * 1000
+        usage["prompt_tokens"] = usage.get("prompt_tokens", 0) + reply.prompt_tokens
+        usage["completion_tokens"] = usage.get("completion_tokens", 0) + reply.completion_tokens
+        cost = self.config.cost(model, reply.prompt_tokens, reply.completion_tokens)
+        if cost is not None:
+            usage["cost"] = usage.get("cost", 0.0) + cost
+        return reply
+
+    async def _wait_before_retry(self, exc: BaseException, attempt: int, cause: str) -> None:
+        retry_after = retry_after_seconds(exc)
+        if cause == "rate_limited":
+            self.limiter.pause(retry_after if retry_after is not None else self.config.backoff_base * 2**attempt)
+        await self._sleep(backoff(attempt, self.config.backoff_base, self.config.backoff_cap, self._rng, retry_after))
+
+
+def _is_api_error(exc: BaseException) -> bool:
+    import openai
+
+    return isinstance(exc, (openai.OpenAIError, asyncio.TimeoutError))

@@ -1,0 +1,56 @@
+"""The contract between a stage and the generic stage runner.
+
+A stage is two pure halves around the LLM call: ``calls(item)`` builds the
+requests (messages + JSON schema, and the offline engine's reply), and
+``handle(item, replies)`` turns the validated replies into output records,
+each tagged ``ok`` (goes on), ``rejected`` (dropped on purpose, with a reason)
+or ``failed``. A reply that is valid JSON but unusable raises ParseError.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Protocol
+
+from comvint.llm.runner import Call, Outcome
+from comvint.records import Failure
+
+OK, REJECTED, FAILED = "ok", "rejected", "failed"
+Emit = tuple[str, Any]
+
+
+class ParseError(ValueError):
+    """A schema-valid reply whose content cannot be used; ``reason`` is a code."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+class Stage(Protocol):
+    name: str
+
+    def calls(self, item: Any) -> list[Call]: ...
+
+    def handle(self, item: Any, replies: list[dict[str, Any]]) -> Iterable[Emit]: ...
+
+
+def item_identity(item: Any) -> tuple[str, str, str | None]:
+    """(source, image_id, item_id) of an annotation record or instruction dict."""
+    return item["source"], item["image_id"], item.get("id")
+
+
+def failure(stage: str, item: Any, reason: str, detail: str = "", raw: str | None = None) -> Failure:
+    source, image_id, item_id = item_identity(item)
+    return Failure(stage, reason, source, image_id=image_id, item_id=item_id, detail=detail, raw_response=raw)
+
+
+def handle_outcomes(stage: Stage, item: Any, outcomes: list[Outcome]) -> list[Emit]:
+    """Everything one item becomes: its stage's records, or one failure with the raw reply."""
+    for outcome in outcomes:
+        if outcome.reason is not None:
+            return [(FAILED, failure(stage.name, item, outcome.reason, outcome.detail, outcome.raw))]
+    try:
+        return list(stage.handle(item, [o.reply for o in outcomes]))
+    except ParseError as err:
+        raw = "\n".join(o.raw or "" for o in outcomes)
+        return [(FAILED, failure(stage.name, item, f"{stage.name}_{err.reason}", err.detail, raw))]

@@ -1,0 +1,110 @@
+"""RunStageFn/RunStage against the fake OpenAI server: every element ends exactly once."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from beam_pipeline.io import FileSystemsStore
+from beam_pipeline.stages import RunStage, RunStageFn, api_key_from_env
+from comvint.llm.config import LLMConfig
+from comvint.llm.fake import FakeOpenAI, echo_json, last_user_message
+from comvint.llm.runner import Call
+from comvint.stages.base import OK, REJECTED
+from tests.beam_pipeline.helpers import local_pipeline
+
+SECRET = "sk-test-do-not-leak-1234567890"
+SCHEMA = {"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"], "additionalProperties": False}
+FAULTS = {"q1": ["429", None], "q2": ["500", None], "q3": ["truncated"] * 9, "q4": ["400"], "q5": ["invalid_json", None],
+          "q6": ["drop", None]}
+
+
+def faults(body, attempt):
+    seq = FAULTS.get(last_user_message(body), [])
+    return seq[attempt - 1] if attempt - 1 < len(seq) else None
+
+
+class EchoStage:
+    """Asks the model to echo the item's text; rejects items whose text starts with 'bad'."""
+
+    name = "echo"
+
+    def calls(self, item):
+        return [Call(item["id"], self.name, [{"role": "user", "content": item["text"]}], "echo", SCHEMA, "v1", {"echo": item["text"]})]
+
+    def handle(self, item, replies):
+        tag = REJECTED if replies[0]["echo"].startswith("bad") else OK
+        yield tag, {**item, "echo": replies[0]["echo"]}
+
+
+def _items(n):
+    return [{"id": f"i{k}", "source": "visual_genome", "image_id": str(k), "text": f"q{k}" if k < 7 else f"bad{k}" if k == 7 else f"q{k}"} for k in range(n)]
+
+
+def _config(server, tmp_path, **kw):
+    return LLMConfig(backend="openai", base_url=server.base_url, max_retries=2, timeout=5, concurrency=4,
+                     cache_dir=str(tmp_path / "cache"), backoff_base=0.001, backoff_cap=0.002, **kw)
+
+
+def test_run_stage_with_faults_every_element_once(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    caplog.set_level(logging.DEBUG)
+    items = _items(12)
+    with FakeOpenAI(echo_json, faults) as server:
+        with local_pipeline() as p:
+            result = p | beam.Create(items) | RunStage(EchoStage(), _config(server, tmp_path))
+            assert_that(result.ok | "OkIds" >> beam.Map(lambda r: r["id"]),
+                        equal_to([f"i{k}" for k in (0, 1, 2, 5, 6, 8, 9, 10, 11)]), label="Ok")
+            assert_that(result.rejected | "RejIds" >> beam.Map(lambda r: r["id"]), equal_to(["i7"]), label="Rejected")
+            assert_that(result.failed | "FailIds" >> beam.Map(lambda f: (f.item_id, f.reason, f.image_id, bool(f.raw_response))),
+                        equal_to([("i3", "echo_exhausted_retries", "3", True), ("i4", "echo_permanent_error", "4", False)]), label="Failed")
+            result.usage | beam.Map(lambda u: u) | "WriteUsage" >> beam.io.WriteToText(str(tmp_path / "usage"))
+        assert server.authorizations == {f"Bearer {SECRET}"}
+    leaked = [str(path) for path in tmp_path.rglob("*") if path.is_file() and SECRET in path.read_text(errors="ignore")]
+    assert leaked == []
+    assert SECRET not in caplog.text
+    assert len(list((tmp_path / "cache").rglob("*.json"))) == 10  # every usable reply cached, write-once
+
+
+def test_rerun_with_warm_cache_makes_zero_requests(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    items = [{"id": f"i{k}", "source": "visual_genome", "image_id": str(k), "text": f"z{k}"} for k in range(20)]
+    with FakeOpenAI(echo_json) as server:
+        for _ in range(2):
+            with local_pipeline() as p:
+                result = p | beam.Create(items) | RunStage(EchoStage(), _config(server, tmp_path))
+                assert_that(result.ok | beam.Map(lambda r: r["echo"]), equal_to([f"z{k}" for k in range(20)]))
+        assert len(server.requests) == 20
+
+
+def test_missing_api_key_fails_setup(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(RuntimeError, match="OPENAI_API_KEY"):
+        api_key_from_env()
+    fn = RunStageFn(EchoStage(), LLMConfig(backend="openai", base_url="http://127.0.0.1:9/v1"))
+    with pytest.raises(RuntimeError, match="OPENAI_API_KEY"):
+        fn.setup()
+
+
+def test_dofn_lifecycle_offline(tmp_path):
+    fn = RunStageFn(EchoStage(), LLMConfig())
+    fn.setup()
+    out = list(fn.process(_items(3)))
+    fn.teardown()
+    assert [r["echo"] for r in out if isinstance(r, dict)] == ["q0", "q1", "q2"]
+
+
+def test_filesystems_store_is_write_once_under_concurrent_writers(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = FileSystemsStore(str(tmp_path))
+    with ThreadPoolExecutor(8) as pool:
+        wins = list(pool.map(lambda v: store.put_if_absent("ab" * 32, f"value-{v}"), range(32)))
+    assert wins.count(True) == 1
+    assert store.get("ab" * 32) == f"value-{wins.index(True)}"
+    assert store.get("cd" * 32) is None
+    assert [p.name for p in pathlib.Path(tmp_path).rglob("*") if p.name.startswith(".tmp")] == []

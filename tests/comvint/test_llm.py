@@ -1,0 +1,182 @@
+"""The LLM layer without Beam: classifier, backoff, config, cache keys, reply parsing, runner."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import httpx2
+import openai
+import pytest
+
+from comvint.llm.cache import MemoryStore, ResponseCache, cache_key
+from comvint.llm.client import OpenAIBackend, Reply
+from comvint.llm.config import LLMConfig, parse_prices, parse_stage_models
+from comvint.llm.fake import FakeOpenAI, echo_json, last_user_message
+from comvint.llm.limits import RateLimiter
+from comvint.llm.retry import ReplyError, backoff, classify, retry_after_seconds
+from comvint.llm.runner import Call, StageRunner, parse_reply
+
+SCHEMA = {"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"], "additionalProperties": False}
+
+
+def _status_error(status: int, headers: dict | None = None) -> openai.APIStatusError:
+    request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    response = httpx2.Response(status, headers=headers or {}, request=request)
+    return openai.APIStatusError("boom", response=response, body=None)
+
+
+@pytest.mark.parametrize(
+    "status, retryable, cause",
+    [(429, True, "rate_limited"), (500, True, "http_500"), (502, True, "http_502"), (503, True, "http_503"),
+     (408, True, "http_408"), (400, False, "http_400"), (401, False, "http_401"), (403, False, "http_403"),
+     (404, False, "http_404"), (422, False, "http_422")],
+)
+def test_classify_status(status, retryable, cause):
+    assert classify(_status_error(status)) == (retryable, cause)
+
+
+def test_classify_other_errors():
+    request = httpx2.Request("POST", "http://127.0.0.1/")
+    assert classify(openai.APITimeoutError(request=request)) == (True, "timeout")
+    assert classify(openai.APIConnectionError(request=request)) == (True, "connection")
+    assert classify(ReplyError("invalid_json", "x")) == (True, "invalid_json")
+    assert classify(KeyError("bug")) == (False, "KeyError")
+
+
+def test_retry_after_and_backoff():
+    assert retry_after_seconds(_status_error(429, {"Retry-After": "7"})) == 7.0
+    assert retry_after_seconds(_status_error(429)) is None
+    rng = random.Random(1)
+    delays = [backoff(a, 0.5, 4.0, rng) for a in range(1, 12)]
+    assert all(0 <= d <= 4.0 for d in delays)
+    assert backoff(1, 0.5, 30.0, rng, retry_after=7.0) >= 7.0
+    assert backoff(1, 0.5, 30.0, rng, retry_after=100.0) == 30.0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"backend": "x"}, {"temperature": 3}, {"max_tokens": 0}, {"timeout": 0}, {"max_retries": -1},
+     {"concurrency": 0}, {"rpm": -1}, {"response_format": "yaml"}, {"backoff_base": 10, "backoff_cap": 1}],
+)
+def test_config_validation(kwargs):
+    with pytest.raises(ValueError):
+        LLMConfig(**kwargs)
+
+
+def test_config_parsing_and_cost():
+    assert parse_stage_models("verify=small, generate=big") == (("generate", "big"), ("verify", "small"))
+    prices = parse_prices("big=2.5:10,small=0.1:0.4")
+    config = LLMConfig(model="big", stage_models=parse_stage_models("verify=small"), prices=prices)
+    assert config.model_for("verify") == "small" and config.model_for("generate") == "big"
+    assert config.cost("big", 1_000_000, 100_000) == pytest.approx(3.5)
+    assert config.cost("unknown", 1, 1) is None
+    for bad in ("verify", "=x"):
+        with pytest.raises(ValueError):
+            parse_stage_models(bad)
+    with pytest.raises(ValueError):
+        parse_prices("m=1")
+
+
+def _key(**changes):
+    base = dict(base_url=None, model="m", messages=[{"role": "user", "content": "hi"}], params={"temperature": 0.7},
+                schema=SCHEMA, response_format="json_schema", prompt_version="v1")
+    return cache_key(**{**base, **changes})
+
+
+def test_cache_key_stable_and_sensitive():
+    assert _key() == _key() == "%s" % _key()
+    assert len({_key(), _key(model="n"), _key(prompt_version="v2"), _key(params={"temperature": 0}),
+                _key(schema={}), _key(response_format="json_object"), _key(base_url="http://x"),
+                _key(messages=[{"role": "user", "content": "hi!"}])}) == 8
+
+
+def test_cache_write_once():
+    cache = ResponseCache(MemoryStore())
+    assert cache.get("k") is None
+    assert cache.put("k", {"reply": {"text": "a"}}) is True
+    assert cache.put("k", {"reply": {"text": "b"}}) is False
+    assert cache.get("k")["reply"]["text"] == "a"
+
+
+@pytest.mark.parametrize(
+    "text, finish, reason",
+    [('{"echo": "x"}', "stop", None), ('```json\n{"echo": "x"}\n```', "stop", None), ("", "stop", "invalid_json"),
+     ('{"echo": ', "stop", "invalid_json"), ('{"echo": 3}', "stop", "schema_violation"),
+     ('{"echo": "x", "more": 1}', "stop", "schema_violation"), ('{"echo": "x"}', "length", "truncated"),
+     ('{"echo": "x"}', "content_filter", "content_filter"), ("Sure! here it is", "stop", "invalid_json")],
+)
+def test_parse_reply(text, finish, reason):
+    if reason is None:
+        assert parse_reply(Reply(text, finish), SCHEMA) == {"echo": "x"}
+    else:
+        with pytest.raises(ReplyError) as err:
+            parse_reply(Reply(text, finish), SCHEMA)
+        assert err.value.reason == reason and err.value.raw == text
+
+
+def test_rate_limiter_spaces_requests_without_sleeping():
+    clock = [0.0]
+    waits = []
+
+    async def fake_sleep(seconds):
+        waits.append(seconds)
+        clock[0] += seconds
+
+    async def go():
+        limiter = RateLimiter(rpm=60, tpm=0, clock=lambda: clock[0], sleep=fake_sleep)
+        for _ in range(4):
+            await limiter.acquire()
+        limiter.pause(10)
+        await limiter.acquire()
+
+    asyncio.run(go())
+    assert waits[:3] == pytest.approx([1.0, 1.0, 1.0]) and sum(waits) == pytest.approx(13.0)
+
+
+PLAN = {"m1": ["429", None], "m2": ["500", "500", None], "m3": ["invalid_json", None], "m4": ["truncated"] * 9,
+        "m5": ["400"], "m6": ["drop", None], "m7": ["content_filter", None], "m8": ["500"] * 9}
+
+
+def plan_faults(body, attempt):
+    seq = PLAN.get(last_user_message(body), [])
+    return seq[attempt - 1] if attempt - 1 < len(seq) else None
+
+
+async def _no_sleep(seconds):
+    return None
+
+
+def _run(server, calls, cache):
+    async def go():
+        config = LLMConfig(backend="openai", base_url=server.base_url, max_retries=3, timeout=5, concurrency=4)
+        runner = StageRunner(config, OpenAIBackend(config, "sk-test-secret"), cache, sleep=_no_sleep)
+        try:
+            return await runner.run(calls)
+        finally:
+            await runner.backend.close()
+
+    return asyncio.run(go())
+
+
+def test_runner_against_fake_server_with_faults():
+    calls = [Call(f"i{k}", "generate", [{"role": "user", "content": f"m{k}"}], "echo", SCHEMA, "v1") for k in range(10)]
+    cache = ResponseCache(MemoryStore())
+    with FakeOpenAI(echo_json, plan_faults, retry_after=0) as server:
+        outcomes = _run(server, calls, cache)
+        first_requests = len(server.requests)
+        again = _run(server, calls, cache)
+        assert len(server.requests) - first_requests == 4 + 1 + 4  # only the 3 failed calls are asked again
+    result = {o.call.item_id: (o.reply, o.reason) for o in outcomes}
+    assert result == {
+        **{f"i{k}": ({"echo": f"m{k}"}, None) for k in (0, 1, 2, 3, 6, 7, 9)},
+        "i4": (None, "generate_exhausted_retries"),
+        "i5": (None, "generate_permanent_error"),
+        "i8": (None, "generate_exhausted_retries"),
+    }
+    by_id = {o.call.item_id: o for o in outcomes}
+    assert by_id["i1"].usage["retries"] == {"rate_limited": 1}
+    assert by_id["i2"].usage["retries"] == {"http_500": 2}
+    assert by_id["i4"].raw and by_id["i4"].usage["requests"] == 4
+    assert sum(o.usage.get("cache_hits", 0) for o in again) == 7
+    assert first_requests == 1 + 2 + 3 + 2 + 4 + 1 + 2 + 2 + 4 + 1  # attempts per call, i0..i9
