@@ -21,7 +21,7 @@ setuptools.setup(
     description="ComVint: synthesize, complicate, verify and reformulate visual reasoning instructions at scale",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["comvint", "comvint.*", "beam_pipeline", "beam_pipeline.*"]),
-    package_data={"comvint": ["prompts/*.txt", "knowledge/*.json"]},
+    package_data={"comvint": ["knowledge/*.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest==9.0.3", "gcp-storage-emulator==2026.7.19", "ruff==0.17.5"],

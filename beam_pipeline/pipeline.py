@@ -6,9 +6,24 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipeline import io
+from beam_pipeline.method import GenerateComplexInstructions
 from beam_pipeline.options import SAMPLE_FLICKR, SAMPLE_VG, SAMPLE_VG_IMAGE_DATA, ComvintOptions
 from beam_pipeline.stats import SummarizeRun
 from comvint import stats as run_stats
+from comvint.llm.config import LLMConfig, config_from_mapping
+from comvint.stages.method import MethodConfig, public_record
+
+
+def method_config(opts: ComvintOptions, llm: LLMConfig) -> MethodConfig:
+    return MethodConfig(
+        backend=llm.backend,
+        model=llm.model if llm.backend == "openai" else "offline",
+        seed=opts.seed,
+        rounds=opts.rounds,
+        reformulate_share=opts.reformulate_share,
+        min_caption_chars=opts.min_caption_chars,
+        max_objects=opts.max_objects,
+    )
 
 
 def resolve_sources(opts: ComvintOptions) -> tuple[str | None, str | None, str | None]:
@@ -47,9 +62,29 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
         sinks["annotations"] = annotations
     if opts.write_convert:
         annotations | "WriteConvert" >> io.WriteConvertFiles(opts.output)
+    extra = {}
+    if opts.stages != "ingest":
+        llm = config_from_mapping(opts.get_all_options())
+        method = annotations | "SpreadAnnotations" >> beam.Reshuffle() | "RunMethod" >> GenerateComplexInstructions(
+            method_config(opts, llm), llm
+        )
+        instructions = method.instructions | "Publish" >> beam.Map(public_record)
+        instructions | "WriteInstructions" >> io.WriteJsonLines(opts.output, "instructions", opts.num_shards, sort_key=_id_key)
+        method.rejected | "WriteRejected" >> io.WriteJsonLines(opts.output, "rejected", opts.num_shards, sort_key=_rejected_key)
+        failures = (failures, method.failed) | "MergeFailures" >> beam.Flatten()
+        sinks = {**sinks, "failures": failures, "instructions": instructions, "rejected": method.rejected, "llm": method.usage}
+        extra = {"llm_backend": llm.backend, "rounds": opts.rounds}
     failures | "WriteFailures" >> io.WriteJsonLines(opts.output, "failures", opts.num_shards, sort_key=_failure_key)
-    {"inputs": inputs, **sinks} | "SummarizeRun" >> SummarizeRun(opts.output, {"stages": opts.stages})
+    {"inputs": inputs, **sinks} | "SummarizeRun" >> SummarizeRun(opts.output, {"stages": opts.stages, **extra})
     return p
+
+
+def _id_key(record) -> str:
+    return record["id"]
+
+
+def _rejected_key(record) -> str:
+    return "|".join(str(record.get(k)) for k in ("source", "image_id", "id", "stage", "reason"))
 
 
 def _failure_key(failure) -> str:

@@ -1,0 +1,100 @@
+"""The method as composite PTransforms: filter, topic, synthesize, complicate ⟲ verify, reformulate."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+
+from beam_pipeline.stages import RunStage
+from comvint import offline
+from comvint.llm.config import LLMConfig
+from comvint.stages.base import OK, REJECTED
+from comvint.stages.method import (
+    FAMILY, Complicate, MethodConfig, Reformulate, Synthesize, Verify, eliminate, image_filter,
+    reformulate_selected, rejection,
+)
+
+
+class MethodResult(NamedTuple):
+    instructions: beam.PCollection
+    rejected: beam.PCollection
+    failed: beam.PCollection
+    usage: beam.PCollection
+
+
+def _filter(ann: dict[str, Any], cfg: MethodConfig):
+    reason = image_filter(ann, cfg)
+    if reason is None:
+        yield ann
+    else:
+        yield beam.pvalue.TaggedOutput(REJECTED, {"image_id": ann["image_id"], "source": ann["source"], "family": FAMILY[ann["source"]],
+                                                  "stage": "filter", "reason": reason, "round": None})
+
+
+def _eliminate(item: dict[str, Any]):
+    reason = item["round"] > 0 and eliminate(item)
+    yield beam.pvalue.TaggedOutput(REJECTED, rejection(item, reason, "eliminate")) if reason else item
+
+
+def image_objects(ann: dict[str, Any]) -> list[str]:
+    """Distinct knowledge-table objects of a Visual Genome image (its 'documents' for IDF)."""
+    return sorted({o for r in ann["regions"] for o in offline.objects_in(r["phrase"])})
+
+
+def rarest(objects: list[str], df: dict[str, int]) -> str | None:
+    """The object with the highest IDF (lowest document frequency), ties alphabetical."""
+    return min(objects, key=lambda o: (df.get(o, 0), o)) if objects else None
+
+
+class AttachTopics(beam.PTransform):
+    """Annotation records -> the same, VG ones with ``_topic``: the rarest object by corpus-wide IDF."""
+
+    def expand(self, anns):
+        df = (
+            anns
+            | "OnlyVisualGenome" >> beam.Filter(lambda a: a["source"] == "visual_genome")
+            | "ObjectsPerImage" >> beam.FlatMap(image_objects)
+            | "DocumentFrequency" >> beam.combiners.Count.PerElement()
+        )
+        return anns | "PickTopic" >> beam.Map(
+            lambda a, freq: {**a, "_topic": rarest(image_objects(a), freq)} if a["source"] == "visual_genome" else a,
+            beam.pvalue.AsDict(df),
+        )
+
+
+class GenerateComplexInstructions(beam.PTransform):
+    """Annotation records -> MethodResult: the whole method with R complicate ⟲ verify rounds."""
+
+    def __init__(self, cfg: MethodConfig, llm: LLMConfig) -> None:
+        super().__init__()
+        self._cfg, self._llm = cfg, llm
+
+    def expand(self, anns) -> MethodResult:
+        cfg, llm = self._cfg, self._llm
+        kept = anns | "FilterImages" >> beam.FlatMap(_filter, cfg).with_outputs(REJECTED, main=OK)
+        topics = kept[OK] | "AttachTopics" >> AttachTopics()
+        generated = topics | "GenerateInstructions" >> RunStage(Synthesize(cfg), llm)
+        rejected, failed, usage, verified = [kept[REJECTED]], [generated.failed], [generated.usage], []
+        candidates = generated.ok
+        for r in range(cfg.rounds + 1):
+            checked = candidates | f"EliminateRound{r}" >> beam.FlatMap(_eliminate).with_outputs(REJECTED, main=OK)
+            judged = checked[OK] | f"VerifyRound{r}" >> RunStage(Verify(cfg), llm)
+            rejected += [checked[REJECTED], judged.rejected]
+            failed.append(judged.failed)
+            usage.append(judged.usage)
+            verified.append(judged.ok)
+            if r < cfg.rounds:
+                harder = judged.ok | f"ComplicateRound{r + 1}" >> RunStage(Complicate(cfg), llm)
+                failed.append(harder.failed)
+                usage.append(harder.usage)
+                candidates = harder.ok
+        all_verified = verified | "MergeVerified" >> beam.Flatten()
+        chosen = all_verified | "ChooseForReformulation" >> beam.Filter(reformulate_selected, cfg)
+        closed = chosen | "ReformulateInstructions" >> RunStage(Reformulate(cfg), llm)
+        return MethodResult(
+            (all_verified, closed.ok) | "MergeFormats" >> beam.Flatten(),
+            (*rejected, closed.rejected) | "MergeRejected" >> beam.Flatten(),
+            (*failed, closed.failed) | "MergeFailed" >> beam.Flatten(),
+            (*usage, closed.usage) | "MergeUsage" >> beam.Flatten(),
+        )

@@ -1,0 +1,253 @@
+"""The four stages of the method: synthesize, complicate, verify, reformulate.
+
+Items flowing between stages are instruction dicts in the contract's layout plus
+``grounding`` and the private ``_ann`` (the image's annotation record), which
+:func:`public_record` strips before writing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+from typing import Any, Iterable
+
+from comvint import offline, prompts
+from comvint.readers.flickr30k import convert_record
+from comvint.llm.runner import Call
+from comvint.stages.base import OK, REJECTED, Emit, ParseError
+
+STR = {"type": "string"}
+GROUNDING = {"type": "array", "items": STR}
+QA = {"type": "object", "properties": {"instruction": STR, "answer": STR, "grounding": GROUNDING, "knowledge_topic": STR},
+      "required": ["instruction", "answer", "grounding", "knowledge_topic"], "additionalProperties": False}
+GENERATE_SCHEMA = {"type": "object", "properties": {"items": {"type": "array", "items": QA, "minItems": 1, "maxItems": 5}},
+                   "required": ["items"], "additionalProperties": False}
+COMPLICATE_SCHEMA = {"type": "object", "properties": {"instruction": STR, "answer": STR, "grounding": GROUNDING},
+                     "required": ["instruction", "answer", "grounding"], "additionalProperties": False}
+VERIFY_SCHEMA = {"type": "object", "properties": {"evidence": STR, "verdict": {"type": "string", "enum": ["yes", "no"]}},
+                 "required": ["evidence", "verdict"], "additionalProperties": False}
+REFORMULATE_SCHEMA = {"type": "object", "properties": {
+    "bool_positive": STR, "bool_negative": STR, "mc_question": STR, "correct_option": STR,
+    "distractors": {"type": "array", "items": STR, "minItems": 3, "maxItems": 3}},
+    "required": ["bool_positive", "bool_negative", "mc_question", "correct_option", "distractors"], "additionalProperties": False}
+FAMILY = {"flickr30k_entities": "cross_modal", "visual_genome": "outside_knowledge"}
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodConfig:
+    """The method's knobs (defaults documented in the README)."""
+
+    backend: str = "offline"
+    model: str = "offline"
+    seed: int = 0
+    rounds: int = 2
+    per_image: int = 3
+    reformulate_share: float = 0.5
+    min_caption_chars: int = 300
+    max_objects: int = 50
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.reformulate_share <= 1 or self.rounds < 0 or self.per_image < 1:
+            raise ValueError("need 0 <= reformulate_share <= 1, rounds >= 0, per_image >= 1")
+
+
+def stable_id(*parts: Any) -> str:
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).hexdigest()[:20]
+
+
+def render(ann: dict[str, Any]) -> str:
+    """The annotation text the LLM sees (Convert captions, or VG region lines)."""
+    if ann["source"] == "visual_genome":
+        return "\n".join(
+            f"r:{r['region_id']} {r['phrase']} X: {r['box'][0]} Y: {r['box'][1]} Width: {r['box'][2] - r['box'][0]} Height: {r['box'][3] - r['box'][1]}"
+            for r in ann["regions"]
+        )
+    ids = "\n".join(f"e:{e['entity_id']} = " + ", ".join(p["text"] for c in ann["captions"] for p in c["phrases"] if p["entity_id"] == e["entity_id"])[:200] for e in ann["entities"])
+    return convert_record(ann) + "\nEntity ids:\n" + ids
+
+
+def public_record(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in item.items() if not k.startswith("_")}
+
+
+def image_filter(ann: dict[str, Any], cfg: MethodConfig) -> str | None:
+    """The reason an image is not used (None: keep)."""
+    if ann["source"] == "flickr30k_entities":
+        chars = sum(len(c["text"]) for c in ann["captions"])
+        return None if chars >= cfg.min_caption_chars else "filter_short_captions"
+    if not ann["regions"]:
+        return "filter_no_regions"
+    return None if len(ann["regions"]) <= cfg.max_objects else "filter_too_many_objects"
+
+
+class Synthesize:
+    """annotation record (+ ``_topic``) -> round-0 open-ended instructions."""
+
+    name = "generate"
+
+    def __init__(self, cfg: MethodConfig) -> None:
+        self.cfg = cfg
+
+    def calls(self, ann: dict[str, Any]) -> list[Call]:
+        topic = ann.get("_topic") or ""
+        if ann["source"] == "visual_genome":
+            rng = random.Random(offline.stable_int(self.cfg.seed, ann["image_id"], "topics"))
+            topics = ", ".join(rng.sample(prompts.OKVQA_TOPICS, 5))
+            system = prompts.GENERATE_OUTSIDE_KNOWLEDGE.format(data_rule=prompts.DATA_RULE, n=self.cfg.per_image, topic=topic, topics=topics)
+        else:
+            system = prompts.GENERATE_CROSS_MODAL.format(data_rule=prompts.DATA_RULE, n=self.cfg.per_image)
+        reply = {"items": offline.synthesize(ann, topic, self.cfg.per_image)} if self.cfg.backend == "offline" else None
+        item_id = f"{ann['source']}/{ann['image_id']}"
+        return [Call(item_id, self.name, prompts.messages(system, render(ann)), "synthesized", GENERATE_SCHEMA, prompts.PROMPT_VERSION, reply)]
+
+    def handle(self, ann: dict[str, Any], replies: list[dict[str, Any]]) -> Iterable[Emit]:
+        items = replies[0]["items"]
+        if not items:
+            raise ParseError("no_items", "the reply holds no question")
+        for index, qa in enumerate(items):
+            yield OK, self._record(ann, index, qa)
+
+    def _record(self, ann: dict[str, Any], index: int, qa: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": stable_id(ann["source"], ann["image_id"], 0, index, qa["instruction"], qa["answer"]),
+            "image_id": ann["image_id"], "source": ann["source"], "image": ann["image"],
+            "family": FAMILY[ann["source"]], "format": "open_ended",
+            "instruction": qa["instruction"].strip(), "answer": qa["answer"].strip(),
+            "round": 0, "parent_id": None, "knowledge_type": None,
+            "knowledge_topic": qa["knowledge_topic"] or None,
+            "verification": None,
+            "llm": {"backend": self.cfg.backend, "model": self.cfg.model, "prompt_version": prompts.PROMPT_VERSION},
+            "grounding": list(qa["grounding"]),
+            "_ann": ann,
+        }
+
+
+def knowledge_type_for(item: dict[str, Any], seed: int) -> str:
+    return prompts.KNOWLEDGE_TYPES[offline.stable_int(seed, item["id"], item["round"]) % len(prompts.KNOWLEDGE_TYPES)]
+
+
+class Complicate:
+    """verified instruction of round r -> a harder one of round r+1 (child of it)."""
+
+    name = "complicate"
+
+    def __init__(self, cfg: MethodConfig) -> None:
+        self.cfg = cfg
+
+    def calls(self, item: dict[str, Any]) -> list[Call]:
+        ktype = "visual" if self.cfg.backend == "offline" else knowledge_type_for(item, self.cfg.seed)
+        system = prompts.COMPLICATE.format(data_rule=prompts.DATA_RULE, knowledge_type=ktype, instruction=item["instruction"], answer=item["answer"])
+        reply = None
+        if self.cfg.backend == "offline":
+            reply = offline.complicate(item, item["_ann"], item["round"] + 1)
+            reply = reply or {"instruction": item["instruction"], "answer": item["answer"], "grounding": item["grounding"]}
+        return [Call(item["id"], self.name, prompts.messages(system, render(item["_ann"])), "complicated", COMPLICATE_SCHEMA, prompts.PROMPT_VERSION, reply)]
+
+    def handle(self, item: dict[str, Any], replies: list[dict[str, Any]]) -> Iterable[Emit]:
+        reply = replies[0]
+        ktype = "visual" if self.cfg.backend == "offline" else knowledge_type_for(item, self.cfg.seed)
+        child = {**item, "instruction": reply["instruction"].strip(), "answer": reply["answer"].strip(),
+                 "grounding": list(reply["grounding"]), "round": item["round"] + 1, "parent_id": item["id"],
+                 "knowledge_type": ktype, "verification": None, "_parent_instruction": item["instruction"]}
+        child["id"] = stable_id(item["id"], child["round"], child["instruction"], child["answer"])
+        yield OK, child
+
+
+STOP_WORDS = frozenset("a an the is are of to in on and or what which who how why it this that be does do".split())
+TEMPLATE_LEAKS = ("rewritten prompt", "given prompt", "#rewritten", "as an ai", "here is the rewritten")
+REFUSALS = ("sorry", "i cannot", "i can't", "unable to")
+
+
+def eliminate(item: dict[str, Any]) -> str | None:
+    """Evol-Instruct's cheap elimination rules before the judge; a reason code or None."""
+    text, parent = item["instruction"].strip(), item.get("_parent_instruction")
+    lowered = text.lower()
+    words = [w.strip(".,?!;:'\"") for w in lowered.split()]
+    if parent is not None and " ".join(parent.lower().split()) == " ".join(lowered.split()):
+        return "eliminate_no_information_gain"
+    if len(words) < 12 and any(lowered.startswith(r) or r in lowered for r in REFUSALS):
+        return "eliminate_refusal"
+    if not [w for w in words if w and w not in STOP_WORDS]:
+        return "eliminate_only_stop_words"
+    if any(leak in lowered for leak in TEMPLATE_LEAKS):
+        return "eliminate_template_leak"
+    return None
+
+
+class Verify:
+    """instruction -> the same instruction with ``verification`` (ok) or a rejection with evidence."""
+
+    name = "verify"
+
+    def __init__(self, cfg: MethodConfig) -> None:
+        self.cfg = cfg
+
+    def calls(self, item: dict[str, Any]) -> list[Call]:
+        system = prompts.VERIFY.format(data_rule=prompts.DATA_RULE, instruction=item["instruction"], answer=item["answer"])
+        reply = None
+        if self.cfg.backend == "offline":
+            passed, evidence = offline.judge(item.get("grounding") or [], offline.scene(item["_ann"]))
+            reply = {"evidence": evidence, "verdict": "yes" if passed else "no"}
+        return [Call(item["id"], self.name, prompts.messages(system, render(item["_ann"])), "verdict", VERIFY_SCHEMA, prompts.PROMPT_VERSION, reply)]
+
+    def handle(self, item: dict[str, Any], replies: list[dict[str, Any]]) -> Iterable[Emit]:
+        reply = replies[0]
+        passed = reply["verdict"] == "yes"
+        verified = {**item, "verification": {"passed": passed, "evidence": reply["evidence"]}}
+        if passed:
+            yield OK, verified
+        else:
+            yield REJECTED, rejection(verified, "verify_rejected", "verify", reply["evidence"])
+
+
+def rejection(item: dict[str, Any], reason: str, stage: str, evidence: str = "") -> dict[str, Any]:
+    """A rejected-sink record: the item plus why it was dropped."""
+    return {**public_record(item), "reason": reason, "stage": stage, "evidence": evidence}
+
+
+def reformulate_selected(item: dict[str, Any], cfg: MethodConfig) -> bool:
+    """Deterministic sampling of the items to reformulate."""
+    return (offline.stable_int(cfg.seed, item["id"], "reformulate") % 10_000) < cfg.reformulate_share * 10_000
+
+
+def shuffle_options(item_id: str, correct: str, distractors: list[str]) -> tuple[list[str], int]:
+    """Options shuffled by a seed derived from the item id; returns (options, answer_index)."""
+    options = [correct, *distractors]
+    random.Random(offline.stable_int(item_id, "options")).shuffle(options)
+    return options, options.index(correct)
+
+
+class Reformulate:
+    """verified open-ended instruction -> Bool yes, Bool no and 4-way multiple choice children."""
+
+    name = "reformulate"
+
+    def __init__(self, cfg: MethodConfig) -> None:
+        self.cfg = cfg
+
+    def calls(self, item: dict[str, Any]) -> list[Call]:
+        system = prompts.REFORMULATE.format(data_rule=prompts.DATA_RULE, instruction=item["instruction"], answer=item["answer"])
+        reply = offline.reformulate(item, item["_ann"]) if self.cfg.backend == "offline" else None
+        if self.cfg.backend == "offline" and reply is None:
+            reply = {"bool_positive": "", "bool_negative": "", "mc_question": "", "correct_option": "", "distractors": ["", "", ""]}
+        return [Call(item["id"], self.name, prompts.messages(system, render(item["_ann"])), "reformulated", REFORMULATE_SCHEMA, prompts.PROMPT_VERSION, reply)]
+
+    def handle(self, item: dict[str, Any], replies: list[dict[str, Any]]) -> Iterable[Emit]:
+        r = replies[0]
+        if not r["bool_positive"] or not r["correct_option"]:
+            yield REJECTED, rejection(item, "reformulate_not_applicable", "reformulate", "no entity to swap for this item")
+            return
+        distractors = [d.strip() for d in r["distractors"]]
+        if len({r["correct_option"].strip(), *distractors}) < 4:
+            raise ParseError("repeated_options", f"options repeat: {[r['correct_option'], *distractors]}")
+        base = {**item, "parent_id": item["id"], "verification": item["verification"]}
+        yield OK, self._child(base, "bool", r["bool_positive"], "yes")
+        yield OK, self._child(base, "bool", r["bool_negative"], "no")
+        options, index = shuffle_options(item["id"], r["correct_option"].strip(), distractors)
+        yield OK, {**self._child(base, "multiple_choice", r["mc_question"], options[index]), "options": options, "answer_index": index}
+
+    @staticmethod
+    def _child(base: dict[str, Any], fmt: str, question: str, answer: str) -> dict[str, Any]:
+        return {**base, "id": stable_id(base["parent_id"], fmt, question, answer), "format": fmt,
+                "instruction": question.strip(), "answer": answer}
