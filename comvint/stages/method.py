@@ -135,8 +135,12 @@ class Complicate:
     def __init__(self, cfg: MethodConfig) -> None:
         self.cfg = cfg
 
+    def _knowledge_type(self, item: dict[str, Any]) -> str:
+        # The offline engine's complication is a spatial (visual) second hop.
+        return "visual" if self.cfg.backend == "offline" else knowledge_type_for(item, self.cfg.seed)
+
     def calls(self, item: dict[str, Any]) -> list[Call]:
-        ktype = "visual" if self.cfg.backend == "offline" else knowledge_type_for(item, self.cfg.seed)
+        ktype = self._knowledge_type(item)
         system = prompts.COMPLICATE.format(data_rule=prompts.DATA_RULE, knowledge_type=ktype, instruction=item["instruction"], answer=item["answer"])
         reply = None
         if self.cfg.backend == "offline":
@@ -146,7 +150,7 @@ class Complicate:
 
     def handle(self, item: dict[str, Any], replies: list[dict[str, Any]]) -> Iterable[Emit]:
         reply = replies[0]
-        ktype = "visual" if self.cfg.backend == "offline" else knowledge_type_for(item, self.cfg.seed)
+        ktype = self._knowledge_type(item)
         child = {**item, "instruction": reply["instruction"].strip(), "answer": reply["answer"].strip(),
                  "grounding": list(reply["grounding"]), "round": item["round"] + 1, "parent_id": item["id"],
                  "knowledge_type": ktype, "verification": None, "_parent_instruction": item["instruction"]}
@@ -241,7 +245,7 @@ class Reformulate:
         distractors = [d.strip() for d in r["distractors"]]
         if len({r["correct_option"].strip(), *distractors}) < 4:
             raise ParseError("repeated_options", f"options repeat: {[r['correct_option'], *distractors]}")
-        base = {**item, "parent_id": item["id"], "verification": item["verification"]}
+        base = {**item, "parent_id": item["id"]}
         yield OK, self._child(base, "bool", r["bool_positive"], "yes")
         yield OK, self._child(base, "bool", r["bool_negative"], "no")
         options, index = shuffle_options(item["id"], r["correct_option"].strip(), distractors)
