@@ -10,7 +10,8 @@ import hashlib
 import json
 import logging
 import posixpath
-from typing import Any, Iterable, Iterator, NamedTuple
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io import fileio

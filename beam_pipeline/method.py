@@ -11,8 +11,16 @@ from comvint import offline
 from comvint.llm.config import LLMConfig
 from comvint.stages.base import OK, REJECTED
 from comvint.stages.method import (
-    FAMILY, Complicate, MethodConfig, Reformulate, Synthesize, Verify, eliminate, image_filter,
-    reformulate_selected, rejection,
+    FAMILY,
+    Complicate,
+    MethodConfig,
+    Reformulate,
+    Synthesize,
+    Verify,
+    eliminate,
+    image_filter,
+    reformulate_selected,
+    rejection,
 )
 
 

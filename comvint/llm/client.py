@@ -67,7 +67,7 @@ class OpenAIBackend:
         completion = await self._client.chat.completions.create(
             model=model,
             messages=call.messages,
-            temperature=self._config.temperature,
+            temperature=self._config.temperature_for(call.stage),
             max_tokens=self._config.max_tokens,
             **kwargs,
         )

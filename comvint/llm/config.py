@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from collections.abc import Mapping
 
 BACKENDS = ("offline", "openai")
 RESPONSE_FORMATS = ("json_schema", "json_object", "text")
@@ -18,6 +18,7 @@ class LLMConfig:
     model: str = "gpt-4o-mini"
     stage_models: tuple[tuple[str, str], ...] = ()
     temperature: float = 0.7
+    stage_temperatures: tuple[tuple[str, float], ...] = (("verify", 0.0),)
     max_tokens: int = 1024
     timeout: float = 60.0
     max_retries: int = 5
@@ -34,7 +35,7 @@ class LLMConfig:
         checks = [
             (self.backend in BACKENDS, f"backend must be one of {BACKENDS}"),
             (self.response_format in RESPONSE_FORMATS, f"response_format must be one of {RESPONSE_FORMATS}"),
-            (0.0 <= self.temperature <= 2.0, "temperature must be in [0, 2]"),
+            (all(0.0 <= t <= 2.0 for t in (self.temperature, *dict(self.stage_temperatures).values())), "temperature must be in [0, 2]"),
             (self.max_tokens > 0, "max_tokens must be positive"),
             (self.timeout > 0, "timeout must be positive"),
             (self.max_retries >= 0, "max_retries must be >= 0"),
@@ -50,6 +51,10 @@ class LLMConfig:
         """The model of ``stage`` (a per-stage override, else the default model)."""
         return dict(self.stage_models).get(stage, self.model)
 
+    def temperature_for(self, stage: str) -> float:
+        """The sampling temperature of ``stage`` (a per-stage override, else the default)."""
+        return dict(self.stage_temperatures).get(stage, self.temperature)
+
     def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
         """Estimated cost in the price table's currency, or None if the model has no price."""
         for name, per_m_in, per_m_out in self.prices:
@@ -58,12 +63,25 @@ class LLMConfig:
         return None
 
 
-def parse_stage_models(text: str) -> tuple[tuple[str, str], ...]:
-    """``"verify=gpt-4o-mini,reformulate=m"`` -> ``(("reformulate", "m"), ("verify", ...))``."""
+def parse_stage_pairs(text: str, flag: str) -> tuple[tuple[str, str], ...]:
+    """``"verify=a,reformulate=b"`` -> ``(("reformulate", "b"), ("verify", "a"))``, sorted."""
     pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
     if any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
-        raise ValueError(f"bad --llm_stage_models {text!r}: want stage=model,...")
+        raise ValueError(f"bad {flag} {text!r}: want stage=value,...")
     return tuple(sorted((k.strip(), v.strip()) for k, v in pairs))
+
+
+def parse_stage_models(text: str) -> tuple[tuple[str, str], ...]:
+    """``"verify=gpt-4o-mini,reformulate=m"`` -> per-stage model overrides."""
+    return parse_stage_pairs(text, "--llm_stage_models")
+
+
+def parse_stage_temperatures(text: str) -> tuple[tuple[str, float], ...]:
+    """``"verify=0,generate=1.0"`` -> per-stage temperature overrides."""
+    try:
+        return tuple((stage, float(value)) for stage, value in parse_stage_pairs(text, "--llm_stage_temperatures"))
+    except ValueError:
+        raise ValueError(f"bad --llm_stage_temperatures {text!r}: want stage=number,...") from None
 
 
 def parse_prices(text: str) -> tuple[tuple[str, float, float], ...]:
@@ -87,6 +105,7 @@ def config_from_mapping(values: Mapping[str, object]) -> LLMConfig:
         model=str(values["llm_model"]),
         stage_models=parse_stage_models(str(values.get("llm_stage_models") or "")),
         temperature=float(values["llm_temperature"]),
+        stage_temperatures=parse_stage_temperatures(str(values.get("llm_stage_temperatures", "verify=0") or "")),
         max_tokens=int(values["llm_max_tokens"]),
         timeout=float(values["llm_timeout"]),
         max_retries=int(values["llm_max_retries"]),

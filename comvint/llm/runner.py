@@ -13,7 +13,8 @@ import json
 import random
 import re
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import jsonschema
 
@@ -51,15 +52,25 @@ class Outcome:
     usage: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+def json_text(text: str) -> str:
+    """The JSON inside a reply: the whole text, a fenced block, or the outermost ``{...}`` in prose."""
+    text = text.strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        return fenced.group(1)
+    if text.startswith("{"):
+        return text
+    start, end = text.find("{"), text.rfind("}")
+    return text[start : end + 1] if 0 <= start < end else text
+
+
 def parse_reply(reply: Reply, schema: dict[str, Any]) -> dict[str, Any]:
-    """Check the finish reason, parse JSON (tolerating a code fence) and validate the schema."""
+    """Check the finish reason, parse JSON (tolerating a code fence or prose around it), validate the schema."""
     if reply.finish_reason in ("length", "content_filter"):
         reason = "truncated" if reply.finish_reason == "length" else "content_filter"
         raise ReplyError(reason, f"finish_reason={reply.finish_reason}", reply.text)
-    text = reply.text.strip()
-    fenced = _FENCE.match(text)
     try:
-        value = json.loads(fenced.group(1) if fenced else text)
+        value = json.loads(json_text(reply.text))
     except json.JSONDecodeError as err:
         raise ReplyError("invalid_json", str(err), reply.text) from None
     try:
@@ -99,7 +110,7 @@ class StageRunner:
             return await self.run_one(call)
 
     def key(self, call: Call, model: str) -> str:
-        params = {"temperature": self.config.temperature, "max_tokens": self.config.max_tokens}
+        params = {"temperature": self.config.temperature_for(call.stage), "max_tokens": self.config.max_tokens}
         return cache_key(
             base_url=self.config.base_url,
             model=model,

@@ -8,7 +8,8 @@ flag), each naming one or more entities.  Every problem raises
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from lxml import etree
 

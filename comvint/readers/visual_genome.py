@@ -17,7 +17,8 @@ from __future__ import annotations
 import codecs
 import json
 import re
-from typing import IO, Any, Iterator
+from collections.abc import Iterator
+from typing import IO, Any
 
 from comvint.records import VISUAL_GENOME, Failure, InputError, annotation_record
 

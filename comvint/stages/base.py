@@ -9,7 +9,8 @@ or ``failed``. A reply that is valid JSON but unusable raises ParseError.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Protocol
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from comvint.llm.runner import Call, Outcome
 from comvint.records import Failure

@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from comvint import offline, prompts
-from comvint.readers.flickr30k import convert_record
 from comvint.llm.runner import Call
+from comvint.readers.flickr30k import convert_record
 from comvint.stages.base import OK, REJECTED, Emit, ParseError
 
 STR = {"type": "string"}
@@ -93,7 +94,7 @@ class Synthesize:
         topic = ann.get("_topic") or ""
         if ann["source"] == "visual_genome":
             rng = random.Random(offline.stable_int(self.cfg.seed, ann["image_id"], "topics"))
-            topics = ", ".join(rng.sample(prompts.OKVQA_TOPICS, 5))
+            topics = "; ".join(rng.sample(prompts.OKVQA_TOPICS, 5))
             system = prompts.GENERATE_OUTSIDE_KNOWLEDGE.format(data_rule=prompts.DATA_RULE, n=self.cfg.per_image, topic=topic, topics=topics)
         else:
             system = prompts.GENERATE_CROSS_MODAL.format(data_rule=prompts.DATA_RULE, n=self.cfg.per_image)

@@ -92,6 +92,8 @@ def test_method_through_fake_openai_server(tmp_path, monkeypatch):
         main.run(["--output", str(tmp_path), "--llm", "openai", "--llm_base_url", server.base_url, "--llm_model", "fake-model",
                   "--cache_dir", str(tmp_path / "cache"), "--llm_max_retries", "2"])
         first = len(server.requests)
+        temperatures = {(b["response_format"]["json_schema"]["name"], b["temperature"]) for b in server.requests}
+        assert temperatures == {("synthesized", 0.7), ("complicated", 0.7), ("verdict", 0.0), ("reformulated", 0.7)}
         main.run(["--output", str(tmp_path / "again"), "--llm", "openai", "--llm_base_url", server.base_url, "--llm_model", "fake-model",
                   "--cache_dir", str(tmp_path / "cache")])
         assert len(server.requests) == first  # warm cache: zero requests

@@ -11,7 +11,7 @@ import pytest
 
 from comvint.llm.cache import MemoryStore, ResponseCache, cache_key
 from comvint.llm.client import OpenAIBackend, Reply
-from comvint.llm.config import LLMConfig, parse_prices, parse_stage_models
+from comvint.llm.config import LLMConfig, parse_prices, parse_stage_models, parse_stage_temperatures
 from comvint.llm.fake import FakeOpenAI, echo_json, last_user_message
 from comvint.llm.limits import RateLimiter
 from comvint.llm.retry import ReplyError, backoff, classify, retry_after_seconds
@@ -56,7 +56,7 @@ def test_retry_after_and_backoff():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"backend": "x"}, {"temperature": 3}, {"max_tokens": 0}, {"timeout": 0}, {"max_retries": -1},
+    [{"backend": "x"}, {"temperature": 3}, {"stage_temperatures": (("verify", -1.0),)}, {"max_tokens": 0}, {"timeout": 0}, {"max_retries": -1},
      {"concurrency": 0}, {"rpm": -1}, {"response_format": "yaml"}, {"backoff_base": 10, "backoff_cap": 1}],
 )
 def test_config_validation(kwargs):
@@ -74,6 +74,11 @@ def test_config_parsing_and_cost():
     for bad in ("verify", "=x"):
         with pytest.raises(ValueError):
             parse_stage_models(bad)
+    temps = LLMConfig(temperature=0.9, stage_temperatures=parse_stage_temperatures("verify=0, generate=1.2"))
+    assert (temps.temperature_for("verify"), temps.temperature_for("generate"), temps.temperature_for("reformulate")) == (0.0, 1.2, 0.9)
+    assert LLMConfig().temperature_for("verify") == 0.0  # the judge is greedy by default
+    with pytest.raises(ValueError):
+        parse_stage_temperatures("verify=cold")
     with pytest.raises(ValueError):
         parse_prices("m=1")
 

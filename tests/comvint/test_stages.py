@@ -1,0 +1,157 @@
+"""Each stage on its own: the messages it sends, and what it makes of every kind of reply."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from comvint import prompts
+from comvint.llm.client import Reply
+from comvint.llm.config import LLMConfig
+from comvint.llm.runner import StageRunner
+from comvint.records import Failure
+from comvint.stages.base import FAILED, OK, REJECTED, handle_outcomes
+from comvint.stages.method import Complicate, MethodConfig, Reformulate, Synthesize, Verify
+
+CFG = MethodConfig(backend="openai", model="m", per_image=2)
+FLICKR = {
+    "source": "flickr30k_entities", "image_id": "1", "image": "flickr30k-images/1.jpg", "width": 100, "height": 100, "regions": [],
+    "captions": [{"text": "A man pets a dog .", "phrases": [
+        {"text": "A man", "entity_id": "1", "types": ["people"], "first_word_index": 0},
+        {"text": "a dog", "entity_id": "2", "types": ["animals"], "first_word_index": 3}]}],
+    "entities": [{"entity_id": "1", "boxes": [[0, 0, 10, 10]], "scene": False, "no_box": False},
+                 {"entity_id": "2", "boxes": [[50, 50, 60, 60], [70, 70, 80, 80]], "scene": False, "no_box": False}],
+}
+VG = {"source": "visual_genome", "image_id": "7", "image": "vg/7.jpg", "captions": [], "entities": [], "_topic": "car",
+      "regions": [{"region_id": "5", "phrase": "a red car", "box": [1, 2, 11, 22]}]}
+ITEM = {"id": "abc", "image_id": "1", "source": "flickr30k_entities", "image": "flickr30k-images/1.jpg", "family": "cross_modal",
+        "format": "open_ended", "instruction": "Where is the dog?", "answer": "Right of the man.", "round": 0, "parent_id": None,
+        "knowledge_type": None, "knowledge_topic": None, "verification": None, "grounding": ["e:1", "e:2"],
+        "llm": {"backend": "openai", "model": "m", "prompt_version": prompts.PROMPT_VERSION}, "_ann": FLICKR}
+
+
+class Scripted:
+    """A backend that answers every request with one fixed reply."""
+
+    name = "scripted"
+
+    def __init__(self, text: str, finish_reason: str = "stop") -> None:
+        self.reply = Reply(text, finish_reason)
+
+    async def complete(self, call, model) -> Reply:
+        return self.reply
+
+    async def close(self) -> None:
+        return None
+
+
+def run(stage, item, text: str, finish_reason: str = "stop"):
+    """Everything ``item`` becomes in ``stage`` when the endpoint answers ``text``."""
+    runner = StageRunner(LLMConfig(backend="openai", max_retries=0), Scripted(text, finish_reason))
+    outcomes = asyncio.run(runner.run(stage.calls(item)))
+    return handle_outcomes(stage, item, outcomes)
+
+
+def test_synthesize_cross_modal_messages():
+    (call,) = Synthesize(CFG).calls(FLICKR)
+    system, user = (m["content"] for m in call.messages)
+    assert call.item_id == "flickr30k_entities/1" and call.schema_name == "synthesized"
+    assert "Write 2 question/answer pairs" in system and prompts.DATA_RULE in system
+    assert user == ("<annotations>\nA man [0, 0, 10, 10] pets a dog [50, 50, 60, 60] [70, 70, 80, 80] .\n\n"
+                    "Entity ids:\ne:1 = A man\ne:2 = a dog\n</annotations>")
+
+
+def test_synthesize_outside_knowledge_messages():
+    (call,) = Synthesize(CFG).calls(VG)
+    system, user = (m["content"] for m in call.messages)
+    assert 'topic entity "car"' in system
+    topics = system.split("knowledge topic from: ")[1].split(".\n")[0].split("; ")
+    assert len(topics) == 5 and set(topics) <= set(prompts.OKVQA_TOPICS)
+    assert user == "<annotations>\nr:5 a red car X: 1 Y: 2 Width: 10 Height: 20\n</annotations>"
+    assert Synthesize(CFG).calls(VG) == [call]  # topics sampled deterministically per image
+
+
+def test_later_stages_put_the_item_in_the_prompt():
+    for stage in (Complicate(CFG), Verify(CFG), Reformulate(CFG)):
+        (call,) = stage.calls(ITEM)
+        system = call.messages[0]["content"]
+        assert "Where is the dog?" in system and "Right of the man." in system and call.item_id == "abc"
+        assert call.messages[1]["content"].startswith("<annotations>\nA man [0, 0, 10, 10]")
+    ktype = Complicate(CFG).calls(ITEM)[0].messages[0]["content"].split("multi-hop ")[1].split(" knowledge")[0]
+    assert ktype in prompts.KNOWLEDGE_TYPES
+
+
+QA = {"instruction": "Is the man left of the dog?", "answer": "Yes.", "grounding": ["e:1"], "knowledge_topic": ""}
+CLEAN = {
+    "synthesize": (Synthesize(CFG), FLICKR, {"items": [QA, {**QA, "instruction": "What does the man touch?"}]}),
+    "complicate": (Complicate(CFG), ITEM, {"instruction": "Which animal right of the man has two boxes?", "answer": "The dog.", "grounding": ["e:2"]}),
+    "verify": (Verify(CFG), ITEM, {"evidence": "e:2 is right of e:1", "verdict": "yes"}),
+    "reformulate": (Reformulate(CFG), ITEM, {"bool_positive": "Is the dog right of the man?", "bool_negative": "Is the man right of the dog?",
+                                             "mc_question": "Where is the dog?", "correct_option": "Right of the man",
+                                             "distractors": ["Left of the man", "Above the man", "Under the man"]}),
+}
+EXPECTED_OK = {"synthesize": 2, "complicate": 1, "verify": 1, "reformulate": 3}
+
+
+@pytest.mark.parametrize("name", sorted(CLEAN))
+@pytest.mark.parametrize("wrap", [lambda s: s, lambda s: f"```json\n{s}\n```", lambda s: f"Sure! Here it is:\n{s}\nHope this helps."])
+def test_clean_and_noisy_replies_parse(name, wrap):
+    stage, item, reply = CLEAN[name]
+    emitted = run(stage, item, wrap(json.dumps(reply)))
+    assert [tag for tag, _ in emitted] == [OK] * EXPECTED_OK[name]
+
+
+def _failure(emitted) -> Failure:
+    ((tag, failure),) = emitted
+    assert tag == FAILED and isinstance(failure, Failure)
+    return failure
+
+
+@pytest.mark.parametrize("name", sorted(CLEAN))
+@pytest.mark.parametrize(
+    "text, finish, cause",
+    [("", "stop", "invalid_json"), ("   ", "stop", "invalid_json"), ("I cannot help with that.", "stop", "invalid_json"),
+     ('{"items": [{"instruction": "Is the', "length", "truncated"), ('{"evidence": "x", "ver', "stop", "invalid_json"),
+     ('{"unexpected": 1}', "stop", "schema_violation"), ("{}", "content_filter", "content_filter")],
+)
+def test_bad_replies_fail_with_reason_and_raw_reply(name, text, finish, cause):
+    stage, item, _ = CLEAN[name]
+    failure = _failure(run(stage, item, text, finish))
+    assert failure.reason == f"{stage.name}_exhausted_retries" and failure.detail.startswith(cause)
+    assert failure.raw_response == text and failure.stage == stage.name
+    assert (failure.image_id, failure.source) == (item["image_id"], item["source"])
+
+
+@pytest.mark.parametrize(
+    "name, reply",
+    [("synthesize", {"items": []}), ("synthesize", {"items": [{**QA, "grounding": "e:1"}]}),
+     ("complicate", {"instruction": "x", "answer": "y"}), ("verify", {"evidence": "x", "verdict": "maybe"}),
+     ("reformulate", {**CLEAN["reformulate"][2], "distractors": ["a", "b"]}), ("synthesize", [QA])],
+)
+def test_schema_violations_are_failures(name, reply):
+    stage, item, _ = CLEAN[name]
+    assert _failure(run(stage, item, json.dumps(reply))).detail.startswith("schema_violation")
+
+
+def test_verify_no_is_a_rejection_with_evidence():
+    ((tag, record),) = run(Verify(CFG), ITEM, json.dumps({"evidence": "there is no dog", "verdict": "no"}))
+    assert tag == REJECTED and record["reason"] == "verify_rejected" and record["evidence"] == "there is no dog"
+    assert record["verification"] == {"passed": False, "evidence": "there is no dog"} and "_ann" not in record
+
+
+def test_reformulate_repeated_options_is_a_parse_failure():
+    reply = {**CLEAN["reformulate"][2], "distractors": ["Right of the man", "Left", "Up"]}
+    failure = _failure(run(Reformulate(CFG), ITEM, json.dumps(reply)))
+    assert failure.reason == "reformulate_repeated_options" and "Right of the man" in failure.raw_response
+
+
+def test_reformulate_children_and_complicate_child_link_to_parent():
+    children = [r for _, r in run(*CLEAN["reformulate"][:2], json.dumps(CLEAN["reformulate"][2]))]
+    assert [(c["format"], c["answer"]) for c in children[:2]] == [("bool", "yes"), ("bool", "no")]
+    mc = children[2]
+    assert mc["options"][mc["answer_index"]] == mc["answer"] == "Right of the man"
+    assert {c["parent_id"] for c in children} == {"abc"} and len({c["id"] for c in children}) == 3
+    ((_, child),) = run(*CLEAN["complicate"][:2], json.dumps(CLEAN["complicate"][2]))
+    assert child["round"] == 1 and child["parent_id"] == "abc" and child["knowledge_type"] in prompts.KNOWLEDGE_TYPES
