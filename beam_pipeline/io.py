@@ -215,21 +215,22 @@ class WriteJsonLines(beam.PTransform):
     the files (for the large annotation output).
     """
 
-    def __init__(self, prefix: str, name: str, num_shards: int = 1, sort_key=None) -> None:
+    def __init__(self, prefix: str, name: str, num_shards: int = 1, sort_key=None, json_array: bool = False) -> None:
         super().__init__()
         self._dir, self._shards, self._sort_key = join(prefix, name), max(1, num_shards), sort_key
+        self._array = json_array
 
     def expand(self, records):
         lines = records | "ToJson" >> beam.Map(to_json_line)
         if self._sort_key is None:
             return lines | "Write" >> beam.io.WriteToText(join(self._dir, "part"), file_name_suffix=".jsonl")
-        key, shards, directory = self._sort_key, self._shards, self._dir
+        key, shards, directory, array = self._sort_key, self._shards, self._dir, self._array
         return (
             records
             | "KeyByShard" >> beam.Map(lambda rec: (stable_shard(key(rec), shards), (key(rec), to_json_line(rec))))
             | "AddEmptyShards" >> _WithEmptyShards(shards)
             | "GroupShards" >> beam.GroupByKey()
-            | "WriteShard" >> beam.Map(write_sorted_shard, directory, shards)
+            | "WriteShard" >> beam.Map(write_sorted_shard, directory, shards, array)
         )
 
 
@@ -250,14 +251,17 @@ def stable_shard(key: str, shards: int) -> int:
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % shards
 
 
-def write_sorted_shard(group: tuple[int, Iterable[tuple[str, str] | None]], directory: str, shards: int) -> str:
-    """Write one shard's lines sorted by key; return the path written."""
+def write_sorted_shard(group: tuple[int, Iterable[tuple[str, str] | None]], directory: str, shards: int, json_array: bool = False) -> str:
+    """Write one shard's JSON lines sorted by key (or one JSON array of them); return the path."""
     shard, items = group
-    lines = sorted(item for item in items if item is not None)
-    path = join(directory, f"part-{shard:05d}-of-{shards:05d}.jsonl")
+    lines = [line for _, line in sorted(item for item in items if item is not None)]
+    path = join(directory, f"part-{shard:05d}-of-{shards:05d}.json" + ("" if json_array else "l"))
     with FileSystems.create(path) as handle:
-        for _, line in lines:
-            handle.write(line.encode("utf-8") + b"\n")
+        if json_array:
+            handle.write(("[\n" + ",\n".join(lines) + "\n]\n").encode("utf-8"))
+        else:
+            for line in lines:
+                handle.write(line.encode("utf-8") + b"\n")
     return path
 
 

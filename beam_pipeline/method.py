@@ -29,6 +29,7 @@ class MethodResult(NamedTuple):
     rejected: beam.PCollection
     failed: beam.PCollection
     usage: beam.PCollection
+    verdicts: beam.PCollection
 
 
 def _filter(ann: dict[str, Any], cfg: MethodConfig):
@@ -83,7 +84,7 @@ class GenerateComplexInstructions(beam.PTransform):
         kept = anns | "FilterImages" >> beam.FlatMap(_filter, cfg).with_outputs(REJECTED, main=OK)
         topics = kept[OK] | "AttachTopics" >> AttachTopics()
         generated = topics | "GenerateInstructions" >> RunStage(Synthesize(cfg), llm)
-        rejected, failed, usage, verified = [kept[REJECTED]], [generated.failed], [generated.usage], []
+        rejected, failed, usage, verified, verdicts = [kept[REJECTED]], [generated.failed], [generated.usage], [], []
         candidates = generated.ok
         for r in range(cfg.rounds + 1):
             checked = candidates | f"EliminateRound{r}" >> beam.FlatMap(_eliminate).with_outputs(REJECTED, main=OK)
@@ -92,6 +93,10 @@ class GenerateComplexInstructions(beam.PTransform):
             failed.append(judged.failed)
             usage.append(judged.usage)
             verified.append(judged.ok)
+            verdicts += [
+                judged.ok | f"PassedRound{r}" >> beam.Map(_verdict, "passed"),
+                judged.rejected | f"FailedRound{r}" >> beam.Map(_verdict, "failed"),
+            ]
             if r < cfg.rounds:
                 harder = judged.ok | f"ComplicateRound{r + 1}" >> RunStage(Complicate(cfg), llm)
                 failed.append(harder.failed)
@@ -105,4 +110,10 @@ class GenerateComplexInstructions(beam.PTransform):
             (*rejected, closed.rejected) | "MergeRejected" >> beam.Flatten(),
             (*failed, closed.failed) | "MergeFailed" >> beam.Flatten(),
             (*usage, closed.usage) | "MergeUsage" >> beam.Flatten(),
+            verdicts | "MergeVerdicts" >> beam.Flatten(),
         )
+
+
+def _verdict(item: dict[str, Any], verdict: str) -> dict[str, Any]:
+    """What stats.json counts of one judge decision."""
+    return {"round_verdict": f"{item['round']}:{verdict}"}

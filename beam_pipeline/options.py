@@ -11,7 +11,6 @@ SAMPLE_FLICKR = os.path.join(PACKAGE_ROOT, "data", "flickr30k_entities")
 SAMPLE_VG = os.path.join(PACKAGE_ROOT, "data", "visual_genome", "region_descriptions.json")
 SAMPLE_VG_IMAGE_DATA = os.path.join(PACKAGE_ROOT, "data", "visual_genome", "image_data.json")
 ALL_STAGES = ("ingest", "generate", "complicate", "reformulate", "dedup")
-EXPORTS = ("llava", "messages", "avro", "parquet")
 
 
 class ComvintOptions(PipelineOptions):
@@ -32,7 +31,7 @@ class ComvintOptions(PipelineOptions):
         add("--write_annotations", action="store_true", help="also write annotations/ in a full run")
         add("--write_convert", action="store_true", help="write Convert/<id>.txt files as process.sh did")
         add("--limit", type=int, default=0, help="process at most N images per source (0: all)")
-        add("--export", default="", help="comma-separated: " + ",".join(EXPORTS))
+        add("--export", default="", help="comma-separated: llava,messages,avro,parquet")
         add("--num_shards", type=int, default=1, help="output shards of instructions/rejected/failures")
         add("--llm", default="offline", choices=("offline", "openai"), help="LLM backend")
         add("--llm_base_url", default=None, help="OpenAI-compatible endpoint (default: the SDK's)")
@@ -54,4 +53,7 @@ class ComvintOptions(PipelineOptions):
         add("--min_caption_chars", type=int, default=300, help="Flickr image filter: total caption length")
         add("--max_objects", type=int, default=50, help="VG image filter: at most this many regions")
         add("--reformulate_share", type=float, default=0.5, help="share of items reformulated to Bool/MC")
-        add("--max_per_cluster", type=int, default=3, help="near-duplicate cluster cap across the corpus")
+        add("--max_per_cluster", type=int, default=10, help="keep at most K items per near-duplicate cluster across images")
+        add("--dedup_threshold", type=float, default=0.7, help="Jaccard similarity (character 5-grams) of near-duplicates")
+        add("--max_instruction_chars", type=int, default=600, help="quality filter: longest instruction kept")
+        add("--max_answer_chars", type=int, default=1000, help="quality filter: longest answer kept")

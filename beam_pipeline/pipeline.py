@@ -6,10 +6,14 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipeline import io
+from beam_pipeline.dedup import DeduplicateInstructions, FilterInstructions
+from beam_pipeline.export import ExportInstructions, parse_formats
 from beam_pipeline.method import GenerateComplexInstructions
 from beam_pipeline.options import SAMPLE_FLICKR, SAMPLE_VG, SAMPLE_VG_IMAGE_DATA, ComvintOptions
 from beam_pipeline.stats import SummarizeRun
 from comvint import stats as run_stats
+from comvint.dedup import canonical_image
+from comvint.filters import FilterConfig
 from comvint.llm.config import LLMConfig, config_from_mapping
 from comvint.stages.method import MethodConfig, public_record
 
@@ -53,6 +57,7 @@ def read_annotations(p: beam.Pipeline, opts: ComvintOptions) -> io.Read:
 def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """Assemble the job described by ``options`` (see ComvintOptions)."""
     opts = options.view_as(ComvintOptions)
+    formats = parse_formats(opts.export)
     p = beam.Pipeline(options=options)
     annotations, failures = read_annotations(p, opts)
     inputs = (annotations, failures) | "InputUnits" >> beam.Flatten() | "UnitKeys" >> beam.Map(run_stats.unit_of)
@@ -68,12 +73,23 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
         method = annotations | "SpreadAnnotations" >> beam.Reshuffle() | "RunMethod" >> GenerateComplexInstructions(
             method_config(opts, llm), llm
         )
-        instructions = method.instructions | "Publish" >> beam.Map(public_record)
+        screened = (
+            method.instructions
+            | "MarkImages" >> beam.Map(lambda it: {**public_record(it), "_unit": canonical_image(it["_ann"])})
+            | "FilterInstructions" >> FilterInstructions(FilterConfig(opts.max_instruction_chars, opts.max_answer_chars))
+        )
+        unique = screened.kept | "DeduplicateInstructions" >> DeduplicateInstructions(opts.max_per_cluster, opts.dedup_threshold)
+        instructions = unique.kept | "Publish" >> beam.Map(public_record)
+        rejected = (method.rejected, screened.rejected, unique.rejected) | "MergeRejected" >> beam.Flatten()
         instructions | "WriteInstructions" >> io.WriteJsonLines(opts.output, "instructions", opts.num_shards, sort_key=_id_key)
-        method.rejected | "WriteRejected" >> io.WriteJsonLines(opts.output, "rejected", opts.num_shards, sort_key=_rejected_key)
+        rejected | "WriteRejected" >> io.WriteJsonLines(opts.output, "rejected", opts.num_shards, sort_key=_rejected_key)
+        if formats:
+            instructions | "Export" >> ExportInstructions(opts.output, formats, opts.num_shards)
         failures = (failures, method.failed) | "MergeFailures" >> beam.Flatten()
-        sinks = {**sinks, "failures": failures, "instructions": instructions, "rejected": method.rejected, "llm": method.usage}
-        extra = {"llm_backend": llm.backend, "rounds": opts.rounds}
+        sinks = {**sinks, "failures": failures, "instructions": instructions, "rejected": rejected,
+                 "llm": method.usage, "verdicts": method.verdicts}
+        extra = {"llm_backend": llm.backend, "rounds": opts.rounds, "max_per_cluster": opts.max_per_cluster,
+                 "dedup_threshold": opts.dedup_threshold, "exports": list(formats)}
     failures | "WriteFailures" >> io.WriteJsonLines(opts.output, "failures", opts.num_shards, sort_key=_failure_key)
     {"inputs": inputs, **sinks} | "SummarizeRun" >> SummarizeRun(opts.output, {"stages": opts.stages, **extra})
     return p
@@ -84,7 +100,7 @@ def _id_key(record) -> str:
 
 
 def _rejected_key(record) -> str:
-    return "|".join(str(record.get(k)) for k in ("source", "image_id", "id", "stage", "reason"))
+    return "|".join(str(record.get(k)) for k in ("source", "image_id", "id", "stage", "reason", "round"))
 
 
 def _failure_key(failure) -> str:

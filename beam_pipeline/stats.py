@@ -14,9 +14,9 @@ from comvint import stats as run_stats
 class SummarizeRun(beam.PTransform):
     """Count every sink, check that each input unit reached one, write ``stats.json``.
 
-    Input: a PBegin-less dict ``{"inputs": units, <sink name>: records, ...}``
-    where ``units`` are accounting keys of the inputs; optional ``"llm"`` holds
-    usage dicts.  Output: the stats dict (one element); the run fails with
+    Input: a dict ``{"inputs": units, <sink name>: records, ...}`` where
+    ``units`` are accounting keys of the inputs; optional ``"llm"`` holds usage
+    dicts; names in ``COUNT_ONLY`` are counted but are not sinks.  Output: the stats dict (one element); the run fails with
     :class:`~comvint.stats.AccountingError` when an input is unaccounted for.
     """
 
@@ -25,10 +25,12 @@ class SummarizeRun(beam.PTransform):
         self._path, self._extra = io.join(output, "stats.json"), dict(extra or {})
 
     def expand(self, pcolls: dict[str, beam.PCollection]):
-        inputs, sinks = pcolls["inputs"], {k: v for k, v in pcolls.items() if k not in ("inputs", "llm")}
+        inputs, llm = pcolls["inputs"], pcolls.get("llm")
+        counted = {k: v for k, v in pcolls.items() if k not in ("inputs", "llm")}
+        sinks = {k: v for k, v in counted.items() if k not in run_stats.COUNT_ONLY}
         counts = [
             records | f"Count{name.title()}" >> beam.FlatMap(run_stats.stat_keys_of(name))
-            for name, records in sorted(sinks.items())
+            for name, records in sorted(counted.items())
         ]
         counted = (
             counts
@@ -47,7 +49,6 @@ class SummarizeRun(beam.PTransform):
             | "ListUnaccounted" >> beam.combiners.ToList()
         )
         n_inputs = inputs | "CountInputs" >> beam.combiners.Count.Globally()
-        llm = pcolls.get("llm")
         usage = (
             llm | "SumUsage" >> beam.CombineGlobally(SumUsageFn())
             if llm is not None
@@ -70,9 +71,11 @@ class SummarizeRun(beam.PTransform):
 
 
 def _finish(_, path, extra, counts, unaccounted, n_inputs, usage) -> dict[str, Any]:
+    nested = run_stats.nest_counts(counts)
     stats = {
         **extra,
-        "counts": run_stats.nest_counts(counts),
+        "counts": nested,
+        "rates": run_stats.rates(nested),
         "accounting": run_stats.accounting(n_inputs, unaccounted),
         "llm": usage,
     }

@@ -11,9 +11,13 @@ from comvint.records import Failure, image_key
 DIMENSIONS: dict[str, tuple[str, ...]] = {
     "annotations": ("source",),
     "instructions": ("source", "family", "format", "round", "knowledge_type", "answer_index"),
-    "rejected": ("stage", "reason", "family", "round"),
+    "rejected": ("stage", "reason", "family", "format", "round"),
     "failures": ("stage", "reason", "source"),
+    "verdicts": ("round_verdict",),
 }
+# Counted for stats.json, but not outputs that account for an input.
+COUNT_ONLY = ("verdicts",)
+DUPLICATE_REASONS = ("duplicate_exact", "duplicate_near", "template_repeat")
 
 
 class AccountingError(RuntimeError):
@@ -91,3 +95,27 @@ def add_usage(total: dict, usage: Mapping[str, Any]) -> dict:
         else:
             total[key] = total.get(key, 0) + value
     return total
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def rates(counts: Mapping[str, Any]) -> dict[str, Any]:
+    """Derived figures: verification pass rate per round, duplicate and filter rates, answer positions."""
+    per_round: dict[str, dict[str, int]] = {}
+    for key, n in counts.get("verdicts", {}).get("round_verdict", {}).items():
+        round_no, verdict = key.split(":")
+        per_round.setdefault(round_no, {})[verdict] = n
+    kept = counts.get("instructions", {}).get("total", 0)
+    reasons = counts.get("rejected", {}).get("reason", {})
+    removed = {r: reasons.get(r, 0) for r in DUPLICATE_REASONS}
+    filtered = counts.get("rejected", {}).get("stage", {}).get("quality", 0)
+    screened = kept + sum(removed.values()) + filtered
+    positions = counts.get("instructions", {}).get("answer_index", {})
+    return {
+        "verification_pass_rate": {r: _share(v.get("passed", 0), v.get("passed", 0) + v.get("failed", 0)) for r, v in sorted(per_round.items())},
+        "duplicate_rate": {r: _share(n, screened) for r, n in removed.items()} | {"total": _share(sum(removed.values()), screened)},
+        "quality_filter_rate": _share(filtered, screened),
+        "answer_position_share": {p: _share(n, sum(positions.values())) for p, n in sorted(positions.items())},
+    }

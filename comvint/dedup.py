@@ -1,0 +1,179 @@
+"""Near-duplicate detection: shingles, MinHash signatures, LSH band keys, and the decisions.
+
+The Beam side (``beam_pipeline/dedup.py``) only groups; every decision is a pure
+function here. Two scopes:
+
+* within one image (:func:`dedup_image`): every pair of an image's items is
+  compared by exact Jaccard similarity (an image has tens of items, so no
+  sketch is needed and recall is exact);
+* across the corpus (:func:`bucket_links`, :func:`cap_cluster`): MinHash
+  signatures are cut into bands; items sharing a band key meet in one group,
+  each is checked (exact Jaccard) against the group's first item from another
+  image, and an item's cluster is the smallest-ordered item it matched.  At
+  most K items per cluster are kept.
+
+An item's "order" decides the survivor everywhere: lower round first, then
+open-ended before Bool before multiple choice, then id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import re
+import zlib
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from comvint.records import FLICKR, VISUAL_GENOME, image_key
+
+SHINGLE_CHARS = 5
+THRESHOLD = 0.7
+NUM_PERM = 64
+BANDS = 16
+_PRIME = (1 << 31) - 1
+_FORMAT_RANK = {"open_ended": 0, "bool": 1, "multiple_choice": 2}
+_NON_WORD = re.compile(r"[^\w]+", re.UNICODE)
+EXACT, NEAR, TEMPLATE = "duplicate_exact", "duplicate_near", "template_repeat"
+
+
+def normalise(text: str) -> str:
+    """Lower case, punctuation to spaces, whitespace collapsed."""
+    return " ".join(_NON_WORD.sub(" ", text.lower()).split())
+
+
+def shingles(text: str, k: int = SHINGLE_CHARS) -> frozenset[int]:
+    """The set of 32-bit hashes of the ``k``-character substrings of normalised ``text``."""
+    norm = normalise(text)
+    if len(norm) <= k:
+        return frozenset([zlib.crc32(norm.encode("utf-8"))])
+    data = norm.encode("utf-8")
+    return frozenset(zlib.crc32(data[i : i + k]) for i in range(len(data) - k + 1))
+
+
+def jaccard(a: frozenset[int], b: frozenset[int]) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficients of ``num_perm`` universal hash functions, derived from ``seed`` alone."""
+    raw = hashlib.shake_256(f"comvint-minhash-{seed}".encode()).digest(8 * 2 * num_perm)
+    values = np.frombuffer(raw, dtype="<u8").reshape(2, num_perm)
+    # h(x) = (a*x + b) mod p with p = 2^31 - 1 and a, b, x < p: a*x + b < 2^62, exact in uint64.
+    return values[0] % (_PRIME - 1) + 1, values[1] % _PRIME
+
+
+class MinHasher:
+    """MinHash signatures and LSH band keys with fixed, seed-derived permutations."""
+
+    def __init__(self, num_perm: int = NUM_PERM, bands: int = BANDS, seed: int = 1) -> None:
+        if num_perm % bands:
+            raise ValueError("num_perm must be a multiple of bands")
+        self.num_perm, self.bands, self.rows = num_perm, bands, num_perm // bands
+        self._a, self._b = (v[:, None] for v in _permutations(num_perm, seed))
+
+    def signature(self, shingle_set: Iterable[int]) -> np.ndarray:
+        x = np.fromiter(shingle_set, dtype=np.uint64) % _PRIME
+        return ((self._a * x[None, :] + self._b) % _PRIME).min(axis=1)
+
+    def band_keys(self, signature: np.ndarray) -> list[str]:
+        """One key per band: ``"<band>:<hash of its rows>"``."""
+        rows = signature.reshape(self.bands, self.rows)
+        return [f"{i}:{hashlib.blake2b(rows[i].tobytes(), digest_size=8).hexdigest()}" for i in range(self.bands)]
+
+
+def candidate_probability(similarity: float, bands: int = BANDS, rows: int = NUM_PERM // BANDS) -> float:
+    """The chance two items of this Jaccard similarity share at least one band key."""
+    return 1 - (1 - similarity**rows) ** bands
+
+
+def canonical_image(ann: dict[str, Any]) -> str:
+    """One key per physical image: a Visual Genome image with a ``flickr_id`` is that Flickr image."""
+    if ann["source"] == VISUAL_GENOME and ann.get("flickr_id"):
+        return image_key(FLICKR, ann["flickr_id"])
+    return image_key(ann["source"], ann["image_id"])
+
+
+def order_key(item: dict[str, Any]) -> tuple[int, int, str]:
+    return item["round"], _FORMAT_RANK.get(item["format"], 9), item["id"]
+
+
+def lineage(item: dict[str, Any]) -> str:
+    """Reformulations (Bool/MC) belong to their parent's lineage; others are their own."""
+    return item["parent_id"] if item["format"] != "open_ended" and item.get("parent_id") else item["id"]
+
+
+def related(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Parent and child, or two reformulations of one question: never duplicates of each other."""
+    return lineage(a) == lineage(b) or a["id"] == b.get("parent_id") or b["id"] == a.get("parent_id")
+
+
+def compact(item: dict[str, Any], unit: str) -> dict[str, Any]:
+    """What dedup needs of an item (small, so grouping moves few bytes)."""
+    return {"id": item["id"], "parent_id": item.get("parent_id"), "format": item["format"], "round": item["round"],
+            "unit": unit, "text": normalise(item["instruction"]), "answer": normalise(str(item["answer"]))}
+
+
+def duplicate_reason(item: dict[str, Any], survivor: dict[str, Any]) -> str:
+    return EXACT if item["text"] == survivor["text"] else NEAR
+
+
+def dedup_image(items: Iterable[dict[str, Any]], threshold: float = THRESHOLD) -> list[tuple[dict[str, Any], str | None, str | None]]:
+    """Items of one image -> ``(item, reason, duplicate_of)``; reason None keeps the item.
+
+    Greedy in order: an item is dropped when an earlier kept item (not its parent,
+    child or sibling reformulation) asks the same question, or nearly the same
+    question with nearly the same answer. Near-identical questions with different
+    answers ("is the cook larger than the child?" / "... the child larger than the
+    cook?") are contrastive pairs, not duplicates.
+    """
+    kept: list[tuple[dict[str, Any], frozenset[int], frozenset[int]]] = []
+    decisions = []
+    for item in sorted(items, key=order_key):
+        sh, ash = shingles(item["text"]), shingles(item["answer"])
+        match = next((k for k, ksh, kash in kept if not related(item, k) and (
+            k["text"] == item["text"] or (jaccard(sh, ksh) >= threshold and jaccard(ash, kash) >= threshold))), None)
+        if match is None:
+            kept.append((item, sh, ash))
+            decisions.append((item, None, None))
+        else:
+            decisions.append((item, duplicate_reason(item, match), match["id"]))
+    return decisions
+
+
+def bucket_links(members: Iterable[dict[str, Any]], threshold: float = THRESHOLD) -> list[tuple[str, tuple]]:
+    """One LSH bucket -> ``(item id, (order, id) of the item it links to)`` for verified matches.
+
+    Each member is compared with the bucket's first member from another image
+    (its leader); O(bucket size) comparisons even for a collapsed template.
+    """
+    ordered = sorted(members, key=order_key)
+    if len(ordered) < 2:
+        return []
+    first = ordered[0]
+    other = next((m for m in ordered if m["unit"] != first["unit"]), None)
+    if other is None:
+        return []
+    links, cache = [], {}
+    for member in ordered:
+        leader = other if member["unit"] == first["unit"] else first
+        if order_key(leader) >= order_key(member):
+            continue
+        if leader["id"] not in cache:
+            cache[leader["id"]] = shingles(leader["text"])
+        if member["text"] == leader["text"] or jaccard(shingles(member["text"]), cache[leader["id"]]) >= threshold:
+            links.append((member["id"], (*order_key(leader),)))
+    return links
+
+
+def cap_cluster(members: Iterable[dict[str, Any]], keep: int) -> list[tuple[dict[str, Any], str | None, str | None]]:
+    """One near-duplicate cluster -> ``(item, reason, duplicate_of)``: the first ``keep`` survive.
+
+    ``members`` may be a large iterable: it is read twice and never held whole.
+    """
+    first = heapq.nsmallest(keep, (order_key(m) for m in members))
+    kept_ids = {key[2] for key in first}
+    head = first[0][2] if first else None
+    return [(m, None, None) if m["id"] in kept_ids else (m, TEMPLATE, head) for m in members]

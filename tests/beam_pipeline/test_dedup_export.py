@@ -1,0 +1,136 @@
+"""Dedup and filters as transforms, exports read back by their target tools, the accounting check."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import apache_beam as beam
+import fastavro
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from beam_pipeline import dedup as beam_dedup
+from beam_pipeline import main
+from beam_pipeline.dedup import DeduplicateInstructions, FilterInstructions
+from beam_pipeline.export import parse_formats
+from beam_pipeline.stats import SummarizeRun
+from comvint import exports, filters
+from comvint.stats import AccountingError
+from tests.beam_pipeline.helpers import local_pipeline, read_jsonl, read_stats
+
+
+def record(id_: str, text: str, unit: str, answer: str = "yes", fmt: str = "open_ended", parent=None, round_: int = 0):
+    return {"id": id_, "image_id": unit.split(":")[1], "source": unit.split(":")[0], "image": "x.jpg", "family": "cross_modal",
+            "format": fmt, "instruction": text, "answer": answer, "round": round_, "parent_id": parent, "_unit": unit}
+
+
+ITEMS = [
+    record("a1", "What is the man holding?", "flickr30k_entities:900004", answer="an umbrella"),
+    record("a2", "What is the man holding?", "flickr30k_entities:900004", answer="a red umbrella"),  # exact
+    # the same physical image reached from Visual Genome (flickr_id 900004): a near duplicate
+    record("a3", "What is the man holding here?", "flickr30k_entities:900004", answer="an umbrella"),
+    record("b1", "Is the dog right of the man?", "flickr30k_entities:1", fmt="bool", parent="p", answer="yes"),
+    record("b2", "Is the dog right of the man?", "flickr30k_entities:1", fmt="bool", parent="p", answer="no"),  # sibling
+    *[record(f"t{k}", "Is there a person in the picture?", f"visual_genome:{k}") for k in range(5)],  # template collapse
+    record("u1", "How many candles are on the cake?", "visual_genome:7", answer="three"),
+]
+
+
+def _run_dedup(items, keep):
+    with local_pipeline() as p:
+        out = p | beam.Create(items) | DeduplicateInstructions(max_per_cluster=keep)
+        assert_that(out.kept | "KeptIds" >> beam.Map(lambda r: r["id"]), equal_to(EXPECTED_KEPT[keep]), label="Kept")
+        assert_that(
+            out.rejected | "Why" >> beam.Map(lambda r: (r["id"], r["stage"], r["reason"], r["duplicate_of"], "_unit" in r)),
+            equal_to(EXPECTED_REJECTED[keep]), label="Rejected",
+        )
+
+
+EXPECTED_KEPT = {
+    3: ["a1", "b1", "b2", "t0", "t1", "t2", "u1"],
+    10: ["a1", "b1", "b2", "t0", "t1", "t2", "t3", "t4", "u1"],
+}
+EXPECTED_REJECTED = {
+    3: [("a2", "dedup", "duplicate_exact", "a1", False), ("a3", "dedup", "duplicate_near", "a1", False),
+        ("t3", "dedup", "template_repeat", "t0", False), ("t4", "dedup", "template_repeat", "t0", False)],
+    10: [("a2", "dedup", "duplicate_exact", "a1", False), ("a3", "dedup", "duplicate_near", "a1", False)],
+}
+
+
+@pytest.mark.parametrize("keep", [3, 10])
+def test_deduplicate_instructions(keep):
+    _run_dedup(ITEMS, keep)
+    _run_dedup(ITEMS[::-1], keep)  # survivors do not depend on the input order
+
+
+def test_filter_instructions_transform():
+    bad = record("c1", "Where is it?", "visual_genome:1", answer="At [1, 2, 3, 4].")
+    with local_pipeline() as p:
+        out = p | beam.Create([ITEMS[0], bad]) | FilterInstructions(filters.FilterConfig())
+        assert_that(out.kept | beam.Map(lambda r: r["id"]), equal_to(["a1"]), label="Kept")
+        assert_that(out.rejected | beam.Map(lambda r: (r["id"], r["stage"], r["reason"])),
+                    equal_to([("c1", "quality", "quality_leaks_coordinates")]), label="Rejected")
+
+
+def test_dedup_rejects_bad_settings():
+    with pytest.raises(ValueError):
+        DeduplicateInstructions(max_per_cluster=0)
+    with pytest.raises(ValueError):
+        parse_formats("llava,csv")
+
+
+def test_main_job_dedups_and_every_export_reads_back(tmp_path):
+    out = str(tmp_path)
+    main.run(["--output", out, "--export", "llava,messages,avro,parquet", "--num_shards", "2"])
+    instructions, rejected, stats = read_jsonl(out, "instructions"), read_jsonl(out, "rejected"), read_stats(out)
+    by_id = {r["id"]: r for r in instructions}
+    assert {r["reason"] for r in rejected if r["stage"] == "dedup"} >= {"duplicate_exact"}
+    assert all(r["duplicate_of"] in by_id for r in rejected if r["stage"] == "dedup")
+    assert stats["counts"]["rejected"]["stage"]["dedup"] == sum(1 for r in rejected if r["stage"] == "dedup")
+    assert stats["rates"]["duplicate_rate"]["total"] > 0 and set(stats["rates"]["verification_pass_rate"]) == {"0", "1", "2"}
+    assert sum(stats["rates"]["answer_position_share"].values()) == pytest.approx(1.0, abs=1e-3)
+
+    llava = [row for path in sorted(glob.glob(f"{out}/export/llava/*.json")) for row in json.load(open(path))]
+    assert len(glob.glob(f"{out}/export/llava/*.json")) == 2 and len(llava) == len(instructions)
+    for row in llava:
+        human, gpt = row["conversations"]
+        assert human["from"] == "human" and human["value"].startswith("<image>\n") and gpt["from"] == "gpt"
+        assert sum(turn["value"].count("<image>") for turn in row["conversations"]) == 1
+        assert row == exports.to_llava(by_id[row["id"]])
+
+    messages = read_jsonl(out, "export/messages")
+    assert sorted(json.dumps(m, sort_keys=True) for m in messages) == sorted(
+        json.dumps(exports.to_messages(r), sort_keys=True) for r in instructions)
+
+    avro_rows = []
+    for path in sorted(glob.glob(f"{out}/export/avro/*.avro")):
+        with open(path, "rb") as handle:
+            reader = fastavro.reader(handle)
+            assert reader.writer_schema["name"] == "comvint.Instruction"
+            avro_rows += list(reader)
+    parquet_rows = [row for path in sorted(glob.glob(f"{out}/export/parquet/*.parquet")) for row in pq.read_table(path).to_pylist()]
+    expected = sorted((exports.to_table_row(r) for r in instructions), key=lambda r: r["id"])
+    assert sorted(avro_rows, key=lambda r: r["id"]) == expected
+    assert sorted(parquet_rows, key=lambda r: r["id"]) == expected
+    assert pq.read_schema(glob.glob(f"{out}/export/parquet/*.parquet")[0]).equals(exports.arrow_schema())
+
+
+def test_accounting_check_fails_a_broken_pipeline(tmp_path, monkeypatch):
+    monkeypatch.setattr(beam_dedup, "_apply", lambda joined: [])  # a bug that loses every instruction
+    with pytest.raises(Exception, match="inputs ended in no output") as err:
+        main.run(["--output", str(tmp_path)])
+    assert "AccountingError" in repr(err.value) or isinstance(err.value, AccountingError)
+    stats = read_stats(str(tmp_path))
+    assert not stats["accounting"]["identity_holds"] and stats["accounting"]["unaccounted"] > 0
+
+
+def test_summarize_run_counts_a_lost_unit(tmp_path):
+    with pytest.raises(Exception, match=r"1 of 2 inputs ended in no output \(e.g. \[.flickr30k_entities/2.\]\)"):
+        with local_pipeline() as p:
+            inputs = p | "Inputs" >> beam.Create(["flickr30k_entities/1", "flickr30k_entities/2"])
+            kept = p | "Kept" >> beam.Create([{"source": "flickr30k_entities", "image_id": "1", "format": "bool"}])
+            {"inputs": inputs, "instructions": kept} | SummarizeRun(str(tmp_path))
+    assert os.path.exists(tmp_path / "stats.json")

@@ -1,0 +1,144 @@
+"""Dedup decisions, quality filters and export converters, without Beam."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from comvint import dedup, exports, filters
+
+
+def item(id_: str, text: str, unit: str = "img:1", answer: str = "yes", fmt: str = "open_ended", round_: int = 0, parent=None):
+    return {"id": id_, "parent_id": parent, "format": fmt, "round": round_, "unit": unit,
+            "text": dedup.normalise(text), "answer": dedup.normalise(answer)}
+
+
+def test_normalise_shingles_jaccard():
+    assert dedup.normalise("  Is the MAN, on the left?! ") == "is the man on the left"
+    a, b = dedup.shingles("What is the man holding?"), dedup.shingles("what is the man holding")
+    assert a == b and dedup.jaccard(a, b) == 1.0
+    assert dedup.jaccard(a, dedup.shingles("Where does the red bus go?")) < 0.2
+    assert dedup.shingles("hi") == dedup.shingles("HI!")
+
+
+def test_minhash_estimates_jaccard_and_is_deterministic():
+    hasher = dedup.MinHasher(num_perm=256, bands=32)
+    x, y = dedup.shingles("is the woman in the red dress left of the man"), dedup.shingles("is the woman in the red dress right of the man")
+    sx, sy = hasher.signature(x), hasher.signature(y)
+    assert abs(float((sx == sy).mean()) - dedup.jaccard(x, y)) < 0.1
+    assert (dedup.MinHasher(256, 32).signature(x) == sx).all()
+    keys = dedup.MinHasher().band_keys(dedup.MinHasher().signature(x))
+    assert len(keys) == dedup.BANDS and keys == dedup.MinHasher().band_keys(dedup.MinHasher().signature(x))
+    assert dedup.candidate_probability(dedup.THRESHOLD) >= 0.95 and dedup.candidate_probability(0.3) < 0.15
+    with pytest.raises(ValueError):
+        dedup.MinHasher(num_perm=10, bands=3)
+
+
+def test_within_image_exact_near_and_legal_pairs():
+    items = [
+        item("a", "What is the man holding?", answer="a red umbrella"),
+        item("b", "what is the man holding", answer="A red umbrella."),  # exact (after normalising)
+        item("c", "What is the man holding here?", answer="a red umbrella"),  # near, same answer
+        item("d", "Is the cook larger than the child?", answer="yes"),
+        item("e", "Is the child larger than the cook?", answer="no"),  # near text, other answer: contrastive, kept
+        item("f", "Is the cook larger than the child?", fmt="bool", parent="d", answer="yes"),  # d's reformulation
+        item("g", "Is the cook larger than the child? Also, what is left of him?", round_=1, parent="d", answer="yes, a dog"),
+    ]
+    decisions = {i["id"]: (reason, of) for i, reason, of in dedup.dedup_image(items)}
+    assert decisions == {"a": (None, None), "b": ("duplicate_exact", "a"), "c": ("duplicate_near", "a"), "d": (None, None),
+                         "e": (None, None), "f": (None, None), "g": (None, None)}
+
+
+def test_reformulations_of_one_question_are_not_duplicates():
+    yes = item("y", "Is the dog right of the man?", fmt="bool", parent="p", answer="yes")
+    no = item("n", "Is the dog right of the man?", fmt="bool", parent="p", answer="no")
+    mc = item("m", "Where is the dog?", fmt="multiple_choice", parent="p", answer="right of the man")
+    assert [r for _, r, _ in dedup.dedup_image([yes, no, mc])] == [None, None, None]
+    other = item("o", "Is the dog right of the man?", fmt="bool", parent="q", answer="yes")  # another lineage
+    assert {i["id"]: r for i, r, _ in dedup.dedup_image([yes, no, other])}["o"] == "duplicate_exact"
+
+
+def test_survivor_is_deterministic_whatever_the_input_order():
+    items = [item(f"id{k}", "What colour is the bus?", round_=k % 3, answer="red") for k in range(8)]
+    outcomes = set()
+    for seed in range(5):
+        shuffled = items[:]
+        random.Random(seed).shuffle(shuffled)
+        outcomes.add(tuple(sorted((i["id"], r, of) for i, r, of in dedup.dedup_image(shuffled))))
+    (only,) = outcomes
+    assert [i for i, r, _ in only if r is None] == ["id0"]  # round 0, smallest id
+
+
+def test_corpus_links_and_cluster_cap():
+    same = [item(f"q{k}", "What is the man doing?", unit=f"img:{k}") for k in range(6)]
+    near = item("z", "What is the man doing here?", unit="img:9")
+    assert dedup.bucket_links([same[0]], 0.7) == []
+    links = dict(dedup.bucket_links(same + [near], 0.7))
+    assert set(links) == {"q1", "q2", "q3", "q4", "q5", "z"} and {v[2] for v in links.values()} == {"q0"}
+    decisions = {i["id"]: (r, of) for i, r, of in dedup.cap_cluster(same + [near], keep=3)}
+    assert [k for k, (r, _) in sorted(decisions.items()) if r is None] == ["q0", "q1", "q2"]
+    assert decisions["q5"] == ("template_repeat", "q0") and decisions["z"] == ("template_repeat", "q0")
+    assert all(r is None for _, r, _ in dedup.cap_cluster(same[:3], keep=3))
+
+
+def test_corpus_links_skip_items_of_the_same_image():
+    a, b = item("a", "What is the man doing?", unit="img:1"), item("b", "What is the man doing?", unit="img:1")
+    c = item("c", "What is the man doing?", unit="img:2")
+    assert dict(dedup.bucket_links([a, b], 0.7)) == {}
+    assert dict(dedup.bucket_links([a, b, c], 0.7)) == {"c": (0, 0, "a")}
+
+
+def test_canonical_image_matches_visual_genome_to_flickr():
+    assert dedup.canonical_image({"source": "visual_genome", "image_id": "2", "flickr_id": "900004"}) == "flickr30k_entities/900004"
+    assert dedup.canonical_image({"source": "flickr30k_entities", "image_id": "900004"}) == "flickr30k_entities/900004"
+    assert dedup.canonical_image({"source": "visual_genome", "image_id": "3", "flickr_id": None}) == "visual_genome/3"
+
+
+GOOD = {"instruction": "What is the man holding?", "answer": "A red umbrella.", "format": "open_ended"}
+MC = {"instruction": "Which colour?", "format": "multiple_choice", "options": ["red", "blue", "green", "white"], "answer_index": 1, "answer": "blue"}
+
+
+@pytest.mark.parametrize(
+    "record, reason",
+    [
+        (GOOD, None),
+        ({**GOOD, "instruction": "  "}, "quality_empty_instruction"),
+        ({**GOOD, "answer": ""}, "quality_empty_answer"),
+        ({**GOOD, "instruction": "Why? " * 200}, "quality_long_instruction"),
+        ({**GOOD, "answer": "Because. " * 200}, "quality_long_answer"),
+        ({**GOOD, "answer": "The man at [23, 62, 208, 500] holds it."}, "quality_leaks_coordinates"),
+        ({**GOOD, "answer": "The umbrella is at X: 10 Y: 20."}, "quality_leaks_coordinates"),
+        ({**GOOD, "answer": "e:255542 holds it."}, "quality_leaks_coordinates"),
+        ({**GOOD, "instruction": "According to the caption, what is the man holding?"}, "quality_mentions_annotations"),
+        ({**GOOD, "answer": "The annotations do not say."}, "quality_mentions_annotations"),
+        (MC, None),
+        ({**MC, "options": ["red", "Blue", "blue", "white"]}, "quality_mc_repeated_options"),
+        ({**MC, "options": ["red", "blue", "green"]}, "quality_mc_repeated_options"),
+        ({**MC, "answer": "purple"}, "quality_mc_answer_not_in_options"),
+        ({**MC, "answer_index": 7}, "quality_mc_answer_not_in_options"),
+        ({**GOOD, "format": "bool", "answer": "yes"}, None),
+        ({**GOOD, "format": "bool", "answer": "Yes, it is."}, "quality_bool_not_yes_no"),
+    ],
+)
+def test_quality_filters(record, reason):
+    assert filters.check(record) == reason
+
+
+def test_filter_thresholds_are_configurable():
+    assert filters.check({**GOOD, "answer": "x" * 50}, filters.FilterConfig(max_answer_chars=40)) == "quality_long_answer"
+
+
+RECORD = {"id": "i1", "image": "flickr30k-images/1.jpg", "instruction": "Which colour is the bus?", "format": "multiple_choice",
+          "options": ["red", "blue", "green", "white"], "answer_index": 2, "answer": "green"}
+
+
+def test_llava_and_messages_conversions():
+    llava = exports.to_llava(RECORD)
+    assert llava["conversations"][0] == {"from": "human", "value": "<image>\nWhich colour is the bus?\nA. red\nB. blue\nC. green\nD. white\n"
+                                         "Answer with the option's letter from the given choices directly."}
+    assert llava["conversations"][1] == {"from": "gpt", "value": "C"} and llava["image"] == RECORD["image"]
+    msgs = exports.to_messages({**RECORD, "format": "bool", "answer": "no"})
+    assert msgs == {"messages": [{"role": "user", "content": "<image>Which colour is the bus?\nAnswer yes or no."},
+                                 {"role": "assistant", "content": "No"}], "images": ["flickr30k-images/1.jpg"]}
+    assert exports.answer_text({**RECORD, "format": "open_ended", "answer": "Green."}) == "Green."
