@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "google-cloud-storage==3.17.1",
     "pyarrow>=16,<27",
     "jsonschema==4.26.0",
+    "numpy>=1.26,<2.5",  # MinHash signatures (already a Beam dependency; pinned to Beam's range)
 ]
 
 setuptools.setup(
@@ -25,7 +26,7 @@ setuptools.setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest==9.0.3", "gcp-storage-emulator==2026.7.19", "ruff==0.17.5"],
-        "bench": ["datasketch==2.0.0", "psutil"],
+        "bench": ["datasketch==2.0.0", "psutil==7.2.2"],
     },
     entry_points={"console_scripts": ["comvint=beam_pipeline.main:main"]},
 )

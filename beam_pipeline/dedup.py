@@ -10,12 +10,18 @@ from comvint import dedup, filters
 from comvint.stages.base import OK, REJECTED
 from comvint.stages.method import rejection
 
-DROP = "drop"
+DROP, MEMBERS = "drop", "members"
 
 
 class Screened(NamedTuple):
     kept: beam.PCollection
     rejected: beam.PCollection
+
+
+class Deduplicated(NamedTuple):
+    kept: beam.PCollection
+    rejected: beam.PCollection
+    clusters: beam.PCollection  # (item id, cluster id) of every within-image survivor
 
 
 def _filter(item: dict[str, Any], cfg: filters.FilterConfig):
@@ -42,7 +48,7 @@ def _image_decisions(group: tuple[str, Any], threshold: float):
 
 
 class BandKeysFn(beam.DoFn):
-    """Compact item -> ``(band key, item)`` for each LSH band of its MinHash signature."""
+    """Member tuple -> ``(band key, member)`` for each LSH band of its MinHash signature."""
 
     def __init__(self, num_perm: int, bands: int) -> None:
         self._num_perm, self._bands = num_perm, bands
@@ -51,23 +57,54 @@ class BandKeysFn(beam.DoFn):
     def setup(self) -> None:
         self._hasher = dedup.MinHasher(self._num_perm, self._bands)
 
-    def process(self, item: dict[str, Any]):
-        signature = self._hasher.signature(dedup.shingles(item["text"]))
+    def process(self, member: dedup.Member):
+        signature = self._hasher.signature(dedup.shingles(member[4]))
         for key in self._hasher.band_keys(signature):
-            yield key, item
+            yield key, member
 
 
-def _cluster_of(joined: tuple[str, dict[str, list]]) -> tuple[str, dict[str, Any]]:
-    """(id, {item, links}) -> (cluster id, item): the smallest-ordered item it matched, or itself."""
+def _split_exact(group: tuple[str, Any]):
+    head, members = dedup.exact_groups(group[1])
+    yield head
+    for head_id, key in members:
+        yield beam.pvalue.TaggedOutput(MEMBERS, (head_id, key))
+
+
+def _spread(joined: tuple[str, dict[str, list]]):
+    node, parts = joined
+    return dedup.spread_label(node, parts["label"], parts["edge"])
+
+
+class PropagateLabels(beam.PTransform):
+    """(node, order key) labels + undirected edges -> each node's smallest label within ``rounds`` hops."""
+
+    def __init__(self, rounds: int) -> None:
+        super().__init__()
+        self._rounds = rounds
+
+    def expand(self, pcolls):
+        labels, edges = pcolls
+        for r in range(self._rounds):
+            labels = (
+                {"label": labels, "edge": edges}
+                | f"Join{r}" >> beam.CoGroupByKey()
+                | f"Spread{r}" >> beam.FlatMap(_spread)
+                | f"Smallest{r}" >> beam.CombinePerKey(min)
+            )
+        return labels
+
+
+def _cluster_of(joined: tuple[str, dict[str, list]]):
+    """(head id, {label, member}) -> (cluster id, order key) for each member of the head's exact group."""
     _, parts = joined
-    (item,) = parts["item"]
-    return min([dedup.order_key(item), *parts["links"]])[2], item
+    (label,) = parts["label"]
+    for key in parts["member"]:
+        yield label[2], key
 
 
 def _cluster_decisions(group: tuple[str, Any], keep: int):
-    for item, reason, of in dedup.cap_cluster(group[1], keep):
-        if reason:
-            yield item["id"], (reason, of)
+    for item_id, reason, of in dedup.cap_cluster(group[1], keep):
+        yield item_id, (reason, of)
 
 
 def _apply(joined: tuple[str, dict[str, list]]):
@@ -84,8 +121,10 @@ class DeduplicateInstructions(beam.PTransform):
     """Items carrying ``_unit`` (their canonical image) -> Screened, duplicates rejected.
 
     Within an image: every pair compared exactly (GroupByKey on the image).
-    Across images: MinHash LSH, one GroupByKey on band keys, then at most
-    ``max_per_cluster`` items per near-duplicate cluster (GroupByKey on the cluster).
+    Across images: exact-text groups (GroupByKey on the text), MinHash LSH over
+    their heads (GroupByKey on band keys), verified pairs, connected components
+    by min-label propagation, then at most ``max_per_cluster`` items per
+    cluster (GroupByKey on the cluster).
     """
 
     def __init__(self, max_per_cluster: int, threshold: float = dedup.THRESHOLD,
@@ -95,7 +134,7 @@ class DeduplicateInstructions(beam.PTransform):
             raise ValueError("need max_per_cluster >= 1 and 0 < threshold <= 1")
         self._keep, self._threshold, self._num_perm, self._bands = max_per_cluster, threshold, num_perm, bands
 
-    def expand(self, items) -> Screened:
+    def expand(self, items) -> Deduplicated:
         threshold = self._threshold
         compact = items | "Compact" >> beam.Map(lambda it: dedup.compact(it, it["_unit"]))
         per_image = (
@@ -105,16 +144,31 @@ class DeduplicateInstructions(beam.PTransform):
             | "DedupWithinImage" >> beam.FlatMap(_image_decisions, threshold).with_outputs(DROP, main=OK)
         )
         survivors = per_image[OK]
-        links = (
+        exact = (
             survivors
+            | "KeyByText" >> beam.Map(lambda c: (c["text"], dedup.member(c)))
+            | "GroupByText" >> beam.GroupByKey()
+            | "SplitExactGroups" >> beam.FlatMap(_split_exact).with_outputs(MEMBERS, main=OK)
+        )
+        heads = exact[OK]
+        edges = (
+            heads
             | "BandKeys" >> beam.ParDo(BandKeysFn(self._num_perm, self._bands))
             | "GroupByBand" >> beam.GroupByKey()
-            | "LinkInBucket" >> beam.FlatMap(lambda kv: dedup.bucket_links(kv[1], threshold))
+            | "VerifyBucketPairs" >> beam.FlatMap(lambda kv: dedup.bucket_pairs(kv[1], threshold))
+            | "BothDirections" >> beam.FlatMap(lambda ab: [ab, ab[::-1]])
+        )
+        labels = (
+            heads | "OwnLabel" >> beam.Map(lambda m: (m[2], m[:3])),
+            edges,
+        ) | "PropagateLabels" >> PropagateLabels(dedup.PROPAGATION_ROUNDS)
+        clusters = (
+            {"label": labels, "member": exact[MEMBERS]}
+            | "JoinHeadLabels" >> beam.CoGroupByKey()
+            | "ClusterOf" >> beam.FlatMap(_cluster_of)
         )
         across = (
-            {"item": survivors | "KeyById" >> beam.Map(lambda c: (c["id"], c)), "links": links}
-            | "JoinLinks" >> beam.CoGroupByKey()
-            | "ClusterOf" >> beam.Map(_cluster_of)
+            clusters
             | "GroupByCluster" >> beam.GroupByKey()
             | "CapClusters" >> beam.FlatMap(_cluster_decisions, self._keep)
         )
@@ -124,4 +178,5 @@ class DeduplicateInstructions(beam.PTransform):
             | "JoinDrops" >> beam.CoGroupByKey()
             | "Apply" >> beam.FlatMap(_apply).with_outputs(REJECTED, main=OK)
         )
-        return Screened(out[OK], out[REJECTED])
+        ids = clusters | "ClusterIds" >> beam.Map(lambda kv: (kv[1][2], kv[0]))
+        return Deduplicated(out[OK], out[REJECTED], ids)

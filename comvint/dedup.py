@@ -6,11 +6,13 @@ function here. Two scopes:
 * within one image (:func:`dedup_image`): every pair of an image's items is
   compared by exact Jaccard similarity (an image has tens of items, so no
   sketch is needed and recall is exact);
-* across the corpus (:func:`bucket_links`, :func:`cap_cluster`): MinHash
-  signatures are cut into bands; items sharing a band key meet in one group,
-  each is checked (exact Jaccard) against the group's first item from another
-  image, and an item's cluster is the smallest-ordered item it matched.  At
-  most K items per cluster are kept.
+* across the corpus: items with the same normalised text form one group
+  (:func:`exact_groups`); the groups' heads get MinHash signatures cut into
+  bands; heads sharing a band key meet in one bucket, where candidate pairs
+  are verified by exact Jaccard (:func:`bucket_pairs`); clusters are the
+  connected components of verified pairs, found by a few rounds of min-label
+  propagation (:func:`spread_label`). At most K items per cluster are kept
+  (:func:`cap_cluster`).
 
 An item's "order" decides the survivor everywhere: lower round first, then
 open-ended before Bool before multiple choice, then id.
@@ -33,10 +35,14 @@ SHINGLE_CHARS = 5
 THRESHOLD = 0.7
 NUM_PERM = 64
 BANDS = 16
+MAX_COMPARE = 32
+PROPAGATION_ROUNDS = 4
 _PRIME = (1 << 31) - 1
 _FORMAT_RANK = {"open_ended": 0, "bool": 1, "multiple_choice": 2}
 _NON_WORD = re.compile(r"[^\w]+", re.UNICODE)
 EXACT, NEAR, TEMPLATE = "duplicate_exact", "duplicate_near", "template_repeat"
+OrderKey = tuple[int, int, str]  # (round, format rank, id)
+Member = tuple[int, int, str, str, str]  # order key + (image, normalised text)
 
 
 def normalise(text: str) -> str:
@@ -78,10 +84,11 @@ class MinHasher:
         x = np.fromiter(shingle_set, dtype=np.uint64) % _PRIME
         return ((self._a * x[None, :] + self._b) % _PRIME).min(axis=1)
 
-    def band_keys(self, signature: np.ndarray) -> list[str]:
-        """One key per band: ``"<band>:<hash of its rows>"``."""
+    def band_keys(self, signature: np.ndarray) -> list[int]:
+        """One 64-bit key per band: a hash of the band's index and rows."""
         rows = signature.reshape(self.bands, self.rows)
-        return [f"{i}:{hashlib.blake2b(rows[i].tobytes(), digest_size=8).hexdigest()}" for i in range(self.bands)]
+        return [int.from_bytes(hashlib.blake2b(rows[i].tobytes(), digest_size=8, salt=i.to_bytes(2, "big")).digest(), "big")
+                for i in range(self.bands)]
 
 
 def candidate_probability(similarity: float, bands: int = BANDS, rows: int = NUM_PERM // BANDS) -> float:
@@ -96,7 +103,7 @@ def canonical_image(ann: dict[str, Any]) -> str:
     return image_key(ann["source"], ann["image_id"])
 
 
-def order_key(item: dict[str, Any]) -> tuple[int, int, str]:
+def order_key(item: dict[str, Any]) -> OrderKey:
     return item["round"], _FORMAT_RANK.get(item["format"], 9), item["id"]
 
 
@@ -143,37 +150,53 @@ def dedup_image(items: Iterable[dict[str, Any]], threshold: float = THRESHOLD) -
     return decisions
 
 
-def bucket_links(members: Iterable[dict[str, Any]], threshold: float = THRESHOLD) -> list[tuple[str, tuple]]:
-    """One LSH bucket -> ``(item id, (order, id) of the item it links to)`` for verified matches.
+def member(item: dict[str, Any]) -> Member:
+    """The compact tuple the corpus-wide steps move around: order key, image, text."""
+    return (*order_key(item), item["unit"], item["text"])
 
-    Each member is compared with the bucket's first member from another image
-    (its leader); O(bucket size) comparisons even for a collapsed template.
+
+def exact_groups(members: Iterable[Member]) -> tuple[Member, list[tuple[str, OrderKey]]]:
+    """Items with one normalised text -> (the group's head, ``(head id, order key)`` of every member).
+
+    Only heads enter LSH: a question repeated over 100,000 images costs one
+    sketch, not 100,000 pairwise checks.
     """
-    ordered = sorted(members, key=order_key)
+    ordered = sorted(members)
+    head = ordered[0]
+    return head, [(head[2], m[:3]) for m in ordered]
+
+
+def bucket_pairs(members: Iterable[Member], threshold: float = THRESHOLD, max_compare: int = MAX_COMPARE) -> list[tuple[str, str]]:
+    """One LSH bucket -> verified near-duplicate pairs ``(id, id)`` of items of different images.
+
+    Each member is checked (exact Jaccard) against up to ``max_compare`` earlier
+    members, so a crowded bucket costs O(size x max_compare), not O(size^2).
+    """
+    ordered = sorted(members)
     if len(ordered) < 2:
         return []
-    first = ordered[0]
-    other = next((m for m in ordered if m["unit"] != first["unit"]), None)
-    if other is None:
+    sets = [shingles(m[4]) for m in ordered]
+    pairs = []
+    for j, (*_, mid, unit, _text) in enumerate(ordered):
+        for i in range(max(0, j - max_compare), j):
+            if ordered[i][3] != unit and jaccard(sets[i], sets[j]) >= threshold:
+                pairs.append((ordered[i][2], mid))
+    return pairs
+
+
+def spread_label(node: str, labels: list[tuple], neighbours: list[str]) -> list[tuple[str, tuple]]:
+    """One step of min-label propagation: a node's label goes to itself and each neighbour."""
+    if not labels:
         return []
-    links, cache = [], {}
-    for member in ordered:
-        leader = other if member["unit"] == first["unit"] else first
-        if order_key(leader) >= order_key(member):
-            continue
-        if leader["id"] not in cache:
-            cache[leader["id"]] = shingles(leader["text"])
-        if member["text"] == leader["text"] or jaccard(shingles(member["text"]), cache[leader["id"]]) >= threshold:
-            links.append((member["id"], (*order_key(leader),)))
-    return links
+    label = min(labels)
+    return [(node, label), *((n, label) for n in neighbours)]
 
 
-def cap_cluster(members: Iterable[dict[str, Any]], keep: int) -> list[tuple[dict[str, Any], str | None, str | None]]:
-    """One near-duplicate cluster -> ``(item, reason, duplicate_of)``: the first ``keep`` survive.
+def cap_cluster(keys: Iterable[OrderKey], keep: int) -> list[tuple[str, str, str]]:
+    """The order keys of one cluster -> ``(id, "template_repeat", duplicate_of)`` beyond the first ``keep``.
 
-    ``members`` may be a large iterable: it is read twice and never held whole.
+    ``keys`` may be a large iterable: it is read twice and never held whole.
     """
-    first = heapq.nsmallest(keep, (order_key(m) for m in members))
+    first = heapq.nsmallest(keep, keys)
     kept_ids = {key[2] for key in first}
-    head = first[0][2] if first else None
-    return [(m, None, None) if m["id"] in kept_ids else (m, TEMPLATE, head) for m in members]
+    return [(key[2], TEMPLATE, first[0][2]) for key in keys if key[2] not in kept_ids]

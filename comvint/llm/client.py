@@ -37,6 +37,19 @@ def response_format(kind: str, name: str, schema: dict[str, Any]) -> dict[str, A
     return None
 
 
+def reply_from_json(completion: dict[str, Any], model: str) -> Reply:
+    """A Chat Completions response body -> Reply (missing usage counts as zero)."""
+    choice = (completion.get("choices") or [{}])[0]
+    usage = completion.get("usage") or {}
+    return Reply(
+        text=(choice.get("message") or {}).get("content") or "",
+        finish_reason=choice.get("finish_reason") or "stop",
+        prompt_tokens=usage.get("prompt_tokens") or 0,
+        completion_tokens=usage.get("completion_tokens") or 0,
+        model=completion.get("model") or model,
+    )
+
+
 class OpenAIBackend:
     """Chat Completions on any OpenAI-compatible endpoint through ``AsyncOpenAI``.
 
@@ -48,9 +61,10 @@ class OpenAIBackend:
     name = "openai"
 
     def __init__(self, config: LLMConfig, api_key: str) -> None:
+        import httpx2
         import openai
 
-        self._config = config
+        self._config, self._raw = config, httpx2.Response
         self._client = openai.AsyncOpenAI(
             api_key=api_key,
             base_url=config.base_url,
@@ -60,27 +74,19 @@ class OpenAIBackend:
         )
 
     async def complete(self, call: Any, model: str) -> Reply:
-        kwargs: dict[str, Any] = {}
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": call.messages,
+            "temperature": self._config.temperature_for(call.stage),
+            "max_tokens": self._config.max_tokens,
+        }
         fmt = response_format(self._config.response_format, call.schema_name, call.schema)
         if fmt is not None:
-            kwargs["response_format"] = fmt
-        completion = await self._client.chat.completions.create(
-            model=model,
-            messages=call.messages,
-            temperature=self._config.temperature_for(call.stage),
-            max_tokens=self._config.max_tokens,
-            **kwargs,
-        )
-        choice = completion.choices[0]
-        usage = completion.usage
-        return Reply(
-            text=choice.message.content or "",
-            finish_reason=choice.finish_reason or "stop",
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-            model=completion.model or model,
-        )
-
+            body["response_format"] = fmt
+        # The SDK's raw POST: same client, auth, timeouts and error types, without its
+        # typed request transform and response models (most of its CPU per request).
+        response = await self._client.post("/chat/completions", cast_to=self._raw, body=body)
+        return reply_from_json(json.loads(response.content), model)
     async def close(self) -> None:
         await self._client.close()
 

@@ -49,6 +49,8 @@ class FakeOpenAI:
         self.requests: list[dict[str, Any]] = []
         self.authorizations: set[str] = set()
         self.in_flight = self.max_in_flight = 0
+        self._first_request: float | None = None
+        self._last_reply = 0.0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -71,11 +73,22 @@ class FakeOpenAI:
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_get("/stats", self._stats)
+        app.router.add_post("/stats/reset", self._reset)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
+
+    async def _stats(self, request: web.Request) -> web.StreamResponse:
+        """Counters, and the span from the first request to the last reply since the last reset."""
+        span = self._last_reply - self._first_request if self._first_request is not None else 0.0
+        return web.json_response({"requests": len(self.requests), "max_in_flight": self.max_in_flight, "span_s": round(span, 4)})
+
+    async def _reset(self, request: web.Request) -> web.StreamResponse:
+        self._first_request, self._last_reply, self.max_in_flight = None, 0.0, 0
+        return await self._stats(request)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.authorizations.add(request.headers.get("Authorization", ""))
@@ -86,12 +99,15 @@ class FakeOpenAI:
         fault = self.faults(body, self.attempts[key])
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        if self._first_request is None:
+            self._first_request = time.perf_counter()
         try:
             if self.latency:
                 await asyncio.sleep(self.latency)
             return await self._respond(request, body, fault)
         finally:
             self.in_flight -= 1
+            self._last_reply = time.perf_counter()
 
     async def _respond(self, request: web.Request, body: dict[str, Any], fault: str | None) -> web.StreamResponse:
         if fault == "429":
@@ -127,3 +143,22 @@ def completion(model: str, content: str, finish_reason: str = "stop") -> dict[st
 def echo_json(body: dict[str, Any]) -> str:
     """A responder that answers ``{"echo": <last user message>}``."""
     return json.dumps({"echo": last_user_message(body)})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m comvint.llm.fake [--port P] [--latency S]``: serve echo replies until interrupted."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A fake OpenAI-compatible endpoint answering {\"echo\": <last user message>}.")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each reply")
+    args = parser.parse_args(argv)
+    with FakeOpenAI(echo_json, latency=args.latency) as server:
+        print(json.dumps({"base_url": server.base_url}), flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

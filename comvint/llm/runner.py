@@ -73,11 +73,23 @@ def parse_reply(reply: Reply, schema: dict[str, Any]) -> dict[str, Any]:
         value = json.loads(json_text(reply.text))
     except json.JSONDecodeError as err:
         raise ReplyError("invalid_json", str(err), reply.text) from None
-    try:
-        jsonschema.validate(value, schema)
-    except jsonschema.ValidationError as err:
-        raise ReplyError("schema_violation", err.message[:300], reply.text) from None
+    error = jsonschema.exceptions.best_match(validator(schema).iter_errors(value))
+    if error is not None:
+        raise ReplyError("schema_violation", error.message[:300], reply.text)
     return value
+
+
+_VALIDATORS: dict[str, Any] = {}
+
+
+def validator(schema: dict[str, Any]) -> Any:
+    """A checked, compiled validator per schema (building one per reply costs more than the request)."""
+    key = json.dumps(schema, sort_keys=True)
+    if key not in _VALIDATORS:
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        _VALIDATORS[key] = cls(schema)
+    return _VALIDATORS[key]
 
 
 def estimate_tokens(messages: list[dict[str, Any]]) -> int:

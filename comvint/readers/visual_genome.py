@@ -7,9 +7,9 @@ it reads only the objects whose opening ``{`` lies in ``[start, end)``: splittin
 a file into byte ranges and reading each range gives every image exactly once.
 
 Finding the first object of a range that starts mid-file is sound because the
-bytes ``{"regions"`` cannot occur inside a JSON string (an unescaped ``"`` ends
-the string and may only be followed by ``,:]}``): the reader tries each ``{`` and
-takes the first that decodes to an object with a ``regions`` key.
+bytes ``{"`` cannot occur inside a JSON string (a ``"`` inside a string is escaped):
+the reader tries each ``{``, reads a ``{"`` candidate to its end whatever its size,
+and takes the first that decodes to an object with a ``regions`` key.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ LOOKAHEAD = 1 << 20
 MAX_OBJECT = 256 << 20
 _SEPARATORS = re.compile(r"[\s,]*")
 _DECODER = json.JSONDecoder()
+_OBJECT_START = re.compile(r'\{\s*"')
 
 
 class _TextWindow:
@@ -184,17 +185,17 @@ def _read_objects(
         window.advance(j)
         if window.byte >= end:
             return
-        obj, stop = _decode_at(window, j, synced)
+        obj, stop = _decode_at(window, synced)
         if stop is None:
             if synced:
                 yield _file_failure(
                     path, "ingest_vg_truncated", f"unreadable image object at byte {window.byte}; kept the images before it"
                 )
                 return
-            window.advance(j + 1)
+            window.advance(window.i + 1)
             continue
         if not synced and not (isinstance(obj, dict) and "regions" in obj):
-            window.advance(j + 1)
+            window.advance(window.i + 1)
             continue
         synced = True
         yield _to_record(obj, path, image_data)
@@ -211,14 +212,23 @@ def _next_object_start(window: _TextWindow, synced: bool) -> int | None:
     return window.i if token == "{" else -1
 
 
-def _decode_at(window: _TextWindow, j: int, synced: bool) -> tuple[Any, int | None]:
+def _decode_at(window: _TextWindow, synced: bool) -> tuple[Any, int | None]:
+    """Decode the value at the window's position; ``(obj, end index)`` or ``(None, None)``.
+
+    ``fill`` may drop consumed text and shift indices, so the position is read
+    from the window after each fill, never kept across one.
+    """
     lookahead = LOOKAHEAD
+    window.fill(window.i + 64)
+    # An unescaped `{"` cannot occur inside a JSON string, so such a candidate is a real
+    # object: read on until it is complete, however large, as when synced.
+    grow = synced or _OBJECT_START.match(window.text, window.i) is not None
     while True:
-        window.fill(j + lookahead)
+        window.fill(window.i + lookahead)
         try:
-            return _DECODER.raw_decode(window.text, j)
+            return _DECODER.raw_decode(window.text, window.i)
         except json.JSONDecodeError:
-            if not synced or window.eof or lookahead >= MAX_OBJECT:
+            if not grow or window.eof or lookahead >= MAX_OBJECT:
                 return None, None
             lookahead *= 4
 

@@ -35,6 +35,9 @@ ITEMS = [
     record("b1", "Is the dog right of the man?", "flickr30k_entities:1", fmt="bool", parent="p", answer="yes"),
     record("b2", "Is the dog right of the man?", "flickr30k_entities:1", fmt="bool", parent="p", answer="no"),  # sibling
     *[record(f"t{k}", "Is there a person in the picture?", f"visual_genome:{k}") for k in range(5)],  # template collapse
+    # near copies across images, "v2" only through "v1" (Jaccard 0.74 to v1, 0.63 to the t's): one cluster
+    record("v1", "Is there a person in the picture now?", "visual_genome:20"),
+    record("v2", "Is there any person in the picture now?", "visual_genome:21"),
     record("u1", "How many candles are on the cake?", "visual_genome:7", answer="three"),
 ]
 
@@ -51,11 +54,12 @@ def _run_dedup(items, keep):
 
 EXPECTED_KEPT = {
     3: ["a1", "b1", "b2", "t0", "t1", "t2", "u1"],
-    10: ["a1", "b1", "b2", "t0", "t1", "t2", "t3", "t4", "u1"],
+    10: ["a1", "b1", "b2", "t0", "t1", "t2", "t3", "t4", "u1", "v1", "v2"],
 }
 EXPECTED_REJECTED = {
     3: [("a2", "dedup", "duplicate_exact", "a1", False), ("a3", "dedup", "duplicate_near", "a1", False),
-        ("t3", "dedup", "template_repeat", "t0", False), ("t4", "dedup", "template_repeat", "t0", False)],
+        ("t3", "dedup", "template_repeat", "t0", False), ("t4", "dedup", "template_repeat", "t0", False),
+        ("v1", "dedup", "template_repeat", "t0", False), ("v2", "dedup", "template_repeat", "t0", False)],
     10: [("a2", "dedup", "duplicate_exact", "a1", False), ("a3", "dedup", "duplicate_near", "a1", False)],
 }
 

@@ -70,23 +70,30 @@ def test_survivor_is_deterministic_whatever_the_input_order():
     assert [i for i, r, _ in only if r is None] == ["id0"]  # round 0, smallest id
 
 
-def test_corpus_links_and_cluster_cap():
-    same = [item(f"q{k}", "What is the man doing?", unit=f"img:{k}") for k in range(6)]
-    near = item("z", "What is the man doing here?", unit="img:9")
-    assert dedup.bucket_links([same[0]], 0.7) == []
-    links = dict(dedup.bucket_links(same + [near], 0.7))
-    assert set(links) == {"q1", "q2", "q3", "q4", "q5", "z"} and {v[2] for v in links.values()} == {"q0"}
-    decisions = {i["id"]: (r, of) for i, r, of in dedup.cap_cluster(same + [near], keep=3)}
-    assert [k for k, (r, _) in sorted(decisions.items()) if r is None] == ["q0", "q1", "q2"]
-    assert decisions["q5"] == ("template_repeat", "q0") and decisions["z"] == ("template_repeat", "q0")
-    assert all(r is None for _, r, _ in dedup.cap_cluster(same[:3], keep=3))
+def test_exact_groups_head_and_members():
+    same = [dedup.member(item(f"q{k}", "What is the man doing?", unit=f"img:{k}", round_=k % 2)) for k in range(5)]
+    head, members = dedup.exact_groups(same[::-1])
+    assert head == (0, 0, "q0", "img:0", "what is the man doing")
+    assert members == [("q0", (0, 0, "q0")), ("q0", (0, 0, "q2")), ("q0", (0, 0, "q4")), ("q0", (1, 0, "q1")), ("q0", (1, 0, "q3"))]
 
 
-def test_corpus_links_skip_items_of_the_same_image():
-    a, b = item("a", "What is the man doing?", unit="img:1"), item("b", "What is the man doing?", unit="img:1")
-    c = item("c", "What is the man doing?", unit="img:2")
-    assert dict(dedup.bucket_links([a, b], 0.7)) == {}
-    assert dict(dedup.bucket_links([a, b, c], 0.7)) == {"c": (0, 0, "a")}
+def test_bucket_pairs_are_verified_and_cross_image():
+    a, b = item("a", "What is the man doing?", unit="img:1"), item("b", "What is the man doing here?", unit="img:1")
+    c, d = item("c", "What is the man doing here?", unit="img:2"), item("d", "Why is the bus red?", unit="img:3")
+    a, b, c, d = map(dedup.member, (a, b, c, d))
+    assert dedup.bucket_pairs([a], 0.7) == []
+    assert dedup.bucket_pairs([d, c, b, a], 0.7) == [("a", "c"), ("b", "c")]  # no same-image pair, d matches none
+    crowd = [dedup.member(item(f"x{k:03d}", "What is the man doing?", unit=f"img:{k}")) for k in range(100)]
+    assert len(dedup.bucket_pairs(crowd, 0.7, max_compare=5)) == 5 * 100 - 15  # bounded work in a crowded bucket
+
+
+def test_label_propagation_step_and_cluster_cap():
+    assert dedup.spread_label("b", [(0, 0, "b"), (0, 0, "a")], ["c", "d"]) == [("b", (0, 0, "a")), ("c", (0, 0, "a")), ("d", (0, 0, "a"))]
+    assert dedup.spread_label("x", [], ["y"]) == []
+    keys = [(k % 2, 0, f"q{k}") for k in range(6)]
+    assert dedup.cap_cluster(keys, keep=3) == [("q1", "template_repeat", "q0"), ("q3", "template_repeat", "q0"),
+                                               ("q5", "template_repeat", "q0")]
+    assert dedup.cap_cluster(keys[:3], keep=3) == []
 
 
 def test_canonical_image_matches_visual_genome_to_flickr():

@@ -70,6 +70,16 @@ def test_split_reads_with_multibyte_and_tricky_strings(target):
     assert _split_read(data, target)[3]["regions"][0]["phrase"] == 'café {"regions": [] } ünïcødé "quoted" \\ back slash'
 
 
+@pytest.mark.parametrize("chunk", [7, 64, 500])
+def test_window_compaction_keeps_positions(monkeypatch, chunk):
+    """Files far larger than the read window (the window drops consumed text many times)."""
+    monkeypatch.setattr(vg, "CHUNK", chunk)
+    monkeypatch.setattr(vg, "LOOKAHEAD", chunk)
+    data = _synthetic(300, "ünïcødé dog")
+    assert _ids(_read(data)) == [str(i) for i in range(300)]
+    assert _ids(_split_read(data, 997)) == [str(i) for i in range(300)]
+
+
 @pytest.mark.parametrize("cut", [1, 50, 400, -2, -1])
 def test_truncated_file_keeps_what_was_read_and_reports(cut):
     data = _synthetic(10, "a dog")

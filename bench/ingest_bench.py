@@ -1,0 +1,176 @@
+"""Ingest at full dataset size: synthetic Flickr30k Entities and Visual Genome trees in the real formats.
+
+    python bench/ingest_bench.py                     # 31,783 Flickr images; 108,077 VG images x 50 regions (~0.7 GB)
+    python bench/ingest_bench.py --flickr 2000 --vg 5000   # a quick look
+
+Each measurement runs in its own process (wall time with startup, peak RSS of the process tree):
+  * Flickr: ``--stages ingest`` on the local runner vs a plain single-process loop that parses the
+    same files with the standard library's ElementTree and writes the same JSON lines;
+  * Visual Genome: ``--stages ingest`` vs ``json.load`` of the same file (which only parses it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import measure, ratio  # noqa: E402
+
+TYPES = ("people", "clothing", "bodyparts", "animals", "vehicles", "instruments", "scene", "other")
+WORDS = ("man woman dog ball shirt red blue green street park child bike car tree hat table cup girl boy water grass "
+         "building sign window door chair shoes jacket bag phone camera guitar horse beach sand wave sky").split()
+
+
+def _phrase(rng: random.Random) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4)))
+
+
+def flickr_files(rng: random.Random, image_id: int) -> tuple[str, str]:
+    """(Sentences text, Annotations XML) of one synthetic image."""
+    width, height = rng.randint(300, 500), rng.randint(300, 500)
+    entities = [image_id * 10 + k for k in range(6)]
+    lines = []
+    for _ in range(5):
+        parts = []
+        for entity in rng.sample(entities, 4):
+            parts.append(f"[/EN#{entity}/{rng.choice(TYPES)} {_phrase(rng)}] {rng.choice(WORDS)}")
+        if rng.random() < 0.3:
+            parts.append(f"[/EN#0/notvisual {rng.choice(WORDS)}]")
+        lines.append(" ".join(parts) + " .")
+    objects = []
+    for entity in entities:
+        names = f"\t\t<name>{entity}</name>\n" + (f"\t\t<name>{entities[0]}</name>\n" if rng.random() < 0.2 and entity != entities[0] else "")
+        if entity == entities[-1]:
+            objects.append(f"\t<object>\n{names}\t\t<scene>0</scene>\n\t\t<nobndbox>1</nobndbox>\n\t</object>\n")
+            continue
+        for _ in range(rng.randint(1, 2)):
+            x1, y1 = rng.randint(1, width // 2), rng.randint(1, height // 2)
+            x2, y2 = rng.randint(x1 + 1, width), rng.randint(y1 + 1, height)
+            objects.append(f"\t<object>\n{names}\t\t<bndbox>\n\t\t\t<xmin>{x1}</xmin>\n\t\t\t<ymin>{y1}</ymin>\n"
+                           f"\t\t\t<xmax>{x2}</xmax>\n\t\t\t<ymax>{y2}</ymax>\n\t\t</bndbox>\n\t</object>\n")
+    xml = (f"<annotation>\n\t<filename>{image_id}.jpg</filename>\n\t<size>\n\t\t<width>{width}</width>\n"
+           f"\t\t<height>{height}</height>\n\t\t<depth>3</depth>\n\t</size>\n{''.join(objects)}</annotation>\n")
+    return "\n".join(lines) + "\n", xml
+
+
+def generate_flickr(root: str, n: int, seed: int = 3) -> None:
+    rng = random.Random(seed)
+    for kind in ("Sentences", "Annotations"):
+        os.makedirs(os.path.join(root, kind), exist_ok=True)
+    for k in range(n):
+        image_id = 1_000_000 + k
+        text, xml = flickr_files(rng, image_id)
+        with open(os.path.join(root, "Sentences", f"{image_id}.txt"), "w", encoding="utf-8") as handle:
+            handle.write(text)
+        with open(os.path.join(root, "Annotations", f"{image_id}.xml"), "w", encoding="utf-8") as handle:
+            handle.write(xml)
+
+
+def generate_vg(path: str, n: int, regions: int = 50, seed: int = 5) -> None:
+    """A one-line v1.2 ``region_descriptions.json`` written image by image."""
+    rng = random.Random(seed)
+    region_id = 1
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("[")
+        for image_id in range(1, n + 1):
+            rows = []
+            for _ in range(regions):
+                rows.append({"region_id": region_id, "width": rng.randint(5, 400), "height": rng.randint(5, 400), "image_id": image_id,
+                             "phrase": _phrase(rng) + (" " if rng.random() < 0.3 else ""), "y": rng.randint(0, 400), "x": rng.randint(0, 400)})
+                region_id += 1
+            handle.write(("" if image_id == 1 else ", ") + json.dumps({"regions": rows, "id": image_id}))
+        handle.write("]")
+
+
+_MARK = re.compile(r"\[/EN#(\d+)/(\S+) ([^\]]*)\]")
+
+
+def elementtree_loop(root: str, out_path: str) -> dict:
+    """The baseline: parse every pair with ElementTree and a regex, write one JSON line per image."""
+    import xml.etree.ElementTree as ET
+
+    n = 0
+    with open(out_path, "w", encoding="utf-8") as out:
+        for name in sorted(os.listdir(os.path.join(root, "Annotations"))):
+            image_id = name[:-4]
+            tree = ET.parse(os.path.join(root, "Annotations", name)).getroot()
+            size = tree.find("size")
+            boxes: dict[str, list] = {}
+            for obj in tree.iter("object"):
+                box = obj.find("bndbox")
+                for entity in obj.iter("name"):
+                    entry = boxes.setdefault(entity.text, [])
+                    if box is not None:
+                        entry.append([int(box.find(k).text) - (1 if k in ("xmin", "ymin") else 0) for k in ("xmin", "ymin", "xmax", "ymax")])
+            captions = []
+            with open(os.path.join(root, "Sentences", f"{image_id}.txt"), encoding="utf-8") as handle:
+                for line in handle:
+                    phrases = [{"entity_id": m.group(1), "types": m.group(2).split("/"), "text": m.group(3)} for m in _MARK.finditer(line)]
+                    captions.append({"text": _MARK.sub(lambda m: m.group(3), line.strip()), "phrases": phrases})
+            out.write(json.dumps({"image_id": image_id, "width": int(size.find("width").text), "height": int(size.find("height").text),
+                                  "captions": captions, "entities": [{"entity_id": e, "boxes": b} for e, b in boxes.items() if e != "0"]}) + "\n")
+            n += 1
+    return {"images": n}
+
+
+def pipeline_ingest(args: list[str]) -> dict:
+    from beam_pipeline import main
+
+    main.run(["--stages", "ingest", *args])
+    out = args[args.index("--output") + 1]
+    with open(os.path.join(out, "stats.json"), encoding="utf-8") as handle:
+        stats = json.load(handle)
+    return {"records": stats["counts"].get("annotations", {}).get("total", 0), "failures": stats["counts"].get("failures", {}).get("total", 0)}
+
+
+def json_load(path: str) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return {"images": len(json.load(handle))}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--flickr", type=int, default=31783)
+    parser.add_argument("--vg", type=int, default=108077)
+    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "comvint-bench-ingest"))
+    parser.add_argument("--role", choices=("main", "pipeline", "etree", "json_load"), default="main", help=argparse.SUPPRESS)
+    parser.add_argument("--args", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.role != "main":
+        call = {"pipeline": lambda: pipeline_ingest(json.loads(args.args)),
+                "etree": lambda: elementtree_loop(*json.loads(args.args)),
+                "json_load": lambda: json_load(*json.loads(args.args))}[args.role]
+        print(json.dumps(call()))
+        return
+    flickr_root, vg_path = os.path.join(args.work, f"flickr-{args.flickr}"), os.path.join(args.work, f"vg-{args.vg}.json")
+    if not os.path.isdir(flickr_root):
+        generate_flickr(flickr_root, args.flickr)
+    if not os.path.exists(vg_path):
+        generate_vg(vg_path, args.vg)
+    me = os.path.abspath(__file__)
+
+    def run(role: str, payload) -> dict:
+        return measure([me, "--role", role, "--args", json.dumps(payload)])
+
+    etree = run("etree", [flickr_root, os.path.join(args.work, "etree.jsonl")])
+    flickr = run("pipeline", ["--flickr_root", flickr_root, "--output", os.path.join(args.work, "out-flickr")])
+    loaded = run("json_load", [vg_path])
+    vg = run("pipeline", ["--vg_regions", vg_path, "--output", os.path.join(args.work, "out-vg")])
+    report = {
+        "flickr_images": args.flickr, "vg_images": args.vg, "vg_file_mb": round(os.path.getsize(vg_path) / 2**20, 1),
+        "flickr": {"pipeline": flickr, "elementtree_loop": etree, "time_ratio": ratio(flickr["wall_s"], etree["wall_s"])},
+        "visual_genome": {"pipeline": vg, "json_load": loaded, "time_ratio": ratio(vg["wall_s"], loaded["wall_s"]),
+                          "memory_ratio": ratio(vg["peak_rss_mb"], loaded["peak_rss_mb"])},
+    }
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
