@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "google-cloud-storage==3.17.1",
     "pyarrow>=16,<27",
     "jsonschema==4.26.0",
+    "orjson==3.13.0",
     "numpy>=1.26,<2.5",  # MinHash signatures (already a Beam dependency; pinned to Beam's range)
 ]
 

@@ -40,6 +40,8 @@ class RateLimiter:
 
     async def acquire(self, tokens: int = 0) -> float:
         """Wait until a request of about ``tokens`` tokens may start; return seconds waited."""
+        if not self._rpm and not self._tpm and self._paused_until <= self._clock():
+            return 0.0  # no limits and no 429 pause: no lock, no bookkeeping
         waited = 0.0
         async with self._lock:
             while True:

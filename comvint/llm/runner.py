@@ -92,6 +92,17 @@ def validator(schema: dict[str, Any]) -> Any:
     return _VALIDATORS[key]
 
 
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def latency_bucket(seconds: float) -> str:
+    """The histogram bucket of one request's latency: ``le_<bound>s``, or ``gt_<last>s``."""
+    for bound in LATENCY_BUCKETS:
+        if seconds <= bound:
+            return f"le_{bound:g}s"
+    return f"gt_{LATENCY_BUCKETS[-1]:g}s"
+
+
 def estimate_tokens(messages: list[dict[str, Any]]) -> int:
     """A cheap prompt-size estimate for the tokens-per-minute limit (4 chars per token)."""
     return sum(len(str(m.get("content", ""))) for m in messages) // 4 + 8
@@ -177,7 +188,11 @@ class StageRunner:
         try:
             reply = await self.backend.complete(call, model)
         finally:
-            usage["latency_ms"] = usage.get("latency_ms", 0.0) + (time.perf_counter() - start) * 1000
+            elapsed = time.perf_counter() - start
+            usage["latency_ms"] = usage.get("latency_ms", 0.0) + elapsed * 1000
+            bucket = latency_bucket(elapsed)
+            usage.setdefault("latency_histogram", {})
+            usage["latency_histogram"][bucket] = usage["latency_histogram"].get(bucket, 0) + 1
         usage["prompt_tokens"] = usage.get("prompt_tokens", 0) + reply.prompt_tokens
         usage["completion_tokens"] = usage.get("completion_tokens", 0) + reply.completion_tokens
         cost = self.config.cost(model, reply.prompt_tokens, reply.completion_tokens)

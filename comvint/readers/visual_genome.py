@@ -85,13 +85,16 @@ def normalise_phrase(phrase: str) -> str:
 
 
 def _region(raw: dict[str, Any]) -> dict[str, Any]:
+    # Runs 5 million times for v1.2: plain lookups and exact type checks (bool is not a box value).
     region_id = raw["region_id"] if "region_id" in raw else raw["id"]
-    x, y, w, h = (raw[k] for k in ("x", "y", "width", "height"))
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (x, y, w, h)):
+    x, y, w, h = raw["x"], raw["y"], raw["width"], raw["height"]
+    if type(x) is not int or type(y) is not int or type(w) is not int or type(h) is not int:
         raise InputError("ingest_bad_box", f"region {region_id}: non-integer box {[x, y, w, h]}")
     if w < 0 or h < 0:
         raise InputError("ingest_bad_box", f"region {region_id}: negative size {[w, h]}")
-    return {"region_id": str(region_id), "phrase": normalise_phrase(str(raw["phrase"])), "box": [x, y, x + w, y + h]}
+    phrase = raw["phrase"]
+    return {"region_id": str(region_id), "phrase": " ".join((phrase if type(phrase) is str else str(phrase)).split()),
+            "box": [x, y, x + w, y + h]}
 
 
 def image_id_of(obj: dict[str, Any]) -> str | None:

@@ -103,4 +103,6 @@ def test_method_through_fake_openai_server(tmp_path, monkeypatch):
     assert {r["format"] for r in instructions} == {"open_ended", "bool", "multiple_choice"}
     assert stats["accounting"]["identity_holds"]
     assert stats["llm"]["generate"]["retries"] == {"http_500": 1}
+    for stage, usage in stats["llm"].items():
+        assert sum(usage["latency_histogram"].values()) == usage["requests"], stage
     assert not any("sk-method-secret" in p.read_text(errors="ignore") for p in tmp_path.rglob("*") if p.is_file())

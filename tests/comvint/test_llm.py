@@ -15,7 +15,7 @@ from comvint.llm.config import LLMConfig, parse_prices, parse_stage_models, pars
 from comvint.llm.fake import FakeOpenAI, echo_json, last_user_message
 from comvint.llm.limits import RateLimiter
 from comvint.llm.retry import ReplyError, backoff, classify, retry_after_seconds
-from comvint.llm.runner import Call, StageRunner, parse_reply
+from comvint.llm.runner import Call, StageRunner, latency_bucket, parse_reply
 
 SCHEMA = {"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"], "additionalProperties": False}
 
@@ -185,3 +185,7 @@ def test_runner_against_fake_server_with_faults():
     assert by_id["i4"].raw and by_id["i4"].usage["requests"] == 4
     assert sum(o.usage.get("cache_hits", 0) for o in again) == 7
     assert first_requests == 1 + 2 + 3 + 2 + 4 + 1 + 2 + 2 + 4 + 1  # attempts per call, i0..i9
+
+
+def test_latency_buckets():
+    assert [latency_bucket(s) for s in (0.05, 0.1, 0.3, 7.0, 61.0)] == ["le_0.1s", "le_0.1s", "le_0.5s", "le_10s", "gt_60s"]
