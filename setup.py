@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
     "pyarrow>=16,<27",
     "jsonschema==4.26.0",
     "orjson==3.13.0",
+    "msgspec==0.22.0",
     "numpy>=1.26,<2.5",  # MinHash signatures (already a Beam dependency; pinned to Beam's range)
 ]
 

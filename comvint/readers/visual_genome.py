@@ -20,6 +20,8 @@ import re
 from collections.abc import Iterator
 from typing import IO, Any
 
+import msgspec
+
 from comvint.records import VISUAL_GENOME, Failure, InputError, annotation_record
 
 CHUNK = 1 << 20
@@ -69,6 +71,14 @@ class _TextWindow:
                 return j
             self.fill(len(self.text) + CHUNK)
 
+    def find_after(self, sub: str, offset: int) -> int:
+        """Index of the next ``sub`` at or after ``i + offset`` (-1 at end of stream)."""
+        while True:
+            j = self.text.find(sub, self.i + offset)
+            if j >= 0 or self.eof:
+                return j
+            self.fill(len(self.text) + CHUNK)
+
     def next_token(self) -> str:
         """Skip whitespace and commas; return the next character ('' at end)."""
         while True:
@@ -93,8 +103,9 @@ def _region(raw: dict[str, Any]) -> dict[str, Any]:
     if w < 0 or h < 0:
         raise InputError("ingest_bad_box", f"region {region_id}: negative size {[w, h]}")
     phrase = raw["phrase"]
-    return {"region_id": str(region_id), "phrase": " ".join((phrase if type(phrase) is str else str(phrase)).split()),
-            "box": [x, y, x + w, y + h]}
+    if type(phrase) is not str:
+        raise InputError("ingest_bad_region", f"region {region_id}: phrase is {type(phrase).__name__}, not text")
+    return {"region_id": str(region_id), "phrase": " ".join(phrase.split()), "box": [x, y, x + w, y + h]}
 
 
 def image_id_of(obj: dict[str, Any]) -> str | None:
@@ -122,6 +133,44 @@ def build_record(obj: dict[str, Any], info: dict[str, Any] | None = None) -> dic
         regions = [_region(r) for r in obj["regions"]]
     except (KeyError, TypeError) as err:
         raise InputError("ingest_bad_region", f"image {image_id}: missing field {err}") from None
+    return _assemble(image_id, regions, detect_version(obj), info)
+
+
+class _Region(msgspec.Struct):
+    """A region as v1.2 (``region_id``) or v1.0 (``id``, ``image``) writes it; types checked in C."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    phrase: str
+    region_id: int | str | None = None
+    id: int | str | None = None
+
+
+class _Image(msgspec.Struct):
+    regions: list[_Region]
+    id: int | str | None = None
+
+
+_TYPED = msgspec.json.Decoder(_Image)
+
+
+def typed_record(image: _Image, info: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The record of a typed-decoded image; None when it needs the checks of :func:`build_record`."""
+    regions = []
+    for r in image.regions:
+        region_id = r.region_id if r.region_id is not None else r.id
+        x, y, w, h = r.x, r.y, r.width, r.height
+        if region_id is None or w < 0 or h < 0 or type(x) is bool or type(w) is bool or type(y) is bool or type(h) is bool:
+            return None
+        regions.append({"region_id": str(region_id), "phrase": " ".join(r.phrase.split()), "box": [x, y, x + w, y + h]})
+    if image.id is None or not regions:
+        return None
+    return _assemble(str(image.id), regions, "1.2" if image.regions[0].region_id is not None else "1.0", info)
+
+
+def _assemble(image_id: str, regions: list[dict[str, Any]], version: str, info: dict[str, Any] | None) -> dict[str, Any]:
     info = info or {}
     url = info.get("url") or ""
     image = "visual_genome/" + "/".join(url.split("/")[-2:]) if url else f"visual_genome/{image_id}.jpg"
@@ -133,7 +182,7 @@ def build_record(obj: dict[str, Any], info: dict[str, Any] | None = None) -> dic
         height=info.get("height"),
         image=image,
         regions=regions,
-        vg_version=detect_version(obj),
+        vg_version=version,
         **extra,
     )
 
@@ -188,6 +237,12 @@ def _read_objects(
         window.advance(j)
         if window.byte >= end:
             return
+        fast = _decode_typed(window, image_data) if synced else None
+        if fast is not None:
+            record, stop = fast
+            yield record
+            window.advance(stop)
+            continue
         obj, stop = _decode_at(window, synced)
         if stop is None:
             if synced:
@@ -213,6 +268,33 @@ def _next_object_start(window: _TextWindow, synced: bool) -> int | None:
     if token == "]":
         return None
     return window.i if token == "{" else -1
+
+
+_IMAGE_START = '{"regions"'
+
+
+def _decode_typed(window: _TextWindow, image_data: dict) -> tuple[dict[str, Any], int] | None:
+    """The fast path: ``(record, end index)`` of the image object at the window's position.
+
+    The object ends where the next ``{"regions"`` begins (that text cannot occur
+    inside a string); msgspec decodes it with the types checked in C, about five
+    times faster than the generic decoder. Anything unusual (another key order,
+    a wrong type, the damaged or last object) returns None and takes the generic path.
+    """
+    if not window.text.startswith(_IMAGE_START, window.i):
+        window.fill(window.i + len(_IMAGE_START))
+        if not window.text.startswith(_IMAGE_START, window.i):
+            return None
+    j = window.find_after(_IMAGE_START, 1)
+    if j < 0:
+        return None
+    segment = window.text[window.i : j].rstrip().rstrip(",").rstrip()
+    try:
+        image = _TYPED.decode(segment.encode("utf-8"))
+    except (msgspec.DecodeError, UnicodeEncodeError):
+        return None
+    record = typed_record(image, image_data.get(str(image.id)))
+    return None if record is None else (record, window.i + len(segment))
 
 
 def _decode_at(window: _TextWindow, synced: bool) -> tuple[Any, int | None]:

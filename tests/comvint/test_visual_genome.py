@@ -70,6 +70,36 @@ def test_split_reads_with_multibyte_and_tricky_strings(target):
     assert _split_read(data, target)[3]["regions"][0]["phrase"] == 'café {"regions": [] } ünïcødé "quoted" \\ back slash'
 
 
+def _generic_only(monkeypatch) -> None:
+    monkeypatch.setattr(vg, "_decode_typed", lambda window, image_data: None)
+
+
+@pytest.mark.parametrize("version", ["v1.2", "v1.0"])
+def test_typed_fast_path_matches_the_generic_decoder(real_samples, monkeypatch, version):
+    data = (real_samples / "visual_genome" / version / "region_descriptions.json").read_bytes()
+    info = {"1": {"width": 800, "height": 600, "flickr_id": 42, "coco_id": None}}
+    fast = _read(data, image_data=info)
+    typed = [vg.typed_record(vg._TYPED.decode(json.dumps(o).encode()), info.get(str(o["id"]))) for o in json.loads(data)]
+    assert typed[:-1] == fast[:-1] and all(typed)  # the typed path handled every real image
+    _generic_only(monkeypatch)
+    assert _read(data, image_data=info) == fast
+
+
+def test_typed_fast_path_falls_back_on_unusual_objects(monkeypatch):
+    objs = [{"id": 1, "regions": [{"region_id": 5, "width": 5, "height": 6, "image_id": 1, "phrase": " a\ncat ", "y": 1, "x": 2}]},
+            {"regions": [{"region_id": 6, "width": 5.5, "height": 6, "image_id": 2, "phrase": "b", "y": 1, "x": 2}], "id": 2},
+            {"regions": [{"region_id": 7, "width": True, "height": 6, "image_id": 3, "phrase": "c", "y": 1, "x": 2}], "id": 3},
+            {"regions": [{"region_id": 8, "width": 1, "height": 6, "image_id": 4, "phrase": None, "y": 1, "x": 2}], "id": 4},
+            {"regions": [], "id": 5},
+            {"regions": [{"region_id": 9, "width": 1, "height": 1, "image_id": 6, "phrase": "d", "y": 1, "x": 2}], "id": 6}]
+    data = json.dumps(objs).encode()
+    mixed = _read(data)
+    assert _ids(mixed) == ["1", "ingest_bad_box", "ingest_bad_box", "ingest_bad_region", "5", "6"]
+    assert mixed[0]["regions"][0]["phrase"] == "a cat" and mixed[4]["regions"] == []
+    _generic_only(monkeypatch)
+    assert _read(data) == mixed
+
+
 @pytest.mark.parametrize("chunk", [7, 64, 500])
 def test_window_compaction_keeps_positions(monkeypatch, chunk):
     """Files far larger than the read window (the window drops consumed text many times)."""
