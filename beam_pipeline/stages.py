@@ -23,6 +23,7 @@ from comvint.stages.base import FAILED, OK, REJECTED, Stage, handle_outcomes
 _LOGGER = logging.getLogger(__name__)
 USAGE = "usage"
 API_KEY_ENV = "OPENAI_API_KEY"
+BATCH_FACTOR = 8  # batch = 8 x concurrency: the slots stay full, and a batch's tail is paid once per 8 waves
 
 
 class StageResult(NamedTuple):
@@ -117,7 +118,7 @@ class RunStage(beam.PTransform):
         concurrency = self._config.concurrency
         results = (
             items
-            | "Batch" >> beam.BatchElements(min_batch_size=concurrency, max_batch_size=concurrency * 4)
+            | "Batch" >> beam.BatchElements(min_batch_size=concurrency * BATCH_FACTOR, max_batch_size=concurrency * BATCH_FACTOR)
             | "Call" >> beam.ParDo(RunStageFn(self._stage, self._config)).with_outputs(REJECTED, FAILED, USAGE, main=OK)
         )
         return StageResult(results[OK], results[REJECTED], results[FAILED], results[USAGE])
