@@ -60,7 +60,11 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
     formats = parse_formats(opts.export)
     p = beam.Pipeline(options=options)
     annotations, failures = read_annotations(p, opts)
-    inputs = (annotations, failures) | "InputUnits" >> beam.Flatten() | "UnitKeys" >> beam.Map(run_stats.unit_of)
+    # Key first, then flatten: a Flatten of whole records keeps them all in the local runner's memory.
+    inputs = (
+        annotations | "RecordUnits" >> beam.Map(run_stats.unit_of),
+        failures | "FailureUnits" >> beam.Map(run_stats.unit_of),
+    ) | "InputUnits" >> beam.Flatten()
     sinks = {"failures": failures}
     if opts.stages == "ingest" or opts.write_annotations:
         annotations | "WriteAnnotations" >> io.WriteJsonLines(opts.output, "annotations")
