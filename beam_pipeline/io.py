@@ -304,6 +304,7 @@ class FileSystemsStore:
 
     def __init__(self, root: str) -> None:
         self._root = root
+        self.fast = "://" not in root  # local disk: cheap enough to call on the event loop
 
     def _path(self, key: str) -> str:
         return join(self._root, key[:2], f"{key}.json")

@@ -20,6 +20,8 @@ class Store(Protocol):
 class MemoryStore:
     """An in-process store (tests, and the offline backend's no-op cache)."""
 
+    fast = True
+
     def __init__(self) -> None:
         self.data: dict[str, str] = {}
 
@@ -66,6 +68,9 @@ class ResponseCache:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        # A store that answers in microseconds (memory, local disk) is called on the event loop;
+        # a remote one (gs://) from a thread, so a slow round trip never stalls the other calls.
+        self.fast = bool(getattr(store, "fast", False))
 
     def get(self, key: str) -> dict[str, Any] | None:
         text = self._store.get(key)

@@ -148,7 +148,7 @@ class StageRunner:
         model = self.config.model_for(call.stage) if self.backend.name != "offline" else "offline"
         usage: dict[str, Any] = {"calls": 1}
         key = self.key(call, model) if self.cache is not None else ""
-        cached = await asyncio.to_thread(self.cache.get, key) if self.cache is not None else None
+        cached = await self._in_cache(self.cache.get, key) if self.cache is not None else None
         if cached is not None:
             usage["cache_hits"] = 1
             try:
@@ -156,6 +156,10 @@ class StageRunner:
             except ReplyError as err:
                 return Outcome(call, raw=err.raw, reason=f"{call.stage}_{err.reason}", detail=err.detail, usage=usage)
         return await self._with_retries(call, model, key, usage)
+
+    async def _in_cache(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Call a cache method inline when its store is fast, else from a worker thread."""
+        return method(*args) if self.cache.fast else await asyncio.to_thread(method, *args)
 
     async def _with_retries(self, call: Call, model: str, key: str, usage: dict[str, Any]) -> Outcome:
         raw: str | None = None
@@ -165,7 +169,7 @@ class StageRunner:
                 raw = reply.text
                 value = parse_reply(reply, call.schema)
                 if self.cache is not None:
-                    await asyncio.to_thread(self.cache.put, key, {"reply": dataclasses.asdict(reply)})
+                    await self._in_cache(self.cache.put, key, {"reply": dataclasses.asdict(reply)})
                 return Outcome(call, value, raw, usage=usage)
             except Exception as exc:  # noqa: BLE001 - classified below; unknown errors re-raise
                 retryable, cause = classify(exc)

@@ -106,6 +106,7 @@ def test_whole_job_reads_and_writes_gcs(gcs):
 
 def test_response_cache_on_gcs_is_write_once(gcs):
     store = FileSystemsStore(f"{gcs}/cache")
+    assert not store.fast  # remote: the runner calls it from a worker thread
     assert store.get("ab12") is None
     assert store.put_if_absent("ab12", '{"reply": 1}') is True
     assert store.put_if_absent("ab12", '{"reply": 2}') is False

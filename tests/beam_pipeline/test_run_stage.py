@@ -102,6 +102,7 @@ def test_filesystems_store_is_write_once_under_concurrent_writers(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     store = FileSystemsStore(str(tmp_path))
+    assert store.fast  # local disk: called inline on the event loop
     with ThreadPoolExecutor(8) as pool:
         wins = list(pool.map(lambda v: store.put_if_absent("ab" * 32, f"value-{v}"), range(32)))
     assert wins.count(True) == 1
