@@ -60,7 +60,7 @@ def _served(base_url: str, before: int) -> dict:
     return {"requests_sent": stats["requests"] - before, "request_span_s": stats["span_s"], "max_in_flight": stats["max_in_flight"]}
 
 
-def _count_and_report(p, outputs, n: int) -> None:
+def _check_count(outputs, n: int) -> None:
     import apache_beam as beam
 
     counted = outputs | "Count" >> beam.combiners.Count.Globally()
@@ -87,7 +87,7 @@ def run_stage(base_url: str, n: int, concurrency: int, cache_dir: str | None) ->
     usage_path = os.path.join(tempfile.mkdtemp(), "usage.json")
     with beam.Pipeline(options=PipelineOptions(flags=[], runner="FnApiRunner")) as p:
         result = p | beam.Create(range(n)) | RunStage(EchoStage(), config)
-        _count_and_report(p, result.ok, n)
+        _check_count(result.ok, n)
         result.usage | beam.CombineGlobally(SumUsageFn()) | beam.Map(lambda u: io.write_json(usage_path, u))
     usage = json.load(open(usage_path))["echo"]
     return {"seconds": round(time.perf_counter() - start, 2), "process_cpu_s": round(time.process_time() - cpu0, 2),
@@ -118,13 +118,13 @@ def run_naive(base_url: str, n: int) -> dict:
     before, cpu0, start = server_stats(base_url, reset=True)["requests"], time.process_time(), time.perf_counter()
     with beam.Pipeline(options=PipelineOptions(flags=[], runner="FnApiRunner")) as p:
         out = p | beam.Create(range(n)) | beam.Reshuffle() | beam.ParDo(fn(base_url))
-        _count_and_report(p, out, n)
+        _check_count(out, n)
     return {"seconds": round(time.perf_counter() - start, 2), "process_cpu_s": round(time.process_time() - cpu0, 2),
             **_served(base_url, before)}
 
 
 CURATOR_SCRIPT = r"""
-import json, sys, time, types
+import json, sys, time
 import tiktoken
 class _Counter:  # local stand-in for the tokenizer tiktoken would download
     name = "local-4-chars"
