@@ -26,11 +26,11 @@ class SummarizeRun(beam.PTransform):
 
     def expand(self, pcolls: dict[str, beam.PCollection]):
         inputs, llm = pcolls["inputs"], pcolls.get("llm")
-        counted = {k: v for k, v in pcolls.items() if k not in ("inputs", "llm")}
-        sinks = {k: v for k, v in counted.items() if k not in run_stats.COUNT_ONLY}
+        tallied = {k: v for k, v in pcolls.items() if k not in ("inputs", "llm")}
+        sinks = {k: v for k, v in tallied.items() if k not in run_stats.COUNT_ONLY}
         counts = [
             records | f"Count{name.title()}" >> beam.FlatMap(run_stats.stat_keys_of(name))
-            for name, records in sorted(counted.items())
+            for name, records in sorted(tallied.items())
         ]
         counted = (
             counts

@@ -105,7 +105,12 @@ def _region(raw: dict[str, Any]) -> dict[str, Any]:
     phrase = raw["phrase"]
     if type(phrase) is not str:
         raise InputError("ingest_bad_region", f"region {region_id}: phrase is {type(phrase).__name__}, not text")
-    return {"region_id": str(region_id), "phrase": " ".join(phrase.split()), "box": [x, y, x + w, y + h]}
+    return region_record(region_id, phrase, x, y, w, h)
+
+
+def region_record(region_id: Any, phrase: str, x: int, y: int, w: int, h: int) -> dict[str, Any]:
+    """The contract's region: string id, normalised phrase, ``[x1, y1, x2, y2]`` box."""
+    return {"region_id": str(region_id), "phrase": normalise_phrase(phrase), "box": [x, y, x + w, y + h]}
 
 
 def image_id_of(obj: dict[str, Any]) -> str | None:
@@ -161,10 +166,9 @@ def typed_record(image: _Image, info: dict[str, Any] | None = None) -> dict[str,
     regions = []
     for r in image.regions:
         region_id = r.region_id if r.region_id is not None else r.id
-        x, y, w, h = r.x, r.y, r.width, r.height
-        if region_id is None or w < 0 or h < 0 or type(x) is bool or type(w) is bool or type(y) is bool or type(h) is bool:
+        if region_id is None or r.width < 0 or r.height < 0:  # msgspec already refused non-integers and booleans
             return None
-        regions.append({"region_id": str(region_id), "phrase": " ".join(r.phrase.split()), "box": [x, y, x + w, y + h]})
+        regions.append(region_record(region_id, r.phrase, r.x, r.y, r.width, r.height))
     if image.id is None or not regions:
         return None
     return _assemble(str(image.id), regions, "1.2" if image.regions[0].region_id is not None else "1.0", info)
