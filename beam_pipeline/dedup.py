@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -47,8 +48,8 @@ def _image_decisions(group: tuple[str, Any], threshold: float):
         yield beam.pvalue.TaggedOutput(DROP, (item["id"], (reason, of))) if reason else item
 
 
-class BandKeysFn(beam.DoFn):
-    """Member tuple -> ``(band key, member)`` for each LSH band of its MinHash signature."""
+class BandEntriesFn(beam.DoFn):
+    """Member tuple -> ``(shuffle key, packed entry)`` for each LSH band of its MinHash signature."""
 
     def __init__(self, num_perm: int, bands: int) -> None:
         self._num_perm, self._bands = num_perm, bands
@@ -58,9 +59,7 @@ class BandKeysFn(beam.DoFn):
         self._hasher = dedup.MinHasher(self._num_perm, self._bands)
 
     def process(self, member: dedup.Member):
-        signature = self._hasher.signature(dedup.shingles(member[4]))
-        for key in self._hasher.band_keys(signature):
-            yield key, member
+        yield from self._hasher.band_entries(member)
 
 
 def _split_exact(group: tuple[str, Any]):
@@ -107,9 +106,15 @@ def _cluster_decisions(group: tuple[str, Any], keep: int):
         yield item_id, (reason, of)
 
 
+def _packed(item: dict[str, Any]) -> tuple[str, bytes]:
+    """Keyed by id and pickled: a shuffle holding whole items as dicts costs 3-4x the memory of their bytes."""
+    return item["id"], pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
+
+
 def _apply(joined: tuple[str, dict[str, list]]):
     _, parts = joined
-    (item,) = parts["item"]
+    (packed,) = parts["item"]
+    item = pickle.loads(packed)
     if not parts[DROP]:
         yield item
         return
@@ -153,9 +158,9 @@ class DeduplicateInstructions(beam.PTransform):
         heads = exact[OK]
         edges = (
             heads
-            | "BandKeys" >> beam.ParDo(BandKeysFn(self._num_perm, self._bands))
+            | "BandKeys" >> beam.ParDo(BandEntriesFn(self._num_perm, self._bands))
             | "GroupByBand" >> beam.GroupByKey()
-            | "VerifyBucketPairs" >> beam.FlatMap(lambda kv: dedup.bucket_pairs(kv[1], threshold))
+            | "VerifyBucketPairs" >> beam.FlatMap(lambda kv: dedup.group_pairs(kv[1], threshold))
             | "BothDirections" >> beam.FlatMap(lambda ab: [ab, ab[::-1]])
         )
         labels = (
@@ -174,7 +179,7 @@ class DeduplicateInstructions(beam.PTransform):
         )
         drops = (per_image[DROP], across) | "MergeDrops" >> beam.Flatten()
         out = (
-            {"item": items | "KeyItems" >> beam.Map(lambda it: (it["id"], it)), DROP: drops}
+            {"item": items | "KeyItems" >> beam.Map(_packed), DROP: drops}
             | "JoinDrops" >> beam.CoGroupByKey()
             | "Apply" >> beam.FlatMap(_apply).with_outputs(REJECTED, main=OK)
         )

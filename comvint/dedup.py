@@ -24,10 +24,12 @@ import hashlib
 import heapq
 import re
 import zlib
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+import orjson
 
 from comvint.records import FLICKR, VISUAL_GENOME, image_key
 
@@ -37,6 +39,7 @@ NUM_PERM = 64
 BANDS = 16
 MAX_COMPARE = 32
 PROPAGATION_ROUNDS = 4
+SPREAD_BITS = 16  # band keys meet under their top 16 bits: 65,536 shuffle keys, each many LSH buckets
 _PRIME = (1 << 31) - 1
 _FORMAT_RANK = {"open_ended": 0, "bool": 1, "multiple_choice": 2}
 _NON_WORD = re.compile(r"[^\w]+", re.UNICODE)
@@ -50,13 +53,17 @@ def normalise(text: str) -> str:
     return " ".join(_NON_WORD.sub(" ", text.lower()).split())
 
 
-def shingles(text: str, k: int = SHINGLE_CHARS) -> frozenset[int]:
-    """The set of 32-bit hashes of the ``k``-character substrings of normalised ``text``."""
-    norm = normalise(text)
-    if len(norm) <= k:
-        return frozenset([zlib.crc32(norm.encode("utf-8"))])
+def grams(norm: str, k: int = SHINGLE_CHARS) -> frozenset[bytes]:
+    """The set of ``k``-byte substrings of already normalised text (exact Jaccard compares these)."""
     data = norm.encode("utf-8")
-    return frozenset(zlib.crc32(data[i : i + k]) for i in range(len(data) - k + 1))
+    if len(data) <= k:
+        return frozenset([data])
+    return frozenset([data[i : i + k] for i in range(len(data) - k + 1)])
+
+
+def shingles(text: str, k: int = SHINGLE_CHARS) -> frozenset[int]:
+    """The set of 32-bit hashes of the ``k``-byte substrings of normalised ``text`` (MinHash input)."""
+    return frozenset(map(zlib.crc32, grams(normalise(text), k)))
 
 
 def jaccard(a: frozenset[int], b: frozenset[int]) -> float:
@@ -89,6 +96,17 @@ class MinHasher:
         rows = signature.reshape(self.bands, self.rows)
         return [int.from_bytes(hashlib.blake2b(rows[i].tobytes(), digest_size=8, salt=i.to_bytes(2, "big")).digest(), "big")
                 for i in range(self.bands)]
+
+    def band_entries(self, member: Member) -> list[tuple[int, bytes]]:
+        """``(shuffle key, entry)`` per band: the shuffle key is the band key's top :data:`SPREAD_BITS`
+        bits, the entry the band key and the member packed as JSON bytes.
+
+        A shuffle holds each value as one object: a packed entry costs a third of
+        the memory of a tuple of five, and 65,536 shuffle keys cost less than one
+        key per LSH bucket (most buckets hold one item).
+        """
+        keys = self.band_keys(self.signature(map(zlib.crc32, grams(member[4]))))  # member text is normalised
+        return [(key >> (64 - SPREAD_BITS), orjson.dumps([key, *member])) for key in keys]
 
 
 def candidate_probability(similarity: float, bands: int = BANDS, rows: int = NUM_PERM // BANDS) -> float:
@@ -136,10 +154,10 @@ def dedup_image(items: Iterable[dict[str, Any]], threshold: float = THRESHOLD) -
     answers ("is the cook larger than the child?" / "... the child larger than the
     cook?") are contrastive pairs, not duplicates.
     """
-    kept: list[tuple[dict[str, Any], frozenset[int], frozenset[int]]] = []
+    kept: list[tuple[dict[str, Any], frozenset[bytes], frozenset[bytes]]] = []
     decisions = []
     for item in sorted(items, key=order_key):
-        sh, ash = shingles(item["text"]), shingles(item["answer"])
+        sh, ash = grams(item["text"]), grams(item["answer"])
         match = next((k for k, ksh, kash in kept if not related(item, k) and (
             k["text"] == item["text"] or (jaccard(sh, ksh) >= threshold and jaccard(ash, kash) >= threshold))), None)
         if match is None:
@@ -166,22 +184,40 @@ def exact_groups(members: Iterable[Member]) -> tuple[Member, list[tuple[str, Ord
     return head, [(head[2], m[:3]) for m in ordered]
 
 
-def bucket_pairs(members: Iterable[Member], threshold: float = THRESHOLD, max_compare: int = MAX_COMPARE) -> list[tuple[str, str]]:
+def bucket_pairs(members: Iterable[Member], threshold: float = THRESHOLD, max_compare: int = MAX_COMPARE,
+                 sets: dict[str, frozenset[bytes]] | None = None) -> list[tuple[str, str]]:
     """One LSH bucket -> verified near-duplicate pairs ``(id, id)`` of items of different images.
 
     Each member is checked (exact Jaccard) against up to ``max_compare`` earlier
     members, so a crowded bucket costs O(size x max_compare), not O(size^2).
+    ``sets`` caches gram sets by text across the buckets of one shuffle group.
     """
     ordered = sorted(members)
     if len(ordered) < 2:
         return []
-    sets = [shingles(m[4]) for m in ordered]
+    sets = {} if sets is None else sets
+    shingled = [sets[m[4]] if m[4] in sets else sets.setdefault(m[4], grams(m[4])) for m in ordered]
     pairs = []
     for j, (*_, mid, unit, _text) in enumerate(ordered):
+        b = shingled[j]
         for i in range(max(0, j - max_compare), j):
-            if ordered[i][3] != unit and jaccard(sets[i], sets[j]) >= threshold:
+            a = shingled[i]
+            if ordered[i][3] == unit or min(len(a), len(b)) < threshold * max(len(a), len(b)):
+                continue  # same image, or sizes too far apart for the threshold
+            common = len(a & b)
+            if common >= threshold * (len(a) + len(b) - common):
                 pairs.append((ordered[i][2], mid))
     return pairs
+
+
+def group_pairs(entries: Iterable[bytes], threshold: float = THRESHOLD, max_compare: int = MAX_COMPARE) -> list[tuple[str, str]]:
+    """The packed entries under one shuffle key -> verified pairs of each LSH bucket among them."""
+    buckets: dict[int, list[Member]] = defaultdict(list)
+    for entry in entries:
+        key, *fields = orjson.loads(entry)
+        buckets[key].append(tuple(fields))
+    sets: dict[str, frozenset[bytes]] = {}
+    return [pair for members in buckets.values() if len(members) > 1 for pair in bucket_pairs(members, threshold, max_compare, sets)]
 
 
 def spread_label(node: str, labels: list[tuple], neighbours: list[str]) -> list[tuple[str, tuple]]:

@@ -87,6 +87,26 @@ def test_bucket_pairs_are_verified_and_cross_image():
     assert len(dedup.bucket_pairs(crowd, 0.7, max_compare=5)) == 5 * 100 - 15  # bounded work in a crowded bucket
 
 
+def test_band_entries_meet_under_shuffle_keys_and_pair_up():
+    texts = {"a": ("What is the man doing?", "img:1"), "b": ("What is the man doing here?", "img:1"),
+             "c": ("What is the man doing here?", "img:2"), "d": ("Why is the bus red?", "img:3")}
+    hasher = dedup.MinHasher()
+    groups: dict[int, list[bytes]] = {}
+    for name, (text, unit) in texts.items():
+        entries = hasher.band_entries(dedup.member(item(name, text, unit=unit)))
+        assert len(entries) == dedup.BANDS and all(0 <= key < 1 << dedup.SPREAD_BITS for key, _ in entries)
+        for key, entry in entries:
+            groups.setdefault(key, []).append(entry)
+    pairs = [pair for entries in groups.values() for pair in dedup.group_pairs(entries, 0.7)]
+    assert set(pairs) == {("a", "c"), ("b", "c")}  # verified, cross-image only, whichever band brought them together
+
+
+def test_gram_jaccard_agrees_with_shingle_jaccard():
+    x, y = "is the woman in the red dress left of the man", "is the woman in the red dress right of the man"
+    assert dedup.jaccard(dedup.grams(x), dedup.grams(y)) == dedup.jaccard(dedup.shingles(x), dedup.shingles(y))
+    assert dedup.grams("hi") == frozenset([b"hi"])
+
+
 def test_label_propagation_step_and_cluster_cap():
     assert dedup.spread_label("b", [(0, 0, "b"), (0, 0, "a")], ["c", "d"]) == [("b", (0, 0, "a")), ("c", (0, 0, "a")), ("d", (0, 0, "a"))]
     assert dedup.spread_label("x", [], ["y"]) == []
