@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_pipeline.io import FileSystemsStore
 from comvint import stats as run_stats
@@ -23,7 +24,7 @@ from comvint.stages.base import FAILED, OK, REJECTED, Stage, handle_outcomes
 _LOGGER = logging.getLogger(__name__)
 USAGE = "usage"
 API_KEY_ENV = "OPENAI_API_KEY"
-BATCH_FACTOR = 8  # batch = 8 x concurrency: the slots stay full, and a batch's tail is paid once per 8 waves
+BACKLOG_FACTOR = 2  # calls queued per in-flight slot: a freed slot is refilled without waiting for the next element
 
 
 class StageResult(NamedTuple):
@@ -42,14 +43,19 @@ def api_key_from_env() -> str:
 
 
 class RunStageFn(beam.DoFn):
-    """list[item] -> items/records tagged ok | rejected | failed, plus one usage dict per batch.
+    """item -> records tagged ok | rejected | failed, plus one usage dict per bundle and window.
 
-    Owns one event loop, client and cache per worker (created in ``setup``); the
-    calls of a batch run concurrently, each ending as a record or a failure.
+    Owns one event loop, client and cache per worker (created in ``setup``). The
+    calls run in a window that rolls across the elements of a bundle: ``process``
+    queues an item's calls and runs the loop only while more than
+    ``BACKLOG_FACTOR x concurrency`` calls wait, so a freed slot is refilled at
+    once and only the end of a bundle waits for its slowest call. Each record
+    keeps its input's window and timestamp.
     """
 
     def __init__(self, stage: Stage, config: LLMConfig) -> None:
         self._stage, self._config = stage, config
+        self._backlog = config.concurrency * BACKLOG_FACTOR
         name = stage.name
         self._counters = {k: Metrics.counter(f"comvint.{name}", k) for k in ("requests", "cache_hits", "failures", "emitted", "rejected")}
         self._prompt_tokens = Metrics.counter(f"comvint.{name}", "prompt_tokens")
@@ -57,7 +63,7 @@ class RunStageFn(beam.DoFn):
         self._latency = Metrics.distribution(f"comvint.{name}", "latency_ms")
 
     def setup(self) -> None:
-        self._loop = asyncio.new_event_loop()
+        self._loop, self._pending = asyncio.new_event_loop(), {}
         cache = ResponseCache(FileSystemsStore(self._config.cache_dir)) if self._config.cache_dir else None
         self._runner = self._loop.run_until_complete(self._make_runner(cache))
 
@@ -69,21 +75,40 @@ class RunStageFn(beam.DoFn):
             backend, cache = OfflineBackend(), None
         return StageRunner(self._config, backend, cache)
 
-    def process(self, batch: list[Any]) -> Iterator[Any]:
-        per_item = [self._stage.calls(item) for item in batch]
-        flat = [call for calls in per_item for call in calls]
+    def start_bundle(self) -> None:
+        self._queued, self._cpu_ms = 0, 0.0
+        self._usage: dict[Any, dict[str, Any]] = {}  # window -> usage of the calls of its items
+
+    def process(self, item: Any, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam) -> Iterator[Any]:
+        calls = self._stage.calls(item)
+        self._pending[self._loop.create_task(self._runner.run(calls))] = (item, len(calls), window, timestamp)
+        self._queued += len(calls)
+        while self._queued > self._backlog:
+            yield from self._collect(asyncio.FIRST_COMPLETED)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        while self._pending:
+            yield from self._collect(asyncio.ALL_COMPLETED)
+        for k, (window, usage) in enumerate(self._usage.items()):
+            usage = {**usage, "client_cpu_ms": self._cpu_ms if k == 0 else 0.0}  # the bundle's CPU, counted once
+            self._record_usage(usage)
+            yield beam.pvalue.TaggedOutput(USAGE, WindowedValue({self._stage.name: usage}, window.max_timestamp(), (window,)))
+
+    def _collect(self, until: str) -> Iterator[Any]:
+        """Run the loop until one (or every) queued item is done; emit the done items' records in queue order."""
         cpu = time.thread_time()  # the event loop runs on this thread: the client's own CPU
-        outcomes = iter(self._loop.run_until_complete(self._runner.run(flat)))
-        usage: dict[str, Any] = {"client_cpu_ms": (time.thread_time() - cpu) * 1000}
-        for item, calls in zip(batch, per_item):
-            mine = [next(outcomes) for _ in calls]
-            for outcome in mine:
-                usage = run_stats.add_usage(usage, outcome.usage)
-            for tag, record in handle_outcomes(self._stage, item, mine):
+        self._loop.run_until_complete(asyncio.wait(self._pending, return_when=until))
+        self._cpu_ms += (time.thread_time() - cpu) * 1000
+        for task in [t for t in self._pending if t.done()]:
+            item, n_calls, window, timestamp = self._pending.pop(task)
+            self._queued -= n_calls
+            outcomes = task.result()  # an error no outcome describes (a bug) fails the bundle
+            for outcome in outcomes:
+                self._usage[window] = run_stats.add_usage(self._usage.get(window, {}), outcome.usage)
+            for tag, record in handle_outcomes(self._stage, item, outcomes):
                 self._count(tag)
-                yield record if tag == OK else beam.pvalue.TaggedOutput(tag, record)
-        self._record_usage(usage)
-        yield beam.pvalue.TaggedOutput(USAGE, {self._stage.name: usage})
+                value = WindowedValue(record, timestamp, (window,))
+                yield value if tag == OK else beam.pvalue.TaggedOutput(tag, value)
 
     def _count(self, tag: str) -> None:
         self._counters[{OK: "emitted", REJECTED: "rejected", FAILED: "failures"}[tag]].inc()
@@ -99,12 +124,17 @@ class RunStageFn(beam.DoFn):
     def teardown(self) -> None:
         loop = getattr(self, "_loop", None)
         if loop is not None:
-            loop.run_until_complete(self._runner.backend.close())
+            if self._pending:  # left by a failed bundle: its records are the retried bundle's
+                for task in self._pending:
+                    task.cancel()
+                loop.run_until_complete(asyncio.wait(self._pending))
+            if hasattr(self, "_runner"):
+                loop.run_until_complete(self._runner.backend.close())
             loop.close()
 
 
 class RunStage(beam.PTransform):
-    """items -> StageResult, via Reshuffle, BatchElements and RunStageFn."""
+    """items -> StageResult, via Reshuffle and RunStageFn."""
 
     def __init__(self, stage: Stage, config: LLMConfig, reshuffle: bool = True) -> None:
         super().__init__()
@@ -113,12 +143,5 @@ class RunStage(beam.PTransform):
     def expand(self, items) -> StageResult:
         if self._reshuffle:
             items = items | "Spread" >> beam.Reshuffle()
-        # Batches of at least `concurrency` items keep every slot busy from the first batch on;
-        # a batch only waits for its slowest call, so larger batches waste less at their tail.
-        concurrency = self._config.concurrency
-        results = (
-            items
-            | "Batch" >> beam.BatchElements(min_batch_size=concurrency * BATCH_FACTOR, max_batch_size=concurrency * BATCH_FACTOR)
-            | "Call" >> beam.ParDo(RunStageFn(self._stage, self._config)).with_outputs(REJECTED, FAILED, USAGE, main=OK)
-        )
+        results = items | "Call" >> beam.ParDo(RunStageFn(self._stage, self._config)).with_outputs(REJECTED, FAILED, USAGE, main=OK)
         return StageResult(results[OK], results[REJECTED], results[FAILED], results[USAGE])

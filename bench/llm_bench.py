@@ -91,7 +91,7 @@ def run_stage(base_url: str, n: int, concurrency: int, cache_dir: str | None) ->
         result.usage | beam.CombineGlobally(SumUsageFn()) | beam.Map(lambda u: io.write_json(usage_path, u))
     usage = json.load(open(usage_path))["echo"]
     return {"seconds": round(time.perf_counter() - start, 2), "process_cpu_s": round(time.process_time() - cpu0, 2),
-            "client_cpu_s": round(usage["client_cpu_ms"] / 1000, 3), **_served(base_url, before), "cache_hits": usage.get("cache_hits", 0)}
+            "client_cpu_s": round(usage["client_cpu_ms"] / 1000, 3), **_served(base_url, before), "cache_hits": usage.get("cache_hits", 0), "mean_latency_ms": round(usage.get("latency_ms", 0) / max(1, usage.get("requests", 0)), 1)}
 
 
 class NaiveCallFn:

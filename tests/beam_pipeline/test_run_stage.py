@@ -7,7 +7,9 @@ import pathlib
 
 import apache_beam as beam
 import pytest
+from apache_beam.pvalue import TaggedOutput
 from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import FixedWindows, GlobalWindow, TimestampedValue
 
 from beam_pipeline.io import FileSystemsStore
 from beam_pipeline.stages import RunStage, RunStageFn, api_key_from_env
@@ -90,12 +92,28 @@ def test_missing_api_key_fails_setup(monkeypatch):
         fn.setup()
 
 
-def test_dofn_lifecycle_offline(tmp_path):
-    fn = RunStageFn(EchoStage(), LLMConfig())
+def test_dofn_lifecycle_offline_rolls_across_elements():
+    fn = RunStageFn(EchoStage(), LLMConfig(concurrency=2))  # backlog of 4 calls: the 5th element runs the loop
     fn.setup()
-    out = list(fn.process(_items(3)))
+    fn.start_bundle()
+    during = [list(fn.process(item, window=GlobalWindow(), timestamp=k)) for k, item in enumerate(_items(6))]
+    last = list(fn.finish_bundle())
     fn.teardown()
-    assert [r["echo"] for r in out if isinstance(r, dict)] == ["q0", "q1", "q2"]
+    assert [len(out) for out in during[:4]] == [0, 0, 0, 0] and sum(map(len, during)) > 0
+    records = [v for out in during for v in out] + [v for v in last if not isinstance(v, TaggedOutput)]
+    assert sorted((v.value["echo"], v.timestamp.micros // 10**6) for v in records if v.value["echo"] != "q7") == [
+        (f"q{k}", k) for k in range(6)]  # every item once, with its own timestamp
+    (usage,) = [v.value.value for v in last if isinstance(v, TaggedOutput)]
+    assert usage["echo"]["calls"] == 6
+
+
+def test_records_keep_their_windows(tmp_path):
+    items = _items(6)
+    with local_pipeline() as p:
+        result = (p | beam.Create(items) | beam.Map(lambda it: TimestampedValue(it, int(it["image_id"]) * 10))
+                  | beam.WindowInto(FixedWindows(10)) | RunStage(EchoStage(), LLMConfig(concurrency=1)))
+        windows = result.ok | beam.Map(lambda r, w=beam.DoFn.WindowParam: (r["id"], int(w.start)))
+        assert_that(windows, equal_to([(f"i{k}", k * 10) for k in range(6)]))
 
 
 def test_filesystems_store_is_write_once_under_concurrent_writers(tmp_path):
