@@ -48,8 +48,12 @@ def _image_decisions(group: tuple[str, Any], threshold: float):
         yield beam.pvalue.TaggedOutput(DROP, (item["id"], (reason, of))) if reason else item
 
 
+def band_tag(band: int) -> str:
+    return f"band{band}"
+
+
 class BandEntriesFn(beam.DoFn):
-    """Member tuple -> ``(shuffle key, packed entry)`` for each LSH band of its MinHash signature."""
+    """Member tuple -> ``(shuffle key, packed entry)`` on the output of each LSH band of its MinHash signature."""
 
     def __init__(self, num_perm: int, bands: int) -> None:
         self._num_perm, self._bands = num_perm, bands
@@ -59,7 +63,8 @@ class BandEntriesFn(beam.DoFn):
         self._hasher = dedup.MinHasher(self._num_perm, self._bands)
 
     def process(self, member: dedup.Member):
-        yield from self._hasher.band_entries(member)
+        for band, key, entry in self._hasher.band_entries(member):
+            yield beam.pvalue.TaggedOutput(band_tag(band), (key, entry))
 
 
 def _split_exact(group: tuple[str, Any]):
@@ -107,7 +112,8 @@ def _cluster_decisions(group: tuple[str, Any], keep: int):
 
 
 def _packed(item: dict[str, Any]) -> tuple[str, bytes]:
-    """Keyed by id and pickled: a shuffle holding whole items as dicts costs 3-4x the memory of their bytes."""
+    """Keyed by id and pickled: a shuffle holds each value as one object, and an item as a dict costs
+    about 4x the memory of its pickle."""
     return item["id"], pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
 
 
@@ -127,7 +133,7 @@ class DeduplicateInstructions(beam.PTransform):
 
     Within an image: every pair compared exactly (GroupByKey on the image).
     Across images: exact-text groups (GroupByKey on the text), MinHash LSH over
-    their heads (GroupByKey on band keys), verified pairs, connected components
+    their heads (one GroupByKey per band, on its band keys), verified pairs, connected components
     by min-label propagation, then at most ``max_per_cluster`` items per
     cluster (GroupByKey on the cluster).
     """
@@ -156,13 +162,18 @@ class DeduplicateInstructions(beam.PTransform):
             | "SplitExactGroups" >> beam.FlatMap(_split_exact).with_outputs(MEMBERS, main=OK)
         )
         heads = exact[OK]
-        edges = (
-            heads
-            | "BandKeys" >> beam.ParDo(BandEntriesFn(self._num_perm, self._bands))
-            | "GroupByBand" >> beam.GroupByKey()
-            | "VerifyBucketPairs" >> beam.FlatMap(lambda kv: dedup.group_pairs(kv[1], threshold))
-            | "BothDirections" >> beam.FlatMap(lambda ab: [ab, ab[::-1]])
-        )
+        # One GroupByKey per band (each band is its own hash table): a runner that materialises a
+        # grouped shuffle to hand it to its consumer (the local runner copies it several times)
+        # then holds one band's worth at a time, not all of them.
+        tags = [band_tag(b) for b in range(self._bands)]
+        entries = heads | "BandKeys" >> beam.ParDo(BandEntriesFn(self._num_perm, self._bands)).with_outputs(*tags)
+        pairs = [
+            entries[tag]
+            | f"GroupByBand{b}" >> beam.GroupByKey()
+            | f"VerifyBand{b}" >> beam.FlatMap(lambda kv: dedup.group_pairs(kv[1], threshold))
+            for b, tag in enumerate(tags)
+        ]
+        edges = tuple(pairs) | "MergeBandPairs" >> beam.Flatten() | "BothDirections" >> beam.FlatMap(lambda ab: [ab, ab[::-1]])
         labels = (
             heads | "OwnLabel" >> beam.Map(lambda m: (m[2], m[:3])),
             edges,

@@ -4,10 +4,12 @@
     python bench/dedup_bench.py --sizes 20000         # a quick look
 
 Each size: generate records (planted near-duplicate clusters across images plus
-unique questions), run (a) ``DeduplicateInstructions`` on the local runner and
+unique questions), run (a) ``DeduplicateInstructions`` on the local runner,
 (b) datasketch's in-memory ``MinHashLSH`` at the same threshold and number of
-permutations, each in its own process (wall time, peak RSS of the process
-tree), then score both against exact Jaccard similarity on a sample of records.
+permutations and (c) the local runner's floor, the same lines through one
+Reshuffle and nothing else, each in its own process (wall time, peak RSS of the
+process tree), then score (a) and (b) against exact Jaccard similarity on a
+sample of records.
 """
 
 from __future__ import annotations
@@ -106,6 +108,18 @@ def run_ours(path: str, out_dir: str, keep: int, workers: int) -> dict:
         return json.loads(handle.read())
 
 
+def run_floor(path: str, out_dir: str) -> dict:
+    """The local runner's own floor: the records' lines through one Reshuffle, counted (no dedup at all)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+        (p | beam.io.ReadFromText(path) | beam.Reshuffle() | beam.combiners.Count.Globally()
+         | beam.Map(lambda n: json.dumps({"shuffled": n})) | beam.io.WriteToText(os.path.join(out_dir, "floor"), shard_name_template=""))
+    with open(os.path.join(out_dir, "floor"), encoding="utf-8") as handle:
+        return json.loads(handle.read())
+
+
 def run_datasketch(path: str, out_dir: str, sample_path: str) -> dict:
     """The usual single-process recipe: sketch each record, query the index, insert it."""
     from datasketch import MinHash, MinHashLSH
@@ -175,29 +189,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", type=int, default=10)
     parser.add_argument("--workers", type=int, default=0, help="0: in-process runner; N: multi_processing with N workers")
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "comvint-bench-dedup"))
-    parser.add_argument("--role", choices=("main", "ours", "datasketch"), default="main", help=argparse.SUPPRESS)
+    parser.add_argument("--only", default="ours,datasketch,floor", help="which runs to make (quality needs ours and datasketch)")
+    parser.add_argument("--role", choices=("main", "ours", "datasketch", "floor"), default="main", help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.role == "ours":
         print(json.dumps(run_ours(args.input, args.out, args.keep, args.workers)))
         return
+    if args.role == "floor":
+        print(json.dumps(run_floor(args.input, args.out)))
+        return
     if args.role == "datasketch":
         print(json.dumps(run_datasketch(args.input, args.out, os.path.join(args.out, "sample.json"))))
         return
-    rows = []
+    rows, only = [], set(args.only.split(","))
     for n in (int(s) for s in args.sizes.split(",")):
         work = os.path.join(args.work, str(n))
         os.makedirs(work, exist_ok=True)
         path = os.path.join(work, "records.jsonl")
         sample = generate(n, path)
         json.dump(sample, open(os.path.join(work, "sample.json"), "w"))
-        me = os.path.abspath(__file__)
-        ours = measure([me, "--role", "ours", "--input", path, "--out", work, "--keep", str(args.keep), "--workers", str(args.workers)])
-        theirs = measure([me, "--role", "datasketch", "--input", path, "--out", work])
-        quality = evaluate(path, sample, work, dedup.THRESHOLD)
-        row = {"records": n, "ours": ours, "datasketch": theirs, "wall_ratio": ratio(ours["wall_s"], theirs["wall_s"]),
-               "memory_ratio": ratio(ours["peak_rss_mb"], theirs["peak_rss_mb"]), **quality}
+        me, row = os.path.abspath(__file__), {"records": n}
+        if "ours" in only:
+            row["ours"] = measure([me, "--role", "ours", "--input", path, "--out", work, "--keep", str(args.keep), "--workers", str(args.workers)])
+        if "datasketch" in only:
+            row["datasketch"] = measure([me, "--role", "datasketch", "--input", path, "--out", work])
+        if "floor" in only:
+            row["runner_floor"] = measure([me, "--role", "floor", "--input", path, "--out", work])
+        if "ours" in row and "datasketch" in row:
+            row.update(wall_ratio=ratio(row["ours"]["wall_s"], row["datasketch"]["wall_s"]),
+                       memory_ratio=ratio(row["ours"]["peak_rss_mb"], row["datasketch"]["peak_rss_mb"]),
+                       **evaluate(path, sample, work, dedup.THRESHOLD))
+        if "ours" in row and "runner_floor" in row:
+            row["memory_vs_runner_floor"] = ratio(row["ours"]["peak_rss_mb"], row["runner_floor"]["peak_rss_mb"])
         rows.append(row)
         print(json.dumps(row), flush=True)
     print(json.dumps({"threshold": dedup.THRESHOLD, "num_perm": dedup.NUM_PERM, "bands": dedup.BANDS, "results": rows}, indent=1))

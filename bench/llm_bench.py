@@ -1,11 +1,11 @@
 """LLM-stage throughput against a fake OpenAI-compatible server with a fixed latency.
 
-    python bench/llm_bench.py                                   # 3000 requests, 100 ms, 64 in flight
-    python bench/llm_bench.py --curator_python /tmp/curator-venv/bin/python
+    python bench/llm_bench.py                                   # 3000 requests, 200 ms, 64 in flight
+    python bench/llm_bench.py --latency 0.1 --curator_python /tmp/curator-venv/bin/python
 
 Reported in one run, each measured in its own process against one fake server
 (its own process, so the client's CPU is measured alone):
-  * the pipeline stage (``RunStage``: Reshuffle -> BatchElements -> RunStageFn) vs the
+  * the pipeline stage (``RunStage``: Reshuffle -> RunStageFn) vs the
     ideal ``requests x latency / concurrency``;
   * a naive DoFn making one blocking SDK call per element (on fewer requests: it is slow);
   * Curator (bespokelabs-curator) sending the same requests, when ``--curator_python``
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--naive_requests", type=int, default=300)
-    parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--curator_python", default=None, help="a Python with bespokelabs-curator installed")
     parser.add_argument("--role", choices=("main", "stage", "naive"), default="main", help=argparse.SUPPRESS)

@@ -39,7 +39,7 @@ NUM_PERM = 64
 BANDS = 16
 MAX_COMPARE = 32
 PROPAGATION_ROUNDS = 4
-SPREAD_BITS = 16  # band keys meet under their top 16 bits: 65,536 shuffle keys, each many LSH buckets
+SPREAD_BITS = 12  # a band's keys meet under their top 12 bits: 4,096 shuffle keys per band, each many LSH buckets
 _PRIME = (1 << 31) - 1
 _FORMAT_RANK = {"open_ended": 0, "bool": 1, "multiple_choice": 2}
 _NON_WORD = re.compile(r"[^\w]+", re.UNICODE)
@@ -66,7 +66,7 @@ def shingles(text: str, k: int = SHINGLE_CHARS) -> frozenset[int]:
     return frozenset(map(zlib.crc32, grams(normalise(text), k)))
 
 
-def jaccard(a: frozenset[int], b: frozenset[int]) -> float:
+def jaccard(a: frozenset, b: frozenset) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
@@ -97,16 +97,16 @@ class MinHasher:
         return [int.from_bytes(hashlib.blake2b(rows[i].tobytes(), digest_size=8, salt=i.to_bytes(2, "big")).digest(), "big")
                 for i in range(self.bands)]
 
-    def band_entries(self, member: Member) -> list[tuple[int, bytes]]:
-        """``(shuffle key, entry)`` per band: the shuffle key is the band key's top :data:`SPREAD_BITS`
-        bits, the entry the band key and the member packed as JSON bytes.
+    def band_entries(self, member: Member) -> list[tuple[int, int, bytes]]:
+        """``(band, shuffle key, entry)`` per band: the shuffle key is the band key's top
+        :data:`SPREAD_BITS` bits, the entry the band key and the member packed as JSON bytes.
 
-        A shuffle holds each value as one object: a packed entry costs a third of
-        the memory of a tuple of five, and 65,536 shuffle keys cost less than one
-        key per LSH bucket (most buckets hold one item).
+        A shuffle holds each value as one object: a packed entry costs less than
+        half the memory of a tuple of five, and a few thousand shuffle keys per
+        band cost less than one key per LSH bucket (most buckets hold one item).
         """
         keys = self.band_keys(self.signature(map(zlib.crc32, grams(member[4]))))  # member text is normalised
-        return [(key >> (64 - SPREAD_BITS), orjson.dumps([key, *member])) for key in keys]
+        return [(band, key >> (64 - SPREAD_BITS), orjson.dumps([key, *member])) for band, key in enumerate(keys)]
 
 
 def candidate_probability(similarity: float, bands: int = BANDS, rows: int = NUM_PERM // BANDS) -> float:
@@ -196,12 +196,12 @@ def bucket_pairs(members: Iterable[Member], threshold: float = THRESHOLD, max_co
     if len(ordered) < 2:
         return []
     sets = {} if sets is None else sets
-    shingled = [sets[m[4]] if m[4] in sets else sets.setdefault(m[4], grams(m[4])) for m in ordered]
+    gram_sets = [sets[m[4]] if m[4] in sets else sets.setdefault(m[4], grams(m[4])) for m in ordered]
     pairs = []
     for j, (*_, mid, unit, _text) in enumerate(ordered):
-        b = shingled[j]
+        b = gram_sets[j]
         for i in range(max(0, j - max_compare), j):
-            a = shingled[i]
+            a = gram_sets[i]
             if ordered[i][3] == unit or min(len(a), len(b)) < threshold * max(len(a), len(b)):
                 continue  # same image, or sizes too far apart for the threshold
             common = len(a & b)

@@ -94,9 +94,10 @@ def test_band_entries_meet_under_shuffle_keys_and_pair_up():
     groups: dict[int, list[bytes]] = {}
     for name, (text, unit) in texts.items():
         entries = hasher.band_entries(dedup.member(item(name, text, unit=unit)))
-        assert len(entries) == dedup.BANDS and all(0 <= key < 1 << dedup.SPREAD_BITS for key, _ in entries)
-        for key, entry in entries:
-            groups.setdefault(key, []).append(entry)
+        assert [band for band, _, _ in entries] == list(range(dedup.BANDS))
+        assert all(0 <= key < 1 << dedup.SPREAD_BITS for _, key, _ in entries)
+        for band, key, entry in entries:
+            groups.setdefault((band, key), []).append(entry)
     pairs = [pair for entries in groups.values() for pair in dedup.group_pairs(entries, 0.7)]
     assert set(pairs) == {("a", "c"), ("b", "c")}  # verified, cross-image only, whichever band brought them together
 
