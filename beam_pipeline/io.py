@@ -326,7 +326,7 @@ class FileSystemsStore:
 
     def put_if_absent(self, key: str, value: str) -> bool:
         path = self._path(key)
-        if "://" not in path:
+        if self.fast:
             return _link_new_file(path, value.encode("utf-8"))
         if FileSystems.exists(path):
             return False

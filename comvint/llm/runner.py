@@ -194,9 +194,8 @@ class StageRunner:
         finally:
             elapsed = time.perf_counter() - start
             usage["latency_ms"] = usage.get("latency_ms", 0.0) + elapsed * 1000
-            bucket = latency_bucket(elapsed)
-            usage.setdefault("latency_histogram", {})
-            usage["latency_histogram"][bucket] = usage["latency_histogram"].get(bucket, 0) + 1
+            histogram, bucket = usage.setdefault("latency_histogram", {}), latency_bucket(elapsed)
+            histogram[bucket] = histogram.get(bucket, 0) + 1
         usage["prompt_tokens"] = usage.get("prompt_tokens", 0) + reply.prompt_tokens
         usage["completion_tokens"] = usage.get("completion_tokens", 0) + reply.completion_tokens
         cost = self.config.cost(model, reply.prompt_tokens, reply.completion_tokens)
