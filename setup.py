@@ -24,10 +24,10 @@ setuptools.setup(
     description="ComVint: synthesize, complicate, verify and reformulate visual reasoning instructions at scale",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["comvint", "comvint.*", "beam_pipeline", "beam_pipeline.*"]),
-    package_data={"comvint": ["knowledge/*.json"]},
+    package_data={"comvint": ["knowledge/*.json", "report/assets/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest==9.0.3", "gcp-storage-emulator==2026.7.19", "ruff==0.17.5"],
+        "test": ["pytest==9.0.3", "gcp-storage-emulator==2026.7.19", "ruff==0.17.5", "playwright==1.65.2"],
         "bench": ["datasketch==2.0.0", "psutil==7.2.2"],
     },
     entry_points={"console_scripts": ["comvint=beam_pipeline.main:main"]},

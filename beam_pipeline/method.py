@@ -30,6 +30,7 @@ class MethodResult(NamedTuple):
     failed: beam.PCollection
     usage: beam.PCollection
     verdicts: beam.PCollection
+    funnel: beam.PCollection  # one {"step": name} per item (or image) reaching a step of the method
 
 
 def _filter(ann: dict[str, Any], cfg: MethodConfig):
@@ -85,6 +86,7 @@ class GenerateComplexInstructions(beam.PTransform):
         topics = kept[OK] | "AttachTopics" >> AttachTopics()
         generated = topics | "GenerateInstructions" >> RunStage(Synthesize(cfg), llm)
         rejected, failed, usage, verified, verdicts = [kept[REJECTED]], [generated.failed], [generated.usage], [], []
+        steps = {"images_used": kept[OK], "synthesized": generated.ok}
         candidates = generated.ok
         for r in range(cfg.rounds + 1):
             checked = candidates | f"EliminateRound{r}" >> beam.FlatMap(_eliminate).with_outputs(REJECTED, main=OK)
@@ -93,6 +95,7 @@ class GenerateComplexInstructions(beam.PTransform):
             failed.append(judged.failed)
             usage.append(judged.usage)
             verified.append(judged.ok)
+            steps[f"verified_round_{r}"] = judged.ok
             verdicts += [
                 judged.ok | f"PassedRound{r}" >> beam.Map(_verdict, "passed"),
                 judged.rejected | f"FailedRound{r}" >> beam.Map(_verdict, "failed"),
@@ -102,16 +105,24 @@ class GenerateComplexInstructions(beam.PTransform):
                 failed.append(harder.failed)
                 usage.append(harder.usage)
                 candidates = harder.ok
+                steps[f"complicated_round_{r + 1}"] = harder.ok
         all_verified = verified | "MergeVerified" >> beam.Flatten()
         chosen = all_verified | "ChooseForReformulation" >> beam.Filter(reformulate_selected, cfg)
         closed = chosen | "ReformulateInstructions" >> RunStage(Reformulate(cfg), llm)
+        steps["reformulated"] = closed.ok
         return MethodResult(
             (all_verified, closed.ok) | "MergeFormats" >> beam.Flatten(),
             (*rejected, closed.rejected) | "MergeRejected" >> beam.Flatten(),
             (*failed, closed.failed) | "MergeFailed" >> beam.Flatten(),
             (*usage, closed.usage) | "MergeUsage" >> beam.Flatten(),
             verdicts | "MergeVerdicts" >> beam.Flatten(),
+            funnel_marks(steps) | "MergeFunnel" >> beam.Flatten(),
         )
+
+
+def funnel_marks(steps: dict[str, beam.PCollection]) -> list[beam.PCollection]:
+    """One ``{"step": name}`` per element of each named PCollection (counted for the report's funnel)."""
+    return [pcoll | f"Funnel_{name}" >> beam.Map(lambda _, step=name: {"step": step}) for name, pcoll in steps.items()]
 
 
 def _verdict(item: dict[str, Any], verdict: str) -> dict[str, Any]:

@@ -57,3 +57,5 @@ class ComvintOptions(PipelineOptions):
         add("--dedup_threshold", type=float, default=0.7, help="Jaccard similarity (character 5-grams) of near-duplicates")
         add("--max_instruction_chars", type=int, default=600, help="quality filter: longest instruction kept")
         add("--max_answer_chars", type=int, default=1000, help="quality filter: longest answer kept")
+        add("--image_root", default=None, help="where the image files are (local or gs://): drawn under the boxes in report.html")
+        add("--report_images_per_source", type=int, default=100, help="images per source in the report's sample browser")

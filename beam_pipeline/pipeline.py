@@ -8,8 +8,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipeline import io
 from beam_pipeline.dedup import DeduplicateInstructions, FilterInstructions
 from beam_pipeline.export import ExportInstructions, parse_formats
-from beam_pipeline.method import GenerateComplexInstructions
+from beam_pipeline.method import GenerateComplexInstructions, funnel_marks
 from beam_pipeline.options import SAMPLE_FLICKR, SAMPLE_VG, SAMPLE_VG_IMAGE_DATA, ComvintOptions
+from beam_pipeline.report import SampleForReport, write_report
 from beam_pipeline.stats import SummarizeRun
 from comvint import stats as run_stats
 from comvint.dedup import canonical_image
@@ -90,13 +91,30 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
         if formats:
             instructions | "Export" >> ExportInstructions(opts.output, formats, opts.num_shards)
         failures = (failures, method.failed) | "MergeFailures" >> beam.Flatten()
+        steps = {"images": annotations, "after_filters": screened.kept, "after_dedup": unique.kept}
+        funnel = (method.funnel, *funnel_marks(steps)) | "MergeFunnel" >> beam.Flatten()
         sinks = {**sinks, "failures": failures, "instructions": instructions, "rejected": rejected,
-                 "llm": method.usage, "verdicts": method.verdicts}
+                 "llm": method.usage, "verdicts": method.verdicts, "funnel": funnel}
         extra = {"llm_backend": llm.backend, "rounds": opts.rounds, "max_per_cluster": opts.max_per_cluster,
                  "dedup_threshold": opts.dedup_threshold, "exports": list(formats)}
     failures | "WriteFailures" >> io.WriteJsonLines(opts.output, "failures", opts.num_shards, sort_key=_failure_key)
-    {"inputs": inputs, **sinks} | "SummarizeRun" >> SummarizeRun(opts.output, {"stages": opts.stages, **extra})
+    stats = {"inputs": inputs, **sinks} | "SummarizeRun" >> SummarizeRun(opts.output, {"stages": opts.stages, **extra})
+    if opts.stages != "ingest":
+        report_run(annotations, sinks, stats, opts)
     return p
+
+
+def report_run(annotations, sinks: dict[str, beam.PCollection], stats, opts: ComvintOptions) -> None:
+    """Write the report's sample and, once stats.json is written, ``report.html``."""
+    entries = {"annotations": annotations, **{k: sinks[k] for k in ("instructions", "rejected", "failures")}} | (
+        "SampleForReport" >> SampleForReport(opts.report_images_per_source, opts.seed)
+    )
+    entries | "WriteReportSample" >> io.WriteJsonLines(opts.output, "report_sample", 1, sort_key=_unit_key)
+    stats | "WriteReport" >> beam.Map(write_report, opts.output, opts.image_root, beam.pvalue.AsList(entries))
+
+
+def _unit_key(entry) -> str:
+    return entry["unit"]
 
 
 def _id_key(record) -> str:

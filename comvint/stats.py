@@ -7,16 +7,19 @@ from typing import Any
 
 from comvint.records import Failure, image_key
 
-# The fields of each sink's records that stats.json breaks counts down by.
-DIMENSIONS: dict[str, tuple[str, ...]] = {
+# The fields of each sink's records that stats.json breaks counts down by; a tuple of fields is
+# one joint dimension, named ``a+b`` with values ``va:vb`` (e.g. ``stage+reason`` -> ``verify:verify_rejected``).
+DIMENSIONS: dict[str, tuple[str | tuple[str, ...], ...]] = {
     "annotations": ("source",),
-    "instructions": ("source", "family", "format", "round", "knowledge_type", "answer_index"),
-    "rejected": ("stage", "reason", "family", "format", "round"),
-    "failures": ("stage", "reason", "source"),
+    "instructions": ("source", "family", "format", "round", "knowledge_type", "knowledge_topic", "answer_index",
+                     ("family", "format", "round")),
+    "rejected": ("stage", "reason", "family", "format", "round", ("stage", "reason")),
+    "failures": ("stage", "reason", "source", ("stage", "reason")),
     "verdicts": ("round_verdict",),
+    "funnel": ("step",),
 }
 # Counted for stats.json, but not outputs that account for an input.
-COUNT_ONLY = ("verdicts",)
+COUNT_ONLY = ("verdicts", "funnel")
 DUPLICATE_REASONS = ("duplicate_exact", "duplicate_near", "template_repeat")
 
 
@@ -29,8 +32,10 @@ def stat_keys(sink: str, record: Any) -> list[str]:
     fields = record.to_dict() if isinstance(record, Failure) else record
     keys = [f"{sink}/total"]
     for dim in DIMENSIONS.get(sink, ()):
-        if fields.get(dim) is not None:
-            keys.append(f"{sink}/{dim}/{fields[dim]}")
+        names = dim if isinstance(dim, tuple) else (dim,)
+        values = [fields.get(name) for name in names]
+        if all(v is not None for v in values):
+            keys.append(f"{sink}/{'+'.join(names)}/{':'.join(map(str, values))}")
     return keys
 
 

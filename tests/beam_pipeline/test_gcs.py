@@ -13,7 +13,7 @@ import pytest
 from apache_beam.internal.gcp import auth
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipeline import main
+from beam_pipeline import main, report
 from beam_pipeline.io import FileSystemsStore
 from tests.conftest import DATA
 
@@ -102,6 +102,9 @@ def test_whole_job_reads_and_writes_gcs(gcs):
     (avro,) = FileSystems.match([f"{out}/export/avro/*.avro"])[0].metadata_list
     with FileSystems.open(avro.path) as handle:
         assert len(list(fastavro.reader(handle))) == len(instructions)
+    html = _read(f"{out}/report.html")
+    FileSystems.delete([f"{out}/report.html"])
+    assert report.main([out]) == f"{out}/report.html" and _read(f"{out}/report.html") == html  # rebuilt from gs:// alone
 
 
 def test_response_cache_on_gcs_is_write_once(gcs):

@@ -20,7 +20,8 @@ def test_offline_method_end_to_end_and_deterministic(tmp_path):
     main.run(["--output", str(tmp_path / "a")])
     main.run(["--output", str(tmp_path / "b"), "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
     a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
-    assert a.pop("stats.json") != b"" and b.pop("stats.json") != b""  # stats hold latencies: compare counts below
+    for name in ("stats.json", "report.html"):  # both hold latencies (and the report its output path): counts compared below
+        assert a.pop(name) != b"" and b.pop(name) != b""
     assert a == b
     assert read_stats(str(tmp_path / "a"))["counts"] == read_stats(str(tmp_path / "b"))["counts"]
     out = str(tmp_path / "a")
