@@ -74,28 +74,29 @@ def _split_exact(group: tuple[str, Any]):
         yield beam.pvalue.TaggedOutput(MEMBERS, (head_id, key))
 
 
-def _spread(joined: tuple[str, dict[str, list]]):
-    node, parts = joined
-    return dedup.spread_label(node, parts["label"], parts["edge"])
+class ConnectComponentsFn(beam.CombineFn):
+    """Verified pairs ``(id, id)`` -> ``{id: smallest id of its connected component}`` (exact, any chain length).
 
+    The accumulator is a union-find forest over the ids that have a near duplicate,
+    so a worker holds those ids, never the items; duplicate edges (a pair found by
+    several bands) cost nothing.
+    """
 
-class PropagateLabels(beam.PTransform):
-    """(node, order key) labels + undirected edges -> each node's smallest label within ``rounds`` hops."""
+    def create_accumulator(self) -> dict[str, str]:
+        return {}
 
-    def __init__(self, rounds: int) -> None:
-        super().__init__()
-        self._rounds = rounds
+    def add_input(self, parent: dict[str, str], pair: tuple[str, str]) -> dict[str, str]:
+        return dedup.union(parent, *pair)
 
-    def expand(self, pcolls):
-        labels, edges = pcolls
-        for r in range(self._rounds):
-            labels = (
-                {"label": labels, "edge": edges}
-                | f"Join{r}" >> beam.CoGroupByKey()
-                | f"Spread{r}" >> beam.FlatMap(_spread)
-                | f"Smallest{r}" >> beam.CombinePerKey(min)
-            )
-        return labels
+    def merge_accumulators(self, parents) -> dict[str, str]:
+        parents = iter(parents)
+        merged = next(parents, {})
+        for other in parents:
+            dedup.merge_components(merged, other)
+        return merged
+
+    def extract_output(self, parent: dict[str, str]) -> dict[str, str]:
+        return dedup.component_roots(parent)
 
 
 def _cluster_of(joined: tuple[str, dict[str, list]]):
@@ -103,7 +104,7 @@ def _cluster_of(joined: tuple[str, dict[str, list]]):
     _, parts = joined
     (label,) = parts["label"]
     for key in parts["member"]:
-        yield label[2], key
+        yield label, key
 
 
 def _cluster_decisions(group: tuple[str, Any], keep: int):
@@ -134,7 +135,7 @@ class DeduplicateInstructions(beam.PTransform):
     Within an image: every pair compared exactly (GroupByKey on the image).
     Across images: exact-text groups (GroupByKey on the text), MinHash LSH over
     their heads (one GroupByKey per band, on its band keys), verified pairs, connected components
-    by min-label propagation, then at most ``max_per_cluster`` items per
+    by union-find, then at most ``max_per_cluster`` items per
     cluster (GroupByKey on the cluster).
     """
 
@@ -173,11 +174,17 @@ class DeduplicateInstructions(beam.PTransform):
             | f"VerifyBand{b}" >> beam.FlatMap(lambda kv: dedup.group_pairs(kv[1], threshold))
             for b, tag in enumerate(tags)
         ]
-        edges = tuple(pairs) | "MergeBandPairs" >> beam.Flatten() | "BothDirections" >> beam.FlatMap(lambda ab: [ab, ab[::-1]])
+        components = (
+            tuple(pairs)
+            | "MergeBandPairs" >> beam.Flatten()
+            | "ConnectComponents" >> beam.CombineGlobally(ConnectComponentsFn())
+            | "ComponentOf" >> beam.FlatMap(dict.items)
+        )
         labels = (
-            heads | "OwnLabel" >> beam.Map(lambda m: (m[2], m[:3])),
-            edges,
-        ) | "PropagateLabels" >> PropagateLabels(dedup.PROPAGATION_ROUNDS)
+            (heads | "OwnLabel" >> beam.Map(lambda m: (m[2], m[2])), components)
+            | "MergeLabels" >> beam.Flatten()
+            | "SmallestLabel" >> beam.CombinePerKey(min)
+        )
         clusters = (
             {"label": labels, "member": exact[MEMBERS]}
             | "JoinHeadLabels" >> beam.CoGroupByKey()

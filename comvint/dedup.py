@@ -10,9 +10,9 @@ function here. Two scopes:
   (:func:`exact_groups`); the groups' heads get MinHash signatures cut into
   bands; heads sharing a band key meet in one bucket, where candidate pairs
   are verified by exact Jaccard (:func:`bucket_pairs`); clusters are the
-  connected components of verified pairs, found by a few rounds of min-label
-  propagation (:func:`spread_label`). At most K items per cluster are kept
-  (:func:`cap_cluster`).
+  connected components of verified pairs (single linkage), found exactly by
+  union-find (:func:`union`, :func:`merge_components`), each named by its
+  smallest id. At most K items per cluster are kept (:func:`cap_cluster`).
 
 An item's "order" decides the survivor everywhere: lower round first, then
 open-ended before Bool before multiple choice, then id.
@@ -38,7 +38,6 @@ THRESHOLD = 0.7
 NUM_PERM = 64
 BANDS = 16
 MAX_COMPARE = 32
-PROPAGATION_ROUNDS = 4
 SPREAD_BITS = 12  # a band's keys meet under their top 12 bits: 4,096 shuffle keys per band, each many LSH buckets
 _PRIME = (1 << 31) - 1
 _FORMAT_RANK = {"open_ended": 0, "bool": 1, "multiple_choice": 2}
@@ -220,12 +219,34 @@ def group_pairs(entries: Iterable[bytes], threshold: float = THRESHOLD, max_comp
     return [pair for members in buckets.values() if len(members) > 1 for pair in bucket_pairs(members, threshold, max_compare, sets)]
 
 
-def spread_label(node: str, labels: list[tuple], neighbours: list[str]) -> list[tuple[str, tuple]]:
-    """One step of min-label propagation: a node's label goes to itself and each neighbour."""
-    if not labels:
-        return []
-    label = min(labels)
-    return [(node, label), *((n, label) for n in neighbours)]
+def find(parent: dict[str, str], node: str) -> str:
+    """The root of ``node``'s component in a union-find forest (with path compression)."""
+    root = node
+    while parent.get(root, root) != root:
+        root = parent[root]
+    while node != root:
+        parent[node], node = root, parent[node]
+    return root
+
+
+def union(parent: dict[str, str], a: str, b: str) -> dict[str, str]:
+    """Join the components of ``a`` and ``b``; the smaller id is always the root. Returns ``parent``."""
+    ra, rb = find(parent, parent.setdefault(a, a)), find(parent, parent.setdefault(b, b))
+    if ra != rb:
+        parent[max(ra, rb)] = min(ra, rb)
+    return parent
+
+
+def merge_components(parent: dict[str, str], other: dict[str, str]) -> dict[str, str]:
+    """Add every edge of another forest (node -> its root there) into ``parent``."""
+    for node in list(other):
+        union(parent, node, find(other, node))
+    return parent
+
+
+def component_roots(parent: dict[str, str]) -> dict[str, str]:
+    """Every node -> the smallest id of its connected component."""
+    return {node: find(parent, node) for node in list(parent)}
 
 
 def cap_cluster(keys: Iterable[OrderKey], keep: int) -> list[tuple[str, str, str]]:

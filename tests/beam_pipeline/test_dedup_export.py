@@ -17,6 +17,7 @@ from beam_pipeline import main
 from beam_pipeline.dedup import DeduplicateInstructions, FilterInstructions
 from beam_pipeline.export import parse_formats
 from beam_pipeline.stats import SummarizeRun
+from comvint import dedup as comvint_dedup
 from comvint import exports, filters
 from comvint.stats import AccountingError
 from tests.beam_pipeline.helpers import local_pipeline, read_jsonl, read_stats
@@ -68,6 +69,35 @@ EXPECTED_REJECTED = {
 def test_deduplicate_instructions(keep):
     _run_dedup(ITEMS, keep)
     _run_dedup(ITEMS[::-1], keep)  # survivors do not depend on the input order
+
+
+WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa".split()
+
+
+def drifting_family(n: int) -> list[dict]:
+    """n questions on n images, each one word away from the previous (a template drifting over the corpus)."""
+    rng = __import__("random").Random(7)
+    words = [rng.choice(WORDS) + str(k) for k in range(16)]
+    family = []
+    for k in range(n):
+        words[k % 16] = f"{rng.choice(WORDS)}{k}"
+        family.append(record(f"d{k:04d}", "What is " + " ".join(words) + "?", f"visual_genome:{k}"))
+    return family
+
+
+def test_a_drifting_template_is_one_cluster_capped_at_k():
+    family = drifting_family(300)
+    grams = [exports_grams(r) for r in family]
+    assert all(comvint_dedup.jaccard(a, b) >= 0.75 for a, b in zip(grams, grams[1:], strict=False))  # one chain...
+    assert comvint_dedup.jaccard(grams[0], grams[10]) < 0.5  # ...not a blob: ten steps apart is no near duplicate
+    with local_pipeline() as p:
+        out = p | beam.Create(family) | DeduplicateInstructions(max_per_cluster=10)
+        assert_that(out.kept | "Count" >> beam.combiners.Count.Globally(), equal_to([10]), label="Kept")
+        assert_that(out.clusters | "Clusters" >> beam.Map(lambda kv: kv[1]) | beam.Distinct(), equal_to(["d0000"]), label="OneCluster")
+
+
+def exports_grams(item: dict) -> frozenset:
+    return comvint_dedup.grams(comvint_dedup.normalise(item["instruction"]))
 
 
 def test_filter_instructions_transform():

@@ -108,9 +108,18 @@ def test_gram_jaccard_agrees_with_shingle_jaccard():
     assert dedup.grams("hi") == frozenset([b"hi"])
 
 
-def test_label_propagation_step_and_cluster_cap():
-    assert dedup.spread_label("b", [(0, 0, "b"), (0, 0, "a")], ["c", "d"]) == [("b", (0, 0, "a")), ("c", (0, 0, "a")), ("d", (0, 0, "a"))]
-    assert dedup.spread_label("x", [], ["y"]) == []
+def test_union_find_gives_exact_components_of_any_length():
+    chain = [f"n{k:04d}" for k in range(1000)]  # longer than any fixed number of propagation rounds
+    edges = [(chain[k + 1], chain[k]) for k in range(len(chain) - 1)] + [("x2", "x1"), ("x1", "x2")]  # repeated edge
+    random.Random(1).shuffle(edges)
+    halves = [{}, {}]
+    for k, (a, b) in enumerate(edges):
+        dedup.union(halves[k % 2], a, b)
+    roots = dedup.component_roots(dedup.merge_components(*halves))  # as a combiner merges two workers' forests
+    assert {roots[n] for n in chain} == {"n0000"} and roots["x2"] == roots["x1"] == "x1" and len(roots) == 1002
+
+
+def test_cluster_cap():
     keys = [(k % 2, 0, f"q{k}") for k in range(6)]
     assert dedup.cap_cluster(keys, keep=3) == [("q1", "template_repeat", "q0"), ("q3", "template_repeat", "q0"),
                                                ("q5", "template_repeat", "q0")]
