@@ -212,25 +212,32 @@ class WriteJsonLines(beam.PTransform):
     With ``sort_key`` the output is deterministic: records go to a shard by a
     stable hash of their key and are sorted by it, so every run on any number
     of workers writes the same bytes.  Without it, records stream straight to
-    the files (for the large annotation output).
+    the files (for the large annotation output).  With ``gate`` (a one-element
+    PCollection, e.g. the checked run statistics) no shard is written before
+    it exists, so a run that fails its check leaves no output that looks complete.
     """
 
-    def __init__(self, prefix: str, name: str, num_shards: int = 1, sort_key=None, json_array: bool = False) -> None:
+    def __init__(self, prefix: str, name: str, num_shards: int = 1, sort_key=None, json_array: bool = False,
+                 gate: beam.PCollection | None = None) -> None:
         super().__init__()
         self._dir, self._shards, self._sort_key = join(prefix, name), max(1, num_shards), sort_key
-        self._array = json_array
+        self._array, self._gate = json_array, gate
 
     def expand(self, records):
         lines = records | "ToJson" >> beam.Map(to_json_line)
         if self._sort_key is None:
             return lines | "Write" >> beam.io.WriteToText(join(self._dir, "part"), file_name_suffix=".jsonl")
         key, shards, directory, array = self._sort_key, self._shards, self._dir, self._array
-        return (
+        grouped = (
             records
             | "KeyByShard" >> beam.Map(lambda rec: (stable_shard(key(rec), shards), (key(rec), to_json_line(rec))))
             | "AddEmptyShards" >> _WithEmptyShards(shards)
             | "GroupShards" >> beam.GroupByKey()
-            | "WriteShard" >> beam.Map(write_sorted_shard, directory, shards, array)
+        )
+        if self._gate is None:
+            return grouped | "WriteShard" >> beam.Map(write_sorted_shard, directory, shards, array)
+        return grouped | "WriteShard" >> beam.Map(
+            lambda group, _: write_sorted_shard(group, directory, shards, array), beam.pvalue.AsSingleton(self._gate)
         )
 
 

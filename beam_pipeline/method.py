@@ -31,6 +31,8 @@ class MethodResult(NamedTuple):
     usage: beam.PCollection
     verdicts: beam.PCollection
     funnel: beam.PCollection  # one {"step": name} per item (or image) reaching a step of the method
+    skipped: beam.PCollection  # items a stage had nothing to make of (they stay where they are)
+    created: beam.PCollection  # the id of every item any stage created
 
 
 def _filter(ann: dict[str, Any], cfg: MethodConfig):
@@ -86,7 +88,7 @@ class GenerateComplexInstructions(beam.PTransform):
         topics = kept[OK] | "AttachTopics" >> AttachTopics()
         generated = topics | "GenerateInstructions" >> RunStage(Synthesize(cfg), llm)
         rejected, failed, usage, verified, verdicts = [kept[REJECTED]], [generated.failed], [generated.usage], [], []
-        steps = {"images_used": kept[OK], "synthesized": generated.ok}
+        steps, complicated = {"images_used": kept[OK], "synthesized": generated.ok}, []
         candidates = generated.ok
         for r in range(cfg.rounds + 1):
             checked = candidates | f"EliminateRound{r}" >> beam.FlatMap(_eliminate).with_outputs(REJECTED, main=OK)
@@ -106,6 +108,7 @@ class GenerateComplexInstructions(beam.PTransform):
                 usage.append(harder.usage)
                 candidates = harder.ok
                 steps[f"complicated_round_{r + 1}"] = harder.ok
+                complicated.append(harder.ok)
         all_verified = verified | "MergeVerified" >> beam.Flatten()
         chosen = all_verified | "ChooseForReformulation" >> beam.Filter(reformulate_selected, cfg)
         closed = chosen | "ReformulateInstructions" >> RunStage(Reformulate(cfg), llm)
@@ -117,6 +120,8 @@ class GenerateComplexInstructions(beam.PTransform):
             (*usage, closed.usage) | "MergeUsage" >> beam.Flatten(),
             verdicts | "MergeVerdicts" >> beam.Flatten(),
             funnel_marks(steps) | "MergeFunnel" >> beam.Flatten(),
+            closed.skipped,
+            [generated.ok, *complicated, closed.ok] | "MergeCreated" >> beam.Flatten() | "CreatedIds" >> beam.Map(lambda it: it["id"]),
         )
 
 

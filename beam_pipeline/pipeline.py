@@ -58,7 +58,6 @@ def read_annotations(p: beam.Pipeline, opts: ComvintOptions) -> io.Read:
 def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """Assemble the job described by ``options`` (see ComvintOptions)."""
     opts = options.view_as(ComvintOptions)
-    formats = parse_formats(opts.export)
     p = beam.Pipeline(options=options)
     annotations, failures = read_annotations(p, opts)
     # Key first, then flatten: a Flatten of whole records keeps them all in the local runner's memory.
@@ -66,42 +65,59 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
         annotations | "RecordUnits" >> beam.Map(run_stats.unit_of),
         failures | "FailureUnits" >> beam.Map(run_stats.unit_of),
     ) | "InputUnits" >> beam.Flatten()
-    sinks = {"failures": failures}
     if opts.stages == "ingest" or opts.write_annotations:
         annotations | "WriteAnnotations" >> io.WriteJsonLines(opts.output, "annotations")
-        sinks["annotations"] = annotations
     if opts.write_convert:
         annotations | "WriteConvert" >> io.WriteConvertFiles(opts.output)
-    extra = {}
-    if opts.stages != "ingest":
-        llm = config_from_mapping(opts.get_all_options())
-        method = annotations | "SpreadAnnotations" >> beam.Reshuffle() | "RunMethod" >> GenerateComplexInstructions(
-            method_config(opts, llm), llm
-        )
-        screened = (
-            method.instructions
-            | "MarkImages" >> beam.Map(lambda it: {**public_record(it), "_unit": canonical_image(it["_ann"])})
-            | "FilterInstructions" >> FilterInstructions(FilterConfig(opts.max_instruction_chars, opts.max_answer_chars))
-        )
-        unique = screened.kept | "DeduplicateInstructions" >> DeduplicateInstructions(opts.max_per_cluster, opts.dedup_threshold)
-        instructions = unique.kept | "Publish" >> beam.Map(public_record)
-        rejected = (method.rejected, screened.rejected, unique.rejected) | "MergeRejected" >> beam.Flatten()
-        instructions | "WriteInstructions" >> io.WriteJsonLines(opts.output, "instructions", opts.num_shards, sort_key=_id_key)
-        rejected | "WriteRejected" >> io.WriteJsonLines(opts.output, "rejected", opts.num_shards, sort_key=_rejected_key)
-        if formats:
-            instructions | "Export" >> ExportInstructions(opts.output, formats, opts.num_shards)
-        failures = (failures, method.failed) | "MergeFailures" >> beam.Flatten()
-        steps = {"images": annotations, "after_filters": screened.kept, "after_dedup": unique.kept}
-        funnel = (method.funnel, *funnel_marks(steps)) | "MergeFunnel" >> beam.Flatten()
-        sinks = {**sinks, "failures": failures, "instructions": instructions, "rejected": rejected,
-                 "llm": method.usage, "verdicts": method.verdicts, "funnel": funnel}
-        extra = {"llm_backend": llm.backend, "rounds": opts.rounds, "max_per_cluster": opts.max_per_cluster,
-                 "dedup_threshold": opts.dedup_threshold, "exports": list(formats)}
-    failures | "WriteFailures" >> io.WriteJsonLines(opts.output, "failures", opts.num_shards, sort_key=_failure_key)
+    if opts.stages == "ingest":
+        sinks, extra = {"failures": failures, "annotations": annotations}, {}
+    else:
+        sinks, extra = run_method(annotations, failures, opts)
     stats = {"inputs": inputs, **sinks} | "SummarizeRun" >> SummarizeRun(opts.output, {"stages": opts.stages, **extra})
+    write_outputs(sinks, stats, opts)
     if opts.stages != "ingest":
         report_run(annotations, sinks, stats, opts)
     return p
+
+
+def run_method(annotations, failures, opts: ComvintOptions) -> tuple[dict[str, beam.PCollection], dict]:
+    """The method, quality filters and dedup: the run's sinks (and what stats.json counts) and its settings."""
+    llm = config_from_mapping(opts.get_all_options())
+    method = annotations | "SpreadAnnotations" >> beam.Reshuffle() | "RunMethod" >> GenerateComplexInstructions(
+        method_config(opts, llm), llm
+    )
+    screened = (
+        method.instructions
+        | "MarkImages" >> beam.Map(lambda it: {**public_record(it), "_unit": canonical_image(it["_ann"])})
+        | "FilterInstructions" >> FilterInstructions(FilterConfig(opts.max_instruction_chars, opts.max_answer_chars))
+    )
+    unique = screened.kept | "DeduplicateInstructions" >> DeduplicateInstructions(opts.max_per_cluster, opts.dedup_threshold)
+    steps = {"images": annotations, "after_filters": screened.kept, "after_dedup": unique.kept}
+    sinks = {
+        "instructions": unique.kept | "Publish" >> beam.Map(public_record),
+        "rejected": (method.rejected, screened.rejected, unique.rejected) | "MergeRejected" >> beam.Flatten(),
+        "failures": (failures, method.failed) | "MergeFailures" >> beam.Flatten(),
+        "llm": method.usage, "verdicts": method.verdicts, "skipped": method.skipped, "items": method.created,
+        "funnel": (method.funnel, *funnel_marks(steps)) | "MergeFunnel" >> beam.Flatten(),
+    }
+    extra = {"llm_backend": llm.backend, "rounds": opts.rounds, "max_per_cluster": opts.max_per_cluster,
+             "dedup_threshold": opts.dedup_threshold, "exports": list(parse_formats(opts.export))}
+    return sinks, extra
+
+
+def write_outputs(sinks: dict[str, beam.PCollection], stats, opts: ComvintOptions) -> None:
+    """Write instructions, rejected, failures and the exports, each only once the accounting check passed."""
+    failures = sinks["failures"]
+    failures | "WriteFailures" >> io.WriteJsonLines(opts.output, "failures", opts.num_shards, sort_key=_failure_key, gate=stats)
+    if "instructions" not in sinks:
+        return
+    instructions = sinks["instructions"]
+    instructions | "WriteInstructions" >> io.WriteJsonLines(opts.output, "instructions", opts.num_shards, sort_key=_id_key, gate=stats)
+    sinks["rejected"] | "WriteRejected" >> io.WriteJsonLines(opts.output, "rejected", opts.num_shards, sort_key=_rejected_key, gate=stats)
+    formats = parse_formats(opts.export)
+    if formats:
+        checked = instructions | "AfterAccounting" >> beam.Map(lambda record, _: record, beam.pvalue.AsSingleton(stats))
+        checked | "Export" >> ExportInstructions(opts.output, formats, opts.num_shards)
 
 
 def report_run(annotations, sinks: dict[str, beam.PCollection], stats, opts: ComvintOptions) -> None:

@@ -19,7 +19,7 @@ from comvint.llm.cache import ResponseCache
 from comvint.llm.client import OfflineBackend, OpenAIBackend
 from comvint.llm.config import LLMConfig
 from comvint.llm.runner import StageRunner
-from comvint.stages.base import FAILED, OK, REJECTED, Stage, handle_outcomes
+from comvint.stages.base import FAILED, OK, REJECTED, SKIPPED, Stage, handle_outcomes
 
 _LOGGER = logging.getLogger(__name__)
 USAGE = "usage"
@@ -32,6 +32,7 @@ class StageResult(NamedTuple):
     rejected: beam.PCollection
     failed: beam.PCollection
     usage: beam.PCollection
+    skipped: beam.PCollection
 
 
 def api_key_from_env() -> str:
@@ -57,7 +58,7 @@ class RunStageFn(beam.DoFn):
         self._stage, self._config = stage, config
         self._backlog = config.concurrency * BACKLOG_FACTOR
         name = stage.name
-        self._counters = {k: Metrics.counter(f"comvint.{name}", k) for k in ("requests", "cache_hits", "failures", "emitted", "rejected")}
+        self._counters = {k: Metrics.counter(f"comvint.{name}", k) for k in ("requests", "cache_hits", "failures", "emitted", "rejected", "skipped")}
         self._prompt_tokens = Metrics.counter(f"comvint.{name}", "prompt_tokens")
         self._completion_tokens = Metrics.counter(f"comvint.{name}", "completion_tokens")
         self._latency = Metrics.distribution(f"comvint.{name}", "latency_ms")
@@ -111,7 +112,7 @@ class RunStageFn(beam.DoFn):
                 yield value if tag == OK else beam.pvalue.TaggedOutput(tag, value)
 
     def _count(self, tag: str) -> None:
-        self._counters[{OK: "emitted", REJECTED: "rejected", FAILED: "failures"}[tag]].inc()
+        self._counters[{OK: "emitted", REJECTED: "rejected", FAILED: "failures", SKIPPED: "skipped"}[tag]].inc()
 
     def _record_usage(self, usage: dict[str, Any]) -> None:
         self._counters["requests"].inc(usage.get("requests", 0))
@@ -143,5 +144,5 @@ class RunStage(beam.PTransform):
     def expand(self, items) -> StageResult:
         if self._reshuffle:
             items = items | "Spread" >> beam.Reshuffle()
-        results = items | "Call" >> beam.ParDo(RunStageFn(self._stage, self._config)).with_outputs(REJECTED, FAILED, USAGE, main=OK)
-        return StageResult(results[OK], results[REJECTED], results[FAILED], results[USAGE])
+        results = items | "Call" >> beam.ParDo(RunStageFn(self._stage, self._config)).with_outputs(REJECTED, FAILED, USAGE, SKIPPED, main=OK)
+        return StageResult(results[OK], results[REJECTED], results[FAILED], results[USAGE], results[SKIPPED])

@@ -16,8 +16,11 @@ class SummarizeRun(beam.PTransform):
 
     Input: a dict ``{"inputs": units, <sink name>: records, ...}`` where
     ``units`` are accounting keys of the inputs; optional ``"llm"`` holds usage
-    dicts; names in ``COUNT_ONLY`` are counted but are not sinks.  Output: the stats dict (one element); the run fails with
-    :class:`~comvint.stats.AccountingError` when an input is unaccounted for.
+    dicts and optional ``"items"`` the id of every item a stage created (then each
+    must end in exactly one of instructions, rejected, failures); names in
+    ``COUNT_ONLY`` are counted but are not sinks.  Output: the stats dict (one
+    element), after ``stats.json`` is written; the run fails with
+    :class:`~comvint.stats.AccountingError` when an input or item is unaccounted for.
     """
 
     def __init__(self, output: str, extra: Mapping[str, Any] | None = None) -> None:
@@ -25,8 +28,8 @@ class SummarizeRun(beam.PTransform):
         self._path, self._extra = io.join(output, "stats.json"), dict(extra or {})
 
     def expand(self, pcolls: dict[str, beam.PCollection]):
-        inputs, llm = pcolls["inputs"], pcolls.get("llm")
-        tallied = {k: v for k, v in pcolls.items() if k not in ("inputs", "llm")}
+        inputs, llm, items = pcolls["inputs"], pcolls.get("llm"), pcolls.get("items")
+        tallied = {k: v for k, v in pcolls.items() if k not in ("inputs", "llm", "items")}
         sinks = {k: v for k, v in tallied.items() if k not in run_stats.COUNT_ONLY}
         counts = [
             records | f"Count{name.title()}" >> beam.FlatMap(run_stats.stat_keys_of(name))
@@ -54,6 +57,7 @@ class SummarizeRun(beam.PTransform):
             if llm is not None
             else inputs.pipeline | "NoUsage" >> beam.Create([{}])
         )
+        item_check = _check_items(items, sinks) if items is not None else inputs.pipeline | "NoItems" >> beam.Create([None])
         path, extra = self._path, self._extra
         return (
             inputs.pipeline
@@ -66,17 +70,45 @@ class SummarizeRun(beam.PTransform):
                 beam.pvalue.AsSingleton(unaccounted),
                 beam.pvalue.AsSingleton(n_inputs),
                 beam.pvalue.AsSingleton(usage),
+                beam.pvalue.AsSingleton(item_check),
             )
         )
 
 
-def _finish(_, path, extra, counts, unaccounted, n_inputs, usage) -> dict[str, Any]:
+def _check_items(items, sinks: dict[str, beam.PCollection]):
+    """The per-item identity: each created id against the outputs that end it -> one section of stats.json."""
+    ends = [
+        sinks[name] | f"ItemEnds{name.title()}" >> beam.FlatMap(lambda r, sink=name: run_stats.item_ends(sink, r))
+        for name in run_stats.ITEM_SINKS if name in sinks
+    ]
+    problems = (
+        {"created": items | "KeyCreated" >> beam.Map(lambda i: (i, None)), "end": ends | "FlattenEnds" >> beam.Flatten()}
+        | "MatchItems" >> beam.CoGroupByKey()
+        | "ItemProblems" >> beam.FlatMap(_item_problem)
+    )
+    counts = problems | "CountProblems" >> beam.combiners.Count.PerKey() | "ListProblems" >> beam.combiners.ToList()
+    examples = problems | "ProblemExamples" >> beam.combiners.Top.SmallestPerKey(5) | "ListExamples" >> beam.combiners.ToList()
+    created = items | "CountCreated" >> beam.combiners.Count.Globally()
+    return created | "ItemAccounting" >> beam.Map(
+        run_stats.item_accounting, beam.pvalue.AsSingleton(counts), beam.pvalue.AsSingleton(examples)
+    )
+
+
+def _item_problem(joined: tuple[str, dict[str, list]]):
+    item_id, parts = joined
+    problem = run_stats.item_problem(bool(parts["created"]), list(parts["end"]))
+    if problem:
+        yield problem, item_id
+
+
+def _finish(_, path, extra, counts, unaccounted, n_inputs, usage, items) -> dict[str, Any]:
     nested = run_stats.nest_counts(counts)
+    accounting = run_stats.accounting(n_inputs, unaccounted)
     stats = {
         **extra,
         "counts": nested,
         "rates": run_stats.rates(nested),
-        "accounting": run_stats.accounting(n_inputs, unaccounted),
+        "accounting": {**accounting, "items": items} if items is not None else accounting,
         "llm": usage,
     }
     io.write_json(path, stats)

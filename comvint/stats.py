@@ -17,14 +17,21 @@ DIMENSIONS: dict[str, tuple[str | tuple[str, ...], ...]] = {
     "failures": ("stage", "reason", "source", ("stage", "reason")),
     "verdicts": ("round_verdict",),
     "funnel": ("step",),
+    "skipped": ("stage", "reason"),
 }
 # Counted for stats.json, but not outputs that account for an input.
-COUNT_ONLY = ("verdicts", "funnel")
+COUNT_ONLY = ("verdicts", "funnel", "skipped")
 DUPLICATE_REASONS = ("duplicate_exact", "duplicate_near", "template_repeat")
 
 
+# A failure of these stages is the end of the item they were given (a judge that could not judge it);
+# a failure of the other stages is about an item they failed to make (its parent ends elsewhere).
+ITEM_END_STAGES = frozenset({"verify"})
+ITEM_SINKS = ("instructions", "rejected", "failures")
+
+
 class AccountingError(RuntimeError):
-    """Some input images ended in none of instructions, rejected or failures."""
+    """Some input images, or items a stage created, ended in no output (or in two)."""
 
 
 def stat_keys(sink: str, record: Any) -> list[str]:
@@ -44,6 +51,29 @@ def unit_of(record: Any) -> str:
     if isinstance(record, Failure):
         return record.unit_key()
     return image_key(record["source"], record["image_id"])
+
+
+def item_ends(sink: str, record: Any) -> list[tuple[str, str]]:
+    """``(item id, sink)`` when this output record is where an item some stage created ended."""
+    if isinstance(record, Failure):
+        return [(record.item_id, sink)] if record.item_id and record.stage in ITEM_END_STAGES else []
+    return [(record["id"], sink)] if record.get("id") else []
+
+
+def item_problem(created: bool, ends: list[str]) -> str | None:
+    """What is wrong with one item id's ends: ``missing``, ``in_two_places``, ``never_created`` (or None)."""
+    if not created:
+        return "never_created"
+    if not ends:
+        return "missing"
+    return "in_two_places" if len(ends) > 1 else None
+
+
+def item_accounting(created: int, problems: list[tuple[str, int]], examples: list[tuple[str, list[str]]]) -> dict[str, Any]:
+    """The per-item identity's section of stats.json: every created item ends in exactly one sink."""
+    counts = dict(problems)
+    return {"created": created, **{p: counts.get(p, 0) for p in ("missing", "in_two_places", "never_created")},
+            "examples": {p: sorted(ids) for p, ids in sorted(examples)}, "identity_holds": not counts}
 
 
 def nest_counts(counts: Iterable[tuple[str, int]]) -> dict[str, Any]:
@@ -70,12 +100,18 @@ def accounting(inputs: int, unaccounted: list[str]) -> dict[str, Any]:
 
 
 def check_accounting(stats: Mapping[str, Any]) -> None:
-    """Raise :class:`AccountingError` unless every input unit is accounted for."""
+    """Raise :class:`AccountingError` unless every input unit and every created item is accounted for."""
     section = stats["accounting"]
     if not section["identity_holds"]:
         raise AccountingError(
             f"{section['unaccounted']} of {section['inputs']} inputs ended in no output "
             f"(e.g. {section['unaccounted_examples'][:5]})"
+        )
+    items = section.get("items")
+    if items and not items["identity_holds"]:
+        raise AccountingError(
+            f"of {items['created']} items created, {items['missing']} ended in no output, {items['in_two_places']} "
+            f"in two places, and {items['never_created']} outputs name an item no stage created (e.g. {items['examples']})"
         )
 
 

@@ -3,8 +3,9 @@
 A stage is two pure halves around the LLM call: ``calls(item)`` builds the
 requests (messages + JSON schema, and the offline engine's reply), and
 ``handle(item, replies)`` turns the validated replies into output records,
-each tagged ``ok`` (goes on), ``rejected`` (dropped on purpose, with a reason)
-or ``failed``. A reply that is valid JSON but unusable raises ParseError.
+each tagged ``ok`` (goes on), ``rejected`` (dropped on purpose, with a reason),
+``failed``, or ``skipped`` (the stage had nothing to make of an item that stays
+where it is, e.g. a question with no entity to swap: counted, not an output). A reply that is valid JSON but unusable raises ParseError.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Protocol
 from comvint.llm.runner import Call, Outcome
 from comvint.records import Failure
 
-OK, REJECTED, FAILED = "ok", "rejected", "failed"
+OK, REJECTED, FAILED, SKIPPED = "ok", "rejected", "failed", "skipped"
 Emit = tuple[str, Any]
 
 

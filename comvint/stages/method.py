@@ -16,7 +16,7 @@ from typing import Any
 from comvint import offline, prompts
 from comvint.llm.runner import Call
 from comvint.readers.flickr30k import convert_record
-from comvint.stages.base import OK, REJECTED, Emit, ParseError
+from comvint.stages.base import OK, REJECTED, SKIPPED, Emit, ParseError
 
 STR = {"type": "string"}
 GROUNDING = {"type": "array", "items": STR}
@@ -241,7 +241,7 @@ class Reformulate:
     def handle(self, item: dict[str, Any], replies: list[dict[str, Any]]) -> Iterable[Emit]:
         r = replies[0]
         if not r["bool_positive"] or not r["correct_option"]:
-            yield REJECTED, rejection(item, "reformulate_not_applicable", "reformulate", "no entity to swap for this item")
+            yield SKIPPED, {"stage": self.name, "reason": "reformulate_not_applicable", "item_id": item["id"]}
             return
         distractors = [d.strip() for d in r["distractors"]]
         if len({r["correct_option"].strip(), *distractors}) < 4:

@@ -159,6 +159,34 @@ def test_accounting_check_fails_a_broken_pipeline(tmp_path, monkeypatch):
     assert "AccountingError" in repr(err.value) or isinstance(err.value, AccountingError)
     stats = read_stats(str(tmp_path))
     assert not stats["accounting"]["identity_holds"] and stats["accounting"]["unaccounted"] > 0
+    assert not any((tmp_path / d).exists() for d in ("instructions", "rejected", "failures", "report.html"))  # nothing looks complete
+
+
+def test_losing_some_items_of_an_image_fails_the_run(tmp_path, monkeypatch):
+    apply = beam_dedup._apply
+
+    def lossy(joined):  # a bug that loses the multiple-choice items; every image keeps others
+        return [out for out in apply(joined) if not (isinstance(out, dict) and out["format"] == "multiple_choice")]
+
+    monkeypatch.setattr(beam_dedup, "_apply", lossy)
+    with pytest.raises(Exception, match="items created, [1-9][0-9]* ended in no output"):
+        main.run(["--output", str(tmp_path)])
+    accounting = read_stats(str(tmp_path))["accounting"]
+    assert accounting["identity_holds"]  # per image, nothing shows...
+    items = accounting["items"]  # ...per item, the loss does
+    assert not items["identity_holds"] and items["missing"] > 0 == items["in_two_places"] + items["never_created"]
+    assert 0 < len(items["examples"]["missing"]) <= 5 and not (tmp_path / "instructions").exists()
+
+
+def test_every_item_ends_in_exactly_one_sink(tmp_path):
+    out = str(tmp_path)
+    main.run(["--output", out])
+    ends = [r["id"] for name in ("instructions", "rejected") for r in read_jsonl(out, name) if "id" in r]
+    ends += [f["item_id"] for f in read_jsonl(out, "failures") if f["stage"] == "verify"]
+    stats = read_stats(out)
+    assert len(ends) == len(set(ends)) == stats["accounting"]["items"]["created"]
+    assert stats["counts"]["skipped"]["reason"]["reformulate_not_applicable"] > 0  # counted, and in no sink
+    assert not any(r["reason"] == "reformulate_not_applicable" for r in read_jsonl(out, "rejected"))
 
 
 def test_summarize_run_counts_a_lost_unit(tmp_path):

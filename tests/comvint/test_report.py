@@ -103,6 +103,20 @@ def test_joint_dimensions_are_counted():
     assert "instructions/family+format+round/cross_modal:bool:0" in keys and not any("knowledge_topic" in k for k in keys)
 
 
+def test_item_ends_and_problems():
+    verify_failed = Failure("verify", "verify_exhausted_retries", "visual_genome", image_id="3", item_id="i1")
+    complicate_failed = Failure("complicate", "complicate_exhausted_retries", "visual_genome", image_id="3", item_id="i1")
+    assert run_stats.item_ends("failures", verify_failed) == [("i1", "failures")]
+    assert run_stats.item_ends("failures", complicate_failed) == []  # a child that was never made; its parent ends elsewhere
+    assert run_stats.item_ends("rejected", {"id": "i2", "stage": "dedup"}) == [("i2", "rejected")]
+    assert run_stats.item_ends("rejected", {"image_id": "3", "stage": "filter"}) == []  # an image, not an item
+    assert [run_stats.item_problem(c, e) for c, e in [(True, ["a"]), (True, []), (True, ["a", "b"]), (False, ["a"])]] == [
+        None, "missing", "in_two_places", "never_created"]
+    section = run_stats.item_accounting(10, [("missing", 2)], [("missing", ["z", "y"])])
+    assert section == {"created": 10, "missing": 2, "in_two_places": 0, "never_created": 0,
+                       "examples": {"missing": ["y", "z"]}, "identity_holds": False}
+
+
 def test_summary_names_every_section():
     stats = {"llm_backend": "openai", "stages": "all",
              "accounting": {"inputs": 12, "identity_holds": True},
