@@ -206,51 +206,72 @@ class ReadVisualGenome(beam.PTransform):
         return Read(records, results[FAILED])
 
 
-class WriteJsonLines(beam.PTransform):
-    """Records -> ``<prefix>/<name>/part-SSSSS-of-NNNNN.jsonl``.
+SHARD_TARGET_BYTES = 100 << 20  # --num_shards 0: about this much JSON per shard
 
-    With ``sort_key`` the output is deterministic: records go to a shard by a
-    stable hash of their key and are sorted by it, so every run on any number
-    of workers writes the same bytes.  Without it, records stream straight to
-    the files (for the large annotation output).  With ``gate`` (a one-element
-    PCollection, e.g. the checked run statistics) no shard is written before
-    it exists, so a run that fails its check leaves no output that looks complete.
+
+class WriteJsonLines(beam.PTransform):
+    """Records -> ``<prefix>/<name>/part-*.jsonl``.
+
+    With ``sort_key`` the output is sharded and deterministic (see :class:`WriteShards`);
+    without it, records stream straight to the files (for the large annotation output).
     """
 
-    def __init__(self, prefix: str, name: str, num_shards: int = 1, sort_key=None, json_array: bool = False,
-                 gate: beam.PCollection | None = None) -> None:
+    def __init__(self, prefix: str, name: str, num_shards: int = 1, sort_key=None, gate: beam.PCollection | None = None,
+                 target_bytes: int = SHARD_TARGET_BYTES) -> None:
         super().__init__()
-        self._dir, self._shards, self._sort_key = join(prefix, name), max(1, num_shards), sort_key
-        self._array, self._gate = json_array, gate
+        self._prefix, self._name, self._shards, self._sort_key = prefix, name, num_shards, sort_key
+        self._gate, self._target = gate, target_bytes
 
     def expand(self, records):
-        lines = records | "ToJson" >> beam.Map(to_json_line)
         if self._sort_key is None:
-            return lines | "Write" >> beam.io.WriteToText(join(self._dir, "part"), file_name_suffix=".jsonl")
-        key, shards, directory, array = self._sort_key, self._shards, self._dir, self._array
-        grouped = (
-            records
-            | "KeyByShard" >> beam.Map(lambda rec: (stable_shard(key(rec), shards), (key(rec), to_json_line(rec))))
-            | "AddEmptyShards" >> _WithEmptyShards(shards)
-            | "GroupShards" >> beam.GroupByKey()
-        )
-        if self._gate is None:
-            return grouped | "WriteShard" >> beam.Map(write_sorted_shard, directory, shards, array)
-        return grouped | "WriteShard" >> beam.Map(
-            lambda group, _: write_sorted_shard(group, directory, shards, array), beam.pvalue.AsSingleton(self._gate)
+            lines = records | "ToJson" >> beam.Map(to_json_line)
+            return lines | "Write" >> beam.io.WriteToText(join(self._prefix, self._name, "part"), file_name_suffix=".jsonl")
+        return records | "Shards" >> WriteShards(
+            join(self._prefix, self._name), self._sort_key, write_jsonl_shard, ".jsonl", self._shards, self._gate, self._target
         )
 
 
-class _WithEmptyShards(beam.PTransform):
-    """Make sure every shard exists, even when empty (so readers see N files)."""
+class WriteShards(beam.PTransform):
+    """Records -> ``<directory>/part-SSSSS-of-NNNNN<suffix>``, each shard sorted by its records' keys.
 
-    def __init__(self, shards: int) -> None:
+    Deterministic: a record's shard is a stable hash of its key and each shard
+    is sorted, so every run on any number of workers writes the same bytes.
+    ``num_shards`` > 0 fixes the count; 0 sizes it from the data (one shard per
+    ``target_bytes`` of JSON), so no sink goes through one key and one worker
+    holds one shard at a time. ``write(handle, lines)`` writes one shard's sorted
+    JSON lines in its format. With ``gate`` (a one-element PCollection, e.g. the
+    checked run statistics) no shard is written before it exists, so a run that
+    fails its check leaves no output that looks complete. Output: the written paths.
+    """
+
+    def __init__(self, directory: str, sort_key, write, suffix: str, num_shards: int = 0,
+                 gate: beam.PCollection | None = None, target_bytes: int = SHARD_TARGET_BYTES) -> None:
         super().__init__()
-        self._shards = shards
+        self._dir, self._key, self._write, self._suffix = directory, sort_key, write, suffix
+        self._shards, self._gate, self._target = num_shards, gate, target_bytes
 
-    def expand(self, keyed):
-        empties = keyed.pipeline | "EmptyShards" >> beam.Create([(s, None) for s in range(self._shards)])
-        return (keyed, empties) | "MergeEmpty" >> beam.Flatten()
+    def expand(self, records):
+        key, target = self._key, self._target
+        lines = records | "ToJson" >> beam.Map(lambda rec: (key(rec), to_json_line(rec)))
+        if self._shards > 0:
+            count = records.pipeline | "ShardCount" >> beam.Create([self._shards])
+        else:
+            count = (
+                lines
+                | "LineBytes" >> beam.Map(lambda kv: len(kv[1]) + 1)
+                | "TotalBytes" >> beam.CombineGlobally(sum)
+                | "ShardCount" >> beam.Map(lambda total: max(1, -(-total // target)))
+            )
+        shards = beam.pvalue.AsSingleton(count)
+        keyed = lines | "KeyByShard" >> beam.Map(lambda kv, n: (stable_shard(kv[0], n), kv), shards)
+        empties = count | "EmptyShards" >> beam.FlatMap(lambda n: [(s, None) for s in range(n)])
+        gate = [beam.pvalue.AsSingleton(self._gate)] if self._gate is not None else []
+        return (
+            (keyed, empties)
+            | "MergeEmpty" >> beam.Flatten()
+            | "GroupShards" >> beam.GroupByKey()
+            | "WriteShard" >> beam.Map(write_sorted_shard, self._dir, self._write, self._suffix, shards, *gate)
+        )
 
 
 def stable_shard(key: str, shards: int) -> int:
@@ -258,18 +279,24 @@ def stable_shard(key: str, shards: int) -> int:
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % shards
 
 
-def write_sorted_shard(group: tuple[int, Iterable[tuple[str, str] | None]], directory: str, shards: int, json_array: bool = False) -> str:
-    """Write one shard's JSON lines sorted by key (or one JSON array of them); return the path."""
+def shard_path(directory: str, shard: int, shards: int, suffix: str) -> str:
+    return join(directory, f"part-{shard:05d}-of-{shards:05d}{suffix}")
+
+
+def write_sorted_shard(group: tuple[int, Iterable[tuple[str, str] | None]], directory: str, write, suffix: str,
+                       shards: int, _gate: Any = None) -> str:
+    """Write one shard's JSON lines sorted by key, in the format of ``write``; return the path."""
     shard, items = group
     lines = [line for _, line in sorted(item for item in items if item is not None)]
-    path = join(directory, f"part-{shard:05d}-of-{shards:05d}.json" + ("" if json_array else "l"))
-    with FileSystems.create(path) as handle:
-        if json_array:
-            handle.write(("[\n" + ",\n".join(lines) + "\n]\n").encode("utf-8"))
-        else:
-            for line in lines:
-                handle.write(line.encode("utf-8") + b"\n")
+    path = shard_path(directory, shard, shards, suffix)
+    with FileSystems.create(path, compression_type="uncompressed") as handle:
+        write(handle, lines)
     return path
+
+
+def write_jsonl_shard(handle, lines: list[str]) -> None:
+    for line in lines:
+        handle.write(line.encode("utf-8") + b"\n")
 
 
 def write_json(path: str, value: Any) -> None:

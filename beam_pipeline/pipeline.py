@@ -107,17 +107,21 @@ def run_method(annotations, failures, opts: ComvintOptions) -> tuple[dict[str, b
 
 def write_outputs(sinks: dict[str, beam.PCollection], stats, opts: ComvintOptions) -> None:
     """Write instructions, rejected, failures and the exports, each only once the accounting check passed."""
-    failures = sinks["failures"]
-    failures | "WriteFailures" >> io.WriteJsonLines(opts.output, "failures", opts.num_shards, sort_key=_failure_key, gate=stats)
+    target = max(1, int(opts.shard_mb * (1 << 20)))
+
+    def write(name: str, key):
+        return io.WriteJsonLines(opts.output, name, opts.num_shards, sort_key=key, gate=stats, target_bytes=target)
+
+    sinks["failures"] | "WriteFailures" >> write("failures", _failure_key)
     if "instructions" not in sinks:
         return
     instructions = sinks["instructions"]
-    instructions | "WriteInstructions" >> io.WriteJsonLines(opts.output, "instructions", opts.num_shards, sort_key=_id_key, gate=stats)
-    sinks["rejected"] | "WriteRejected" >> io.WriteJsonLines(opts.output, "rejected", opts.num_shards, sort_key=_rejected_key, gate=stats)
+    instructions | "WriteInstructions" >> write("instructions", _id_key)
+    sinks["rejected"] | "WriteRejected" >> write("rejected", _rejected_key)
     formats = parse_formats(opts.export)
     if formats:
         checked = instructions | "AfterAccounting" >> beam.Map(lambda record, _: record, beam.pvalue.AsSingleton(stats))
-        checked | "Export" >> ExportInstructions(opts.output, formats, opts.num_shards)
+        checked | "Export" >> ExportInstructions(opts.output, formats, opts.num_shards, target)
 
 
 def report_run(annotations, sinks: dict[str, beam.PCollection], stats, opts: ComvintOptions) -> None:

@@ -20,6 +20,7 @@ from beam_pipeline.stats import SummarizeRun
 from comvint import dedup as comvint_dedup
 from comvint import exports, filters
 from comvint.stats import AccountingError
+from tests import consumers
 from tests.beam_pipeline.helpers import local_pipeline, read_jsonl, read_stats
 
 
@@ -118,7 +119,7 @@ def test_dedup_rejects_bad_settings():
 
 def test_main_job_dedups_and_every_export_reads_back(tmp_path):
     out = str(tmp_path)
-    main.run(["--output", out, "--export", "llava,messages,avro,parquet", "--num_shards", "2"])
+    main.run(["--output", out, "--export", "llava,messages,trl,avro,parquet", "--num_shards", "2"])
     instructions, rejected, stats = read_jsonl(out, "instructions"), read_jsonl(out, "rejected"), read_stats(out)
     by_id = {r["id"]: r for r in instructions}
     assert {r["reason"] for r in rejected if r["stage"] == "dedup"} >= {"duplicate_exact"}
@@ -127,29 +128,50 @@ def test_main_job_dedups_and_every_export_reads_back(tmp_path):
     assert stats["rates"]["duplicate_rate"]["total"] > 0 and set(stats["rates"]["verification_pass_rate"]) == {"0", "1", "2"}
     assert sum(stats["rates"]["answer_position_share"].values()) == pytest.approx(1.0, abs=1e-3)
 
-    llava = [row for path in sorted(glob.glob(f"{out}/export/llava/*.json")) for row in json.load(open(path))]
-    assert len(glob.glob(f"{out}/export/llava/*.json")) == 2 and len(llava) == len(instructions)
+    (llava_file,) = glob.glob(f"{out}/export/llava/*")  # one file: what LLaVA's --data_path takes
+    llava = json.load(open(llava_file))
+    assert sorted(r["id"] for r in llava) == sorted(by_id) and os.path.basename(llava_file) == "comvint_llava.json"
     for row in llava:
-        human, gpt = row["conversations"]
-        assert human["from"] == "human" and human["value"].startswith("<image>\n") and gpt["from"] == "gpt"
-        assert sum(turn["value"].count("<image>") for turn in row["conversations"]) == 1
-        assert row == exports.to_llava(by_id[row["id"]])
+        sample = consumers.llava_sample(row, "/data/images")
+        assert sample["conversations"] == row["conversations"]  # the token is already where LLaVA puts it
+        assert sample["image_file"] == "/data/images/" + by_id[row["id"]]["image"] and row == exports.to_llava(by_id[row["id"]])
 
-    messages = read_jsonl(out, "export/messages")
-    assert sorted(json.dumps(m, sort_keys=True) for m in messages) == sorted(
-        json.dumps(exports.to_messages(r), sort_keys=True) for r in instructions)
+    for name, convert in (("messages", exports.to_messages), ("trl", exports.to_trl)):
+        rows = read_jsonl(out, f"export/{name}")
+        assert len(glob.glob(f"{out}/export/{name}/*.jsonl")) == 2
+        assert sorted(r["id"] for r in rows) == sorted(by_id) and all(r == convert(by_id[r["id"]]) for r in rows)
+    for row in read_jsonl(out, "export/messages"):
+        assert consumers.llamafactory_sharegpt(row, "/media")["images"] == ["/media/" + by_id[row["id"]]["image"]]
+    for row in read_jsonl(out, "export/trl"):
+        user, answer = consumers.trl_vision(row)
+        assert user.count("<|image|>") == 1 and answer == exports.answer_text(by_id[row["id"]])
 
     avro_rows = []
     for path in sorted(glob.glob(f"{out}/export/avro/*.avro")):
         with open(path, "rb") as handle:
             reader = fastavro.reader(handle)
-            assert reader.writer_schema["name"] == "comvint.Instruction"
+            assert reader.writer_schema["name"] == "comvint.Instruction" and reader.codec == "deflate"
             avro_rows += list(reader)
-    parquet_rows = [row for path in sorted(glob.glob(f"{out}/export/parquet/*.parquet")) for row in pq.read_table(path).to_pylist()]
+    parquet_paths = sorted(glob.glob(f"{out}/export/parquet/*.parquet"))
+    parquet_rows = [row for path in parquet_paths for row in pq.read_table(path).to_pylist()]
     expected = sorted((exports.to_table_row(r) for r in instructions), key=lambda r: r["id"])
     assert sorted(avro_rows, key=lambda r: r["id"]) == expected
     assert sorted(parquet_rows, key=lambda r: r["id"]) == expected
-    assert pq.read_schema(glob.glob(f"{out}/export/parquet/*.parquet")[0]).equals(exports.arrow_schema())
+    parquet = pq.ParquetFile(parquet_paths[0])
+    assert parquet.schema_arrow.equals(exports.arrow_schema())
+    assert {parquet.metadata.row_group(0).column(k).compression for k in range(parquet.metadata.num_columns)} == {"ZSTD"}
+    for name in ("id", "instruction", "round", "llm", "grounding"):  # what Avro declares non-null is required
+        assert not parquet.schema_arrow.field(name).nullable
+    assert "element" in str(parquet.schema) and "array" not in str(parquet.schema)  # the standard list layout
+
+
+def test_default_shards_follow_the_data(tmp_path):
+    out = str(tmp_path)
+    main.run(["--output", out, "--shard_mb", "0.01"])  # 10 KB shards
+    size = sum(os.path.getsize(p) for p in glob.glob(f"{out}/instructions/*.jsonl"))
+    assert len(glob.glob(f"{out}/instructions/*.jsonl")) == -(-size // 10485) > 1
+    main.run(["--output", str(tmp_path / "b")])
+    assert len(glob.glob(f"{tmp_path}/b/instructions/*.jsonl")) == 1  # the sample is far below 100 MB
 
 
 def test_accounting_check_fails_a_broken_pipeline(tmp_path, monkeypatch):

@@ -170,12 +170,17 @@ RECORD = {"id": "i1", "image": "flickr30k-images/1.jpg", "instruction": "Which c
           "options": ["red", "blue", "green", "white"], "answer_index": 2, "answer": "green"}
 
 
-def test_llava_and_messages_conversions():
+def test_llava_messages_and_trl_conversions():
     llava = exports.to_llava(RECORD)
     assert llava["conversations"][0] == {"from": "human", "value": "<image>\nWhich colour is the bus?\nA. red\nB. blue\nC. green\nD. white\n"
                                          "Answer with the option's letter from the given choices directly."}
     assert llava["conversations"][1] == {"from": "gpt", "value": "C"} and llava["image"] == RECORD["image"]
     msgs = exports.to_messages({**RECORD, "format": "bool", "answer": "no"})
-    assert msgs == {"messages": [{"role": "user", "content": "<image>Which colour is the bus?\nAnswer yes or no."},
-                                 {"role": "assistant", "content": "No"}], "images": ["flickr30k-images/1.jpg"]}
+    assert msgs == {"id": "i1", "messages": [
+        {"role": "user", "content": "<image>Which colour is the bus?\nAnswer the question using a single word or phrase."},
+        {"role": "assistant", "content": "No"}], "images": ["flickr30k-images/1.jpg"]}
+    trl = exports.to_trl({**RECORD, "format": "bool", "answer": "no"})
+    assert trl == {"id": "i1", "messages": [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which colour is the bus?\nAnswer the question using a single word or phrase."}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "No"}]}], "images": ["flickr30k-images/1.jpg"]}
     assert exports.answer_text({**RECORD, "format": "open_ended", "answer": "Green."}) == "Green."
