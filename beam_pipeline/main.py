@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
 import time
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
 from apache_beam.runners.runner import PipelineResult
 
 from beam_pipeline import io
@@ -23,8 +24,24 @@ from comvint.summary import format_summary
 LOCAL_RUNNER = "FnApiRunner"
 
 
+class UsageError(ValueError):
+    """An argument no option of the job or of Beam knows (a typo would otherwise run the defaults)."""
+
+
+def unknown_flags(argv: list[str]) -> list[str]:
+    """The flags in ``argv`` that no registered pipeline options class (ComVint's or Beam's) defines."""
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)  # how Beam itself collects every option (PipelineOptions.get_all_options)
+    _, unknown = parser.parse_known_args(argv)
+    return [arg.split("=", 1)[0] for arg in unknown if arg.startswith("-")]
+
+
 def make_options(argv: list[str] | None) -> PipelineOptions:
-    """Parse flags; pin the offline local runner when none is chosen."""
+    """Parse flags (refusing unknown ones); pin the offline local runner when none is chosen."""
+    unknown = unknown_flags(list(argv or []))
+    if unknown:
+        raise UsageError(f"unknown argument(s) {', '.join(unknown)}: see --help for the job's flags and Beam's")
     options = PipelineOptions(argv)
     standard = options.view_as(StandardOptions)
     if not standard.runner or standard.runner == "DirectRunner":
@@ -74,12 +91,35 @@ def summarize(argv: list[str], wall_s: float) -> str | None:
     return format_summary(json.loads(io.read_text(stats_path)), written_outputs(output), wall_s)
 
 
+def help_text() -> str:
+    """``--help``: every job flag with its default and meaning, by group."""
+    parser = argparse.ArgumentParser(
+        prog="python -m beam_pipeline.main",
+        usage="%(prog)s [flags] [Beam pipeline options]",
+        description="ComVint: complex visual-reasoning instruction data from image annotations, on Apache Beam. "
+        "With no flag it runs the whole method on the bundled sample with the offline engine and writes ./output/.",
+        epilog="Beam's own pipeline options are accepted too (--runner, --project, --region, --temp_location, "
+        "--num_workers, --max_num_workers, --direct_running_mode, --direct_num_workers, ...): see "
+        "https://beam.apache.org/documentation/programming-guide/#configuring-pipeline-options and, for Dataflow, "
+        "run_dataflow.sh. The README documents each flag's default and the method's decisions.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ComvintOptions._add_argparse_args(parser)
+    return parser.format_help()
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("beam_pipeline").setLevel(logging.INFO)
     argv, start = sys.argv[1:], time.monotonic()
+    if "-h" in argv or "--help" in argv:
+        print(help_text())
+        return
     try:
         result = run(argv)
+    except UsageError as err:
+        print(f"comvint: error: {err}", file=sys.stderr)
+        sys.exit(2)
     except Exception as err:
         message = accounting_error(err)
         if message is None:

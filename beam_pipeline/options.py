@@ -10,32 +10,36 @@ PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_FLICKR = os.path.join(PACKAGE_ROOT, "data", "flickr30k_entities")
 SAMPLE_VG = os.path.join(PACKAGE_ROOT, "data", "visual_genome", "region_descriptions.json")
 SAMPLE_VG_IMAGE_DATA = os.path.join(PACKAGE_ROOT, "data", "visual_genome", "image_data.json")
-ALL_STAGES = ("ingest", "generate", "complicate", "reformulate", "dedup")
+STAGES = ("all", "ingest")
 
 
 class ComvintOptions(PipelineOptions):
-    """Every ComVint flag; converted once into frozen configs by ``pipeline.py``."""
+    """Every ComVint flag, in groups; converted once into frozen configs by ``pipeline.py``."""
 
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        add = parser.add_argument
-        add("--flickr_root", default=None, help="Flickr30k Entities tree with Annotations/ and Sentences/")
-        add("--flickr_split", default=None, help="train, val, test or a file of image ids")
+        add = parser.add_argument_group("inputs").add_argument
+        add("--flickr_root", default=None, help="Flickr30k Entities tree with Annotations/ and Sentences/ (default: the bundled sample)")
+        add("--flickr_split", default=None, help="train, val, test or a file of image ids (default: every image)")
         add("--unrelated_captions", default=None, help="UNRELATED_CAPTIONS file (default: <flickr_root>/UNRELATED_CAPTIONS)")
         add("--keep_unrelated_captions", action="store_true", help="keep captions listed as unrelated")
-        add("--vg_regions", default=None, help="Visual Genome region_descriptions.json (v1.2 or v1.0)")
+        add("--vg_regions", default=None, help="Visual Genome region_descriptions.json, v1.2 or v1.0 (default: the bundled sample)")
         add("--vg_image_data", default=None, help="Visual Genome image_data.json (sizes, coco_id, flickr_id)")
         add("--vg_split_mb", type=int, default=64, help="byte-range size in MB for splitting the region file")
-        add("--output", default="output", help="output prefix (local path or gs://)")
-        add("--stages", default="all", help="'ingest' or 'all' (the whole method)")
-        add("--write_annotations", action="store_true", help="also write annotations/ in a full run")
-        add("--write_convert", action="store_true", help="write Convert/<id>.txt files as process.sh did")
         add("--limit", type=int, default=0, help="process at most N images per source (0: all)")
-        add("--export", default="", help="comma-separated: llava,messages,trl,avro,parquet")
-        add("--num_shards", type=int, default=0, help="shards per output (0: one per --shard_mb of data)")
-        add("--shard_mb", type=float, default=100, help="with --num_shards 0: about this many MB per shard")
-        add("--llm", default="offline", choices=("offline", "openai"), help="LLM backend")
-        add("--llm_base_url", default=None, help="OpenAI-compatible endpoint (default: the SDK's)")
+        add("--image_root", default=None, help="where the image files are (local or gs://): drawn under the boxes in report.html")
+
+        add = parser.add_argument_group("method").add_argument
+        add("--stages", default="all", choices=STAGES, help="'ingest' writes only annotations/; 'all' runs the whole method")
+        add("--seed", type=int, default=0, help="seed for every sampled choice")
+        add("--rounds", type=int, default=2, help="complicate-verify rounds")
+        add("--min_caption_chars", type=int, default=300, help="Flickr image filter: total caption length")
+        add("--max_objects", type=int, default=50, help="VG image filter: at most this many regions")
+        add("--reformulate_share", type=float, default=0.5, help="share of verified items also reformulated to Bool and MC")
+
+        add = parser.add_argument_group("LLM").add_argument
+        add("--llm", default="offline", choices=("offline", "openai"), help="backend: the built-in engine or any OpenAI-compatible endpoint")
+        add("--llm_base_url", default=None, help="OpenAI-compatible endpoint (default: the SDK's); the key comes from OPENAI_API_KEY")
         add("--llm_model", default="gpt-4o-mini", help="model for every stage")
         add("--llm_stage_models", default="", help="per-stage overrides, e.g. verify=gpt-4o-mini,reformulate=...")
         add("--llm_temperature", type=float, default=0.7, help="sampling temperature")
@@ -46,17 +50,22 @@ class ComvintOptions(PipelineOptions):
         add("--llm_concurrency", type=int, default=64, help="requests in flight per worker")
         add("--llm_rpm", type=float, default=0, help="requests per minute per worker (0: unlimited)")
         add("--llm_tpm", type=float, default=0, help="tokens per minute per worker (0: unlimited)")
-        add("--llm_response_format", default="json_schema", choices=("json_schema", "json_object", "text"))
-        add("--llm_prices", default="", help="price per 1M tokens: 'model=in:out,...'")
-        add("--cache_dir", default=None, help="response cache directory (local or gs://)")
-        add("--seed", type=int, default=0, help="seed for every sampled choice")
-        add("--rounds", type=int, default=2, help="complicate-verify rounds")
-        add("--min_caption_chars", type=int, default=300, help="Flickr image filter: total caption length")
-        add("--max_objects", type=int, default=50, help="VG image filter: at most this many regions")
-        add("--reformulate_share", type=float, default=0.5, help="share of items reformulated to Bool/MC")
+        add("--llm_response_format", default="json_schema", choices=("json_schema", "json_object", "text"),
+            help="structured output the endpoint supports")
+        add("--llm_prices", default="", help="price per 1M tokens for the cost estimate: 'model=in:out,...'")
+        add("--cache_dir", default=None, help="response cache directory (local or gs://): reruns pay nothing for what finished")
+
+        add = parser.add_argument_group("dedup and filters").add_argument
         add("--max_per_cluster", type=int, default=10, help="keep at most K items per near-duplicate cluster across images")
         add("--dedup_threshold", type=float, default=0.7, help="Jaccard similarity (character 5-grams) of near-duplicates")
         add("--max_instruction_chars", type=int, default=600, help="quality filter: longest instruction kept")
         add("--max_answer_chars", type=int, default=1000, help="quality filter: longest answer kept")
-        add("--image_root", default=None, help="where the image files are (local or gs://): drawn under the boxes in report.html")
+
+        add = parser.add_argument_group("outputs").add_argument
+        add("--output", default="output", help="output prefix (local path or gs://)")
+        add("--export", default="", help="comma-separated copies of the instructions: llava,messages,trl,avro,parquet")
+        add("--num_shards", type=int, default=0, help="shards per output (0: one per --shard_mb of data)")
+        add("--shard_mb", type=float, default=100, help="with --num_shards 0: about this many MB of JSON per shard")
+        add("--write_annotations", action="store_true", help="also write annotations/ in a full run")
+        add("--write_convert", action="store_true", help="write Convert/<id>.txt files as process.sh did")
         add("--report_images_per_source", type=int, default=100, help="images per source in the report's sample browser")

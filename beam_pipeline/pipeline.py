@@ -73,6 +73,9 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
         sinks, extra = {"failures": failures, "annotations": annotations}, {}
     else:
         sinks, extra = run_method(annotations, failures, opts)
+    sinks["clipped_boxes"] = annotations | "ClippedBoxes" >> beam.FlatMap(
+        lambda a: [{"source": a["source"]}] * a.get("clipped_boxes", 0)
+    )
     stats = {"inputs": inputs, **sinks} | "SummarizeRun" >> SummarizeRun(opts.output, {"stages": opts.stages, **extra})
     write_outputs(sinks, stats, opts)
     if opts.stages != "ingest":

@@ -13,7 +13,16 @@ from typing import Any
 
 _BOX = re.compile(r"\[\s*\d+(?:\.\d+)?\s*(?:,\s*\d+(?:\.\d+)?\s*){3}\]|\b[XY]:\s*\d+|\b(?:width|height):\s*\d+", re.I)
 _ID = re.compile(r"\b[er]:\d+\b")
-_META = re.compile(r"\b(?:the|these|this|those)\s+(?:captions?|annotations?|bounding box(?:es)?|region descriptions?)\b", re.I)
+_THE = r"\b(?:the|these|this|those)\s+"
+# Annotations, boxes and region descriptions are never in the picture; "captions" may be (subtitles, a
+# sign's caption), so only the source's phrasings count: "according to the caption", "the caption says".
+_META = re.compile(
+    r"\bbounding box(?:es)?\b|" + _THE + r"(?:annotations?|region descriptions?)\b"
+    r"|\b(?:according to|based on|in|from)\s+(?:the|these|this|those)\s+(?:given\s+|provided\s+)?captions?\b"
+    + "|" + _THE + r"(?:given|provided|above|following)\s+captions?\b"
+    + "|" + _THE + r"captions?\s+(?:says?|mentions?|describes?|states?|provided|given|above)\b",
+    re.I,
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,9 +18,10 @@ DIMENSIONS: dict[str, tuple[str | tuple[str, ...], ...]] = {
     "verdicts": ("round_verdict",),
     "funnel": ("step",),
     "skipped": ("stage", "reason"),
+    "clipped_boxes": ("source",),
 }
 # Counted for stats.json, but not outputs that account for an input.
-COUNT_ONLY = ("verdicts", "funnel", "skipped")
+COUNT_ONLY = ("verdicts", "funnel", "skipped", "clipped_boxes")
 DUPLICATE_REASONS = ("duplicate_exact", "duplicate_near", "template_repeat")
 
 

@@ -92,16 +92,19 @@ def _int(element: Any, tag: str, what: str) -> int:
         raise InputError(what, f"<{tag}> is not an integer: {text.strip()!r}") from None
 
 
-def parse_box(bndbox: Any, width: int, height: int) -> Box:
-    """Convert a 1-based inclusive ``<bndbox>`` to a 0-based exclusive ``[x1, y1, x2, y2]``."""
+def parse_box(bndbox: Any, width: int, height: int) -> tuple[Box, bool]:
+    """Convert a 1-based inclusive ``<bndbox>`` to a 0-based exclusive ``[x1, y1, x2, y2]``.
+
+    A box reaching past the image is clipped to it (returned with ``True``); a box
+    wholly outside the image is an error.
+    """
     xmin, ymin, xmax, ymax = (_int(bndbox, t, "ingest_bad_box") for t in ("xmin", "ymin", "xmax", "ymax"))
     if xmax < xmin or ymax < ymin:
         raise InputError("ingest_bad_box", f"inverted box {[xmin, ymin, xmax, ymax]}")
-    if xmin < 1 or ymin < 1 or xmax > width or ymax > height:
-        raise InputError(
-            "ingest_box_outside_image", f"box {[xmin, ymin, xmax, ymax]} outside {width}x{height}"
-        )
-    return [xmin - 1, ymin - 1, xmax, ymax]
+    if xmin > width or ymin > height or xmax < 1 or ymax < 1:
+        raise InputError("ingest_box_outside_image", f"box {[xmin, ymin, xmax, ymax]} wholly outside {width}x{height}")
+    box = [max(xmin, 1) - 1, max(ymin, 1) - 1, min(xmax, width), min(ymax, height)]
+    return box, box != [xmin - 1, ymin - 1, xmax, ymax]
 
 
 def _flag(obj: Any, tag: str) -> bool:
@@ -109,8 +112,8 @@ def _flag(obj: Any, tag: str) -> bool:
     return text is not None and text.strip() not in ("", "0")
 
 
-def parse_annotation_xml(data: bytes) -> tuple[int, int, list[dict[str, Any]]]:
-    """Parse an Annotations XML into ``(width, height, entities)``.
+def parse_annotation_xml(data: bytes) -> tuple[int, int, list[dict[str, Any]], int]:
+    """Parse an Annotations XML into ``(width, height, entities, boxes clipped to the image)``.
 
     Entities keep every box of their chain (boxes shared between chains appear
     in each), in order of first appearance; entity ``0`` is never listed.
@@ -126,9 +129,11 @@ def parse_annotation_xml(data: bytes) -> tuple[int, int, list[dict[str, Any]]]:
     if width <= 0 or height <= 0:
         raise InputError("ingest_bad_size", f"size {width}x{height}")
     entities: dict[str, dict[str, Any]] = {}
+    clipped = 0
     for obj in root.iter("object"):
         bndbox = obj.find("bndbox")
-        box = parse_box(bndbox, width, height) if bndbox is not None else None
+        box, was_clipped = parse_box(bndbox, width, height) if bndbox is not None else (None, False)
+        clipped += was_clipped
         for name in obj.findall("name"):
             entity_id = (name.text or "").strip()
             if not entity_id or entity_id == NOT_VISUAL:
@@ -140,7 +145,7 @@ def parse_annotation_xml(data: bytes) -> tuple[int, int, list[dict[str, Any]]]:
                 entity["boxes"].append(box)
             entity["scene"] |= _flag(obj, "scene")
             entity["no_box"] |= _flag(obj, "nobndbox")
-    return width, height, list(entities.values())
+    return width, height, list(entities.values()), clipped
 
 
 def parse_unrelated_captions(text: str) -> frozenset[tuple[str, int]]:
@@ -166,7 +171,7 @@ def build_record(
 ) -> dict[str, Any]:
     """Build the normalised annotation record of one Flickr30k Entities image."""
     captions = parse_sentences(decode_utf8(sentences, "Sentences"))
-    width, height, entities = parse_annotation_xml(xml)
+    width, height, entities, clipped = parse_annotation_xml(xml)
     unrelated = set(unrelated)
     kept, dropped = [], []
     for number, caption in enumerate(captions, start=1):
@@ -175,6 +180,8 @@ def build_record(
         else:
             kept.append(caption)
     extra = {"dropped_captions": dropped} if dropped else {}
+    if clipped:
+        extra["clipped_boxes"] = clipped  # boxes that reached past the image, clipped to it
     return annotation_record(
         image_id=image_id,
         source=FLICKR,

@@ -29,7 +29,10 @@ LOOKAHEAD = 1 << 20
 MAX_OBJECT = 256 << 20
 _SEPARATORS = re.compile(r"[\s,]*")
 _DECODER = json.JSONDecoder()
-_OBJECT_START = re.compile(r'\{\s*"')
+# Where a range starts mid-file, a candidate worth reading on is an image object's first key: `{"`
+# alone also ends a string whose last character is `{` ("a sign saying {", "x": ...).
+_IMAGE_OBJECT_START = re.compile(r'\{\s*"(?:regions|id|image_id)"\s*:')
+MAX_UNSYNCED = 16 << 20  # lookahead bound for a candidate before the first image of a range
 
 
 class _TextWindow:
@@ -309,15 +312,15 @@ def _decode_at(window: _TextWindow, synced: bool) -> tuple[Any, int | None]:
     """
     lookahead = LOOKAHEAD
     window.fill(window.i + 64)
-    # An unescaped `{"` cannot occur inside a JSON string, so such a candidate is a real
-    # object: read on until it is complete, however large, as when synced.
-    grow = synced or _OBJECT_START.match(window.text, window.i) is not None
+    # Synced, the value here is the next image: read on until it is complete, however large. Not
+    # synced, only a candidate that opens like an image object is read on, and only so far.
+    limit = MAX_OBJECT if synced else MAX_UNSYNCED if _IMAGE_OBJECT_START.match(window.text, window.i) else LOOKAHEAD
     while True:
         window.fill(window.i + lookahead)
         try:
             return _DECODER.raw_decode(window.text, window.i)
         except json.JSONDecodeError:
-            if not grow or window.eof or lookahead >= MAX_OBJECT:
+            if window.eof or lookahead >= limit:
                 return None, None
             lookahead *= 4
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -161,7 +162,8 @@ class Complicate:
 
 STOP_WORDS = frozenset("a an the is are of to in on and or what which who how why it this that be does do".split())
 TEMPLATE_LEAKS = ("rewritten prompt", "given prompt", "#rewritten", "as an ai", "here is the rewritten")
-REFUSALS = ("sorry", "i cannot", "i can't", "unable to")
+# A refusal speaks for the model in the first person; "Why is the man unable to reach the shelf?" is a question.
+_REFUSAL = re.compile(r"^\W*(?:(?:i'?m|i am|we are)\s+(?:sorry|unable|not able)|sorry\b|i\s+(?:cannot|can't|can ?not|won't)\b|as an ai\b)", re.I)
 
 
 def eliminate(item: dict[str, Any]) -> str | None:
@@ -171,7 +173,7 @@ def eliminate(item: dict[str, Any]) -> str | None:
     words = [w.strip(".,?!;:'\"") for w in lowered.split()]
     if parent is not None and " ".join(parent.lower().split()) == " ".join(lowered.split()):
         return "eliminate_no_information_gain"
-    if len(words) < 12 and any(lowered.startswith(r) or r in lowered for r in REFUSALS):
+    if len(words) < 12 and _REFUSAL.search(text):
         return "eliminate_refusal"
     if not [w for w in words if w and w not in STOP_WORDS]:
         return "eliminate_only_stop_words"

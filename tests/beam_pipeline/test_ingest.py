@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -33,7 +34,7 @@ def flickr_tree(tmp_path):
         "7": (b"", GOOD_XML),
         "8": (b"[/EN#1/people A man .\n", GOOD_XML),
         "9": (GOOD_TXT, GOOD_XML.replace(b"<xmin>100</xmin>", b"<xmin>ten</xmin>")),
-        "10": (GOOD_TXT, GOOD_XML.replace(b"<xmax>260</xmax>", b"<xmax>9999</xmax>")),
+        "10": (GOOD_TXT, GOOD_XML.replace(b"<xmin>100</xmin>", b"<xmin>9000</xmin>").replace(b"<xmax>260</xmax>", b"<xmax>9999</xmax>")),
         "11": (GOOD_TXT, GOOD_XML.replace(b"<xmin>100</xmin>", b"<xmin>300</xmin>")),
         "12": (GOOD_TXT, GOOD_XML.split(b"<size>")[0] + GOOD_XML.split(b"</size>")[1]),
     }
@@ -149,3 +150,34 @@ def test_no_input_flags_means_bundled_sample():
     flickr, vg, info = resolve_sources(main.make_options([]).view_as(ComvintOptions))
     assert flickr.endswith("data/flickr30k_entities") and vg.endswith("region_descriptions.json") and info
     assert shutil.which("bash")
+
+
+def test_unknown_arguments_are_refused_by_name(capsys, monkeypatch):
+    with pytest.raises(main.UsageError, match="--llm_modle"):
+        main.run(["--llm_modle", "x", "--output", "/nonexistent"])
+    assert main.unknown_flags(["--runner=FnApiRunner", "--project", "p", "--direct_num_workers=2", "--llm", "openai"]) == []
+    monkeypatch.setattr(sys, "argv", ["comvint", "--llm_mode=batch"])
+    with pytest.raises(SystemExit) as exit_info:
+        main.main()
+    assert exit_info.value.code == 2 and "unknown argument(s) --llm_mode" in capsys.readouterr().err
+
+
+def test_stages_are_validated():
+    with pytest.raises(SystemExit):
+        main.run(["--stages", "ingest,generate", "--output", "/nonexistent"])
+
+
+def test_help_lists_every_flag_by_group(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["comvint", "--help"])
+    main.main()
+    text = capsys.readouterr().out
+    assert text.startswith("usage: python -m beam_pipeline.main [flags] [Beam pipeline options]")
+    for group in ("inputs:", "method:", "LLM:", "dedup and filters:", "outputs:"):
+        assert f"\n{group}\n" in text
+    from beam_pipeline.options import ComvintOptions
+
+    parser = argparse.ArgumentParser()
+    ComvintOptions._add_argparse_args(parser)
+    flags = [a.option_strings[0] for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert len(flags) > 40 and all(flag in text for flag in flags)
+    assert "(default: offline)" in text and "beam.apache.org" in text

@@ -149,6 +149,11 @@ MC = {"instruction": "Which colour?", "format": "multiple_choice", "options": ["
         ({**GOOD, "answer": "e:255542 holds it."}, "quality_leaks_coordinates"),
         ({**GOOD, "instruction": "According to the caption, what is the man holding?"}, "quality_mentions_annotations"),
         ({**GOOD, "answer": "The annotations do not say."}, "quality_mentions_annotations"),
+        ({**GOOD, "answer": "The caption says he holds a cup."}, "quality_mentions_annotations"),
+        ({**GOOD, "instruction": "In the given captions, who holds the cup?"}, "quality_mentions_annotations"),
+        ({**GOOD, "instruction": "Which bounding box holds the cup?"}, "quality_mentions_annotations"),
+        ({**GOOD, "instruction": "What do the captions on the subtitles say?"}, None),  # captions in the picture
+        ({**GOOD, "instruction": "Is the caption under the painting written in French?"}, None),
         (MC, None),
         ({**MC, "options": ["red", "Blue", "blue", "white"]}, "quality_mc_repeated_options"),
         ({**MC, "options": ["red", "blue", "green"]}, "quality_mc_repeated_options"),

@@ -52,7 +52,7 @@ def test_real_notvisual_and_multi_type_and_no_final_period(real_samples):
 
 def test_real_partial_xml(real_samples):
     xml = (real_samples / "flickr30k_entities/from_markdown/Annotations_partial/1000092795.partial.xml").read_bytes()
-    width, height, entities = flickr30k.parse_annotation_xml(xml)
+    width, height, entities, _ = flickr30k.parse_annotation_xml(xml)
     by_id = {e["entity_id"]: e for e in entities}
     assert (width, height) == (333, 500)
     assert by_id["4"]["boxes"] == [[0, 219, 211, 473], [275, 214, 332, 337]]
@@ -70,7 +70,7 @@ def test_real_splits_and_unrelated(real_samples):
 
 
 def test_xml_flags_shared_boxes_and_entity_zero():
-    width, height, entities = flickr30k.parse_annotation_xml(XML)
+    width, height, entities, _ = flickr30k.parse_annotation_xml(XML)
     assert (width, height) == (100, 50)
     assert entities == [
         {"entity_id": "1", "boxes": [[0, 0, 10, 20], [49, 4, 100, 50]], "scene": False, "no_box": False},
@@ -106,6 +106,16 @@ def _xml(box: str = "<xmin>1</xmin><ymin>1</ymin><xmax>10</xmax><ymax>20</ymax>"
     return f"<annotation>{size}<object><name>1</name><bndbox>{box}</bndbox></object></annotation>".encode()
 
 
+@pytest.mark.parametrize("box, clipped", [
+    ("<xmin>1</xmin><ymin>1</ymin><xmax>101</xmax><ymax>20</ymax>", [0, 0, 100, 20]),  # past the right edge
+    ("<xmin>0</xmin><ymin>-5</ymin><xmax>10</xmax><ymax>70</ymax>", [0, 0, 10, 50]),  # past three edges
+])
+def test_a_box_reaching_past_the_image_is_clipped(box, clipped):
+    record = flickr30k.build_record("7", SENTENCES, _xml(box))
+    assert record["entities"][0]["boxes"] == [clipped] and record["clipped_boxes"] == 1
+    assert "clipped_boxes" not in flickr30k.build_record("7", SENTENCES, _xml("<xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax>"))
+
+
 @pytest.mark.parametrize(
     "sentences, xml, reason",
     [
@@ -114,8 +124,8 @@ def _xml(box: str = "<xmin>1</xmin><ymin>1</ymin><xmax>10</xmax><ymax>20</ymax>"
         (SENTENCES, _xml(size="<size><width>a</width><height>5</height></size>"), "ingest_bad_size"),
         (SENTENCES, _xml("<xmin>x</xmin><ymin>1</ymin><xmax>10</xmax><ymax>20</ymax>"), "ingest_bad_box"),
         (SENTENCES, _xml("<xmin>9</xmin><ymin>1</ymin><xmax>3</xmax><ymax>20</ymax>"), "ingest_bad_box"),
-        (SENTENCES, _xml("<xmin>1</xmin><ymin>1</ymin><xmax>101</xmax><ymax>20</ymax>"), "ingest_box_outside_image"),
-        (SENTENCES, _xml("<xmin>0</xmin><ymin>1</ymin><xmax>10</xmax><ymax>20</ymax>"), "ingest_box_outside_image"),
+        (SENTENCES, _xml("<xmin>101</xmin><ymin>1</ymin><xmax>120</xmax><ymax>20</ymax>"), "ingest_box_outside_image"),
+        (SENTENCES, _xml("<xmin>1</xmin><ymin>51</ymin><xmax>10</xmax><ymax>60</ymax>"), "ingest_box_outside_image"),
         (b"\xff\xfe[/EN#1/people A man] .", XML, "ingest_invalid_utf8"),
         (b"\n  \n", XML, "ingest_empty_sentences"),
         (b"[/EN#1/people A man sits .\n", XML, "ingest_unbalanced_bracket"),

@@ -13,7 +13,7 @@ from comvint.llm.config import LLMConfig
 from comvint.llm.runner import StageRunner
 from comvint.records import Failure
 from comvint.stages.base import FAILED, OK, REJECTED, handle_outcomes
-from comvint.stages.method import Complicate, MethodConfig, Reformulate, Synthesize, Verify
+from comvint.stages.method import Complicate, MethodConfig, Reformulate, Synthesize, Verify, eliminate
 
 CFG = MethodConfig(backend="openai", model="m", per_image=2)
 FLICKR = {
@@ -155,3 +155,16 @@ def test_reformulate_children_and_complicate_child_link_to_parent():
     assert {c["parent_id"] for c in children} == {"abc"} and len({c["id"] for c in children}) == 3
     ((_, child),) = run(*CLEAN["complicate"][:2], json.dumps(CLEAN["complicate"][2]))
     assert child["round"] == 1 and child["parent_id"] == "abc" and child["knowledge_type"] in prompts.KNOWLEDGE_TYPES
+
+
+@pytest.mark.parametrize("instruction, reason", [
+    ("Sorry, I cannot help with that.", "eliminate_refusal"),
+    ("I'm sorry, but I can't rewrite this.", "eliminate_refusal"),
+    ("I cannot answer from these annotations.", "eliminate_refusal"),
+    ("As an AI, I can't see images.", "eliminate_refusal"),
+    ("Why is the man unable to reach the top shelf?", None),
+    ("Is the dog sorry for chewing the shoe on the left?", None),
+])
+def test_refusals_are_first_person_only(instruction, reason):
+    item = {"instruction": instruction, "_parent_instruction": "What is the man holding?"}
+    assert eliminate(item) == reason

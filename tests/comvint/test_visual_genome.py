@@ -143,3 +143,25 @@ def test_split_ranges_cover_exactly():
     ranges = vg.split_ranges(1000, 300)
     assert ranges[0][0] == 0 and ranges[-1][1] == 1000
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+
+
+class _CountingStream(io.BytesIO):
+    """A stream that remembers the furthest byte read."""
+
+    furthest = 0
+
+    def read(self, n=-1):
+        data = super().read(n)
+        self.furthest = max(self.furthest, self.tell())
+        return data
+
+
+def test_a_string_ending_in_a_brace_does_not_make_a_range_read_ahead():
+    tricky = [{"regions": [{"region_id": 1, "width": 5, "height": 6, "image_id": 0, "phrase": "a sign saying {", "y": 1, "x": 2}], "id": 0}]
+    filler = [{"regions": [{"region_id": 10 + i, "width": 5, "height": 6, "image_id": i, "phrase": "x" * 2000, "y": 1, "x": 2}],
+               "id": i} for i in range(1, 12_000)]
+    data = json.dumps(tricky + filler).encode("utf-8")  # about 24 MB
+    start = data.index(b"saying {") - 3  # the range starts inside the tricky phrase: `{"` is its closing quote
+    stream = _CountingStream(data)
+    first = next(iter(vg.read_images(stream, "r.json", start, start + 100)))
+    assert first["image_id"] == "1" and stream.furthest - start < 4 * vg.LOOKAHEAD  # not towards 256 MB
