@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 
 from beam_pipeline.stages import RunStage
-from comvint import offline
+from comvint import engine
 from comvint.llm.config import LLMConfig
 from comvint.stages.base import OK, REJECTED
 from comvint.stages.method import (
@@ -17,7 +17,9 @@ from comvint.stages.method import (
     Reformulate,
     Synthesize,
     Verify,
+    VerifyReformulated,
     eliminate,
+    inherited,
     image_filter,
     reformulate_selected,
     rejection,
@@ -51,7 +53,7 @@ def _eliminate(item: dict[str, Any]):
 
 def image_objects(ann: dict[str, Any]) -> list[str]:
     """Distinct knowledge-table objects of a Visual Genome image (its 'documents' for IDF)."""
-    return sorted({o for r in ann["regions"] for o in offline.objects_in(r["phrase"])})
+    return sorted({t.obj for t in engine.scene_of(ann).values() if t.obj})
 
 
 def rarest(objects: list[str], df: dict[str, int]) -> str | None:
@@ -88,7 +90,7 @@ class GenerateComplexInstructions(beam.PTransform):
         topics = kept[OK] | "AttachTopics" >> AttachTopics()
         generated = topics | "GenerateInstructions" >> RunStage(Synthesize(cfg), llm)
         rejected, failed, usage, verified, verdicts = [kept[REJECTED]], [generated.failed], [generated.usage], [], []
-        steps, complicated = {"images_used": kept[OK], "synthesized": generated.ok}, []
+        steps, complicated, skipped = {"images_used": kept[OK], "synthesized": generated.ok}, [], []
         candidates = generated.ok
         for r in range(cfg.rounds + 1):
             checked = candidates | f"EliminateRound{r}" >> beam.FlatMap(_eliminate).with_outputs(REJECTED, main=OK)
@@ -109,18 +111,26 @@ class GenerateComplexInstructions(beam.PTransform):
                 candidates = harder.ok
                 steps[f"complicated_round_{r + 1}"] = harder.ok
                 complicated.append(harder.ok)
+                skipped.append(harder.skipped)
         all_verified = verified | "MergeVerified" >> beam.Flatten()
         chosen = all_verified | "ChooseForReformulation" >> beam.Filter(reformulate_selected, cfg)
         closed = chosen | "ReformulateInstructions" >> RunStage(Reformulate(cfg), llm)
         steps["reformulated"] = closed.ok
+        rejected, failed, usage = [*rejected, closed.rejected], [*failed, closed.failed], [*usage, closed.usage]
+        if cfg.verify_reformulations:  # each Bool and multiple-choice record judged itself
+            judged_closed = closed.ok | "VerifyReformulations" >> RunStage(VerifyReformulated(cfg), llm)
+            rejected, failed, usage = [*rejected, judged_closed.rejected], [*failed, judged_closed.failed], [*usage, judged_closed.usage]
+            closed_ok = steps["verified_reformulated"] = judged_closed.ok
+        else:
+            closed_ok = closed.ok | "InheritVerdicts" >> beam.Map(inherited)
         return MethodResult(
-            (all_verified, closed.ok) | "MergeFormats" >> beam.Flatten(),
-            (*rejected, closed.rejected) | "MergeRejected" >> beam.Flatten(),
-            (*failed, closed.failed) | "MergeFailed" >> beam.Flatten(),
-            (*usage, closed.usage) | "MergeUsage" >> beam.Flatten(),
+            (all_verified, closed_ok) | "MergeFormats" >> beam.Flatten(),
+            rejected | "MergeRejected" >> beam.Flatten(),
+            failed | "MergeFailed" >> beam.Flatten(),
+            usage | "MergeUsage" >> beam.Flatten(),
             verdicts | "MergeVerdicts" >> beam.Flatten(),
             funnel_marks(steps) | "MergeFunnel" >> beam.Flatten(),
-            closed.skipped,
+            (closed.skipped, *skipped) | "MergeSkipped" >> beam.Flatten(),
             [generated.ok, *complicated, closed.ok] | "MergeCreated" >> beam.Flatten() | "CreatedIds" >> beam.Map(lambda it: it["id"]),
         )
 

@@ -13,6 +13,12 @@ SAMPLE_VG_IMAGE_DATA = os.path.join(PACKAGE_ROOT, "data", "visual_genome", "imag
 STAGES = ("all", "ingest")
 
 
+def _true_or_false(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise ValueError(f"expected true or false, not {text!r}")
+    return text.lower() == "true"
+
+
 class ComvintOptions(PipelineOptions):
     """Every ComVint flag, in groups; converted once into frozen configs by ``pipeline.py``."""
 
@@ -36,6 +42,8 @@ class ComvintOptions(PipelineOptions):
         add("--min_caption_chars", type=int, default=300, help="Flickr image filter: total caption length")
         add("--max_objects", type=int, default=50, help="VG image filter: at most this many regions")
         add("--reformulate_share", type=float, default=0.5, help="share of verified items also reformulated to Bool and MC")
+        add("--verify_reformulations", type=_true_or_false, default=True, metavar="true|false",
+            help="judge each Bool and multiple-choice record itself; false: it says it inherits its parent's verdict")
 
         add = parser.add_argument_group("LLM").add_argument
         add("--llm", default="offline", choices=("offline", "openai"), help="backend: the built-in engine or any OpenAI-compatible endpoint")
@@ -43,7 +51,7 @@ class ComvintOptions(PipelineOptions):
         add("--llm_model", default="gpt-4o-mini", help="model for every stage")
         add("--llm_stage_models", default="", help="per-stage overrides, e.g. verify=gpt-4o-mini,reformulate=...")
         add("--llm_temperature", type=float, default=0.7, help="sampling temperature")
-        add("--llm_stage_temperatures", default="verify=0", help="per-stage temperatures, e.g. verify=0,generate=1.0")
+        add("--llm_stage_temperatures", default="verify=0,verify_reformulated=0", help="per-stage temperatures, e.g. verify=0,generate=1.0")
         add("--llm_max_tokens", type=int, default=1024, help="max completion tokens per call")
         add("--llm_timeout", type=float, default=60.0, help="seconds per request")
         add("--llm_max_retries", type=int, default=5, help="retries per request")

@@ -28,6 +28,7 @@ def method_config(opts: ComvintOptions, llm: LLMConfig) -> MethodConfig:
         reformulate_share=opts.reformulate_share,
         min_caption_chars=opts.min_caption_chars,
         max_objects=opts.max_objects,
+        verify_reformulations=opts.verify_reformulations,
     )
 
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -16,7 +16,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from beam_pipeline.io import FileSystemsStore
 from comvint import stats as run_stats
 from comvint.llm.cache import ResponseCache
-from comvint.llm.client import OfflineBackend, OpenAIBackend
+from comvint.llm.client import Backend, OfflineBackend, OpenAIBackend
 from comvint.llm.config import LLMConfig
 from comvint.llm.runner import StageRunner
 from comvint.stages.base import FAILED, OK, REJECTED, SKIPPED, Stage, handle_outcomes
@@ -54,8 +54,8 @@ class RunStageFn(beam.DoFn):
     keeps its input's window and timestamp.
     """
 
-    def __init__(self, stage: Stage, config: LLMConfig) -> None:
-        self._stage, self._config = stage, config
+    def __init__(self, stage: Stage, config: LLMConfig, backend: Callable[[], Backend] | None = None) -> None:
+        self._stage, self._config, self._backend = stage, config, backend  # backend: a factory, called in setup()
         self._backlog = config.concurrency * BACKLOG_FACTOR
         name = stage.name
         self._counters = {k: Metrics.counter(f"comvint.{name}", k) for k in ("requests", "cache_hits", "failures", "emitted", "rejected", "skipped")}
@@ -69,7 +69,9 @@ class RunStageFn(beam.DoFn):
         self._runner = self._loop.run_until_complete(self._make_runner(cache))
 
     async def _make_runner(self, cache: ResponseCache | None) -> StageRunner:
-        if self._config.backend == "openai":
+        if self._backend is not None:
+            backend = self._backend()
+        elif self._config.backend == "openai":
             backend = OpenAIBackend(self._config, api_key_from_env())
             _LOGGER.info("Stage %s: model %s at %s", self._stage.name, self._config.model_for(self._stage.name), self._config.base_url)
         else:
@@ -137,12 +139,12 @@ class RunStageFn(beam.DoFn):
 class RunStage(beam.PTransform):
     """items -> StageResult, via Reshuffle and RunStageFn."""
 
-    def __init__(self, stage: Stage, config: LLMConfig, reshuffle: bool = True) -> None:
+    def __init__(self, stage: Stage, config: LLMConfig, reshuffle: bool = True, backend: Callable[[], Backend] | None = None) -> None:
         super().__init__()
-        self._stage, self._config, self._reshuffle = stage, config, reshuffle
+        self._stage, self._config, self._reshuffle, self._backend = stage, config, reshuffle, backend
 
     def expand(self, items) -> StageResult:
         if self._reshuffle:
             items = items | "Spread" >> beam.Reshuffle()
-        results = items | "Call" >> beam.ParDo(RunStageFn(self._stage, self._config)).with_outputs(REJECTED, FAILED, USAGE, SKIPPED, main=OK)
+        results = items | "Call" >> beam.ParDo(RunStageFn(self._stage, self._config, self._backend)).with_outputs(REJECTED, FAILED, USAGE, SKIPPED, main=OK)
         return StageResult(results[OK], results[REJECTED], results[FAILED], results[USAGE], results[SKIPPED])

@@ -6,7 +6,7 @@ text inside it is neutralised, so a caption cannot close the fence and steer a s
 
 from __future__ import annotations
 
-PROMPT_VERSION = "comvint-prompts-2026-11-26"
+PROMPT_VERSION = "comvint-prompts-2026-11-27"
 OKVQA_TOPICS = (
     "Vehicles and Transportation", "Brands, Companies and Products", "Objects, Materials and Clothing",
     "Sports and Recreation", "Cooking and Food", "Geography, History, Language and Culture",
@@ -31,7 +31,7 @@ Write {n} instructions that combine what is visible with outside world knowledge
 In "grounding", list the region ids (like "r:1382") each answer relies on.
 Reply with JSON only."""
 
-COMPLICATE = """Rewrite the instruction below into a harder one about the same image that adds multi-hop {knowledge_type} knowledge or reasoning about its key entities. Add at most 20 words; it must stay answerable from the annotations and still need the image. Give the new answer too, and the grounding ids it relies on.
+COMPLICATE = """Rewrite the instruction below into a harder one about the same image that adds multi-hop {knowledge_type} knowledge or reasoning about its key entities: the new step must build on the answer to the instruction, not sit beside it. Add at most 20 words; it must stay answerable from the annotations and still need the image. Give the new answer too, the grounding ids it relies on, and the kind of knowledge the step you added needs (commonsense, visual, knowledge-base or physical). If nothing harder can be asked, reply with an empty instruction.
 {data_rule}
 Instruction: {instruction}
 Answer: {answer}
@@ -43,7 +43,13 @@ Instruction: {instruction}
 Answer: {answer}
 Reply with JSON only."""
 
-REFORMULATE = """Rewrite the question/answer below into closed formats: a yes/no question whose answer is "yes" (it states the true fact), a yes/no question whose answer is "no" (an entity swapped), and a 4-way multiple choice: the question, the correct option and three plausible distractors made by swapping entities of the same image.
+VERIFY_CLOSED = """You judge one closed-format question (yes/no, or multiple choice with lettered options) against the image annotations. First write your evidence, then the verdict "yes" only if the given answer is right and, for multiple choice, every other option is wrong; and it needs the image to answer.
+{data_rule}
+Question: {instruction}
+Answer: {answer}
+Reply with JSON only."""
+
+REFORMULATE = """Rewrite the question/answer below into closed formats that ask the same thing: a yes/no question whose answer is "yes" (it states the true fact), a yes/no question whose answer is "no" (an entity swapped), and a 4-way multiple choice: the question, the correct option and three plausible distractors made by swapping entities of the same image, each of them wrong. List the grounding ids each closed question relies on. Leave a format empty if it does not apply.
 {data_rule}
 Question: {instruction}
 Answer: {answer}

@@ -8,6 +8,7 @@ produces about its own work (:class:`Failure`) are frozen dataclasses.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from typing import Any
 
@@ -60,6 +61,11 @@ class Failure:
         if self.image_id is not None:
             return image_key(self.source, self.image_id)
         return f"file:{self.path}"
+
+
+def stable_int(*parts: Any) -> int:
+    """A deterministic integer from parts (no global RNG, no Python hash seed): the seed of every sampled choice."""
+    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big")
 
 
 def image_key(source: str, image_id: str) -> str:

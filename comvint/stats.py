@@ -27,7 +27,7 @@ DUPLICATE_REASONS = ("duplicate_exact", "duplicate_near", "template_repeat")
 
 # A failure of these stages is the end of the item they were given (a judge that could not judge it);
 # a failure of the other stages is about an item they failed to make (its parent ends elsewhere).
-ITEM_END_STAGES = frozenset({"verify"})
+ITEM_END_STAGES = frozenset({"verify", "verify_reformulated"})
 ITEM_SINKS = ("instructions", "rejected", "failures")
 
 

@@ -92,12 +92,14 @@ class OpenAIBackend:
 
 
 class OfflineBackend:
-    """The built-in engine: the stage computed the reply from the annotations already."""
+    """The built-in engine (:mod:`comvint.engine`): answers a call from its stage and structured context."""
 
     name = "offline"
 
     async def complete(self, call: Any, model: str) -> Reply:
-        return Reply(text=json.dumps(call.offline_reply, sort_keys=True), finish_reason="stop", model="offline")
+        from comvint import engine
+
+        return Reply(text=json.dumps(engine.answer(call.stage, call.context), sort_keys=True), finish_reason="stop", model="offline")
 
     async def close(self) -> None:
         return None

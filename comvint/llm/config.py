@@ -105,7 +105,7 @@ def config_from_mapping(values: Mapping[str, object]) -> LLMConfig:
         model=str(values["llm_model"]),
         stage_models=parse_stage_models(str(values.get("llm_stage_models") or "")),
         temperature=float(values["llm_temperature"]),
-        stage_temperatures=parse_stage_temperatures(str(values.get("llm_stage_temperatures", "verify=0") or "")),
+        stage_temperatures=parse_stage_temperatures(str(values.get("llm_stage_temperatures", "verify=0,verify_reformulated=0") or "")),
         max_tokens=int(values["llm_max_tokens"]),
         timeout=float(values["llm_timeout"]),
         max_retries=int(values["llm_max_retries"]),

@@ -37,7 +37,7 @@ class Call:
     schema_name: str
     schema: dict[str, Any]
     prompt_version: str
-    offline_reply: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None  # structured input for an engine that answers without the messages
 
 
 @dataclasses.dataclass

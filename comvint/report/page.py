@@ -15,16 +15,16 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from comvint.offline import stable_int
+from comvint.records import stable_int
 
 ASSETS = pathlib.Path(__file__).parent / "assets"
 CARDS_PER_OUTCOME = 300
 TOP_REASONS = 20
 _ROUND = re.compile(r"_(\d+)$")
-STEP_ORDER = ("images", "images_used", "synthesized", "rounds", "reformulated", "after_filters", "after_dedup")
+STEP_ORDER = ("images", "images_used", "synthesized", "rounds", "reformulated", "verified_reformulated", "after_filters", "after_dedup")
 STEP_LABELS = {
     "images": "images read", "images_used": "images used", "synthesized": "synthesized",
-    "reformulated": "reformulated (Bool + MC)", "after_filters": "after quality filters", "after_dedup": "kept (after dedup)",
+    "reformulated": "reformulated (Bool + MC)", "verified_reformulated": "reformulations verified", "after_filters": "after quality filters", "after_dedup": "kept (after dedup)",
 }
 
 

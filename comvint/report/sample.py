@@ -12,8 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from comvint.offline import stable_int
-from comvint.records import Failure, image_key
+from comvint.records import Failure, image_key, stable_int
 
 MAX_BOXES = 100  # boxes drawn per image (a filtered VG image may have hundreds of regions)
 MAX_TEXT = 600  # characters kept of evidence and failure details

@@ -2,7 +2,9 @@
 
 Items flowing between stages are instruction dicts in the contract's layout plus
 ``grounding`` and the private ``_ann`` (the image's annotation record), which
-:func:`public_record` strips before writing.
+:func:`public_record` strips before writing. A stage never asks which backend runs it:
+each call carries its messages for an endpoint and a structured ``context`` (the
+annotation record and what the call is about) from which the offline engine answers.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from comvint import offline, prompts
+from comvint import prompts
+from comvint.records import stable_int as rank
 from comvint.llm.runner import Call
 from comvint.readers.flickr30k import convert_record
 from comvint.stages.base import OK, REJECTED, SKIPPED, Emit, ParseError
@@ -23,16 +26,19 @@ STR = {"type": "string"}
 GROUNDING = {"type": "array", "items": STR}
 QA = {"type": "object", "properties": {"instruction": STR, "answer": STR, "grounding": GROUNDING, "knowledge_topic": STR},
       "required": ["instruction", "answer", "grounding", "knowledge_topic"], "additionalProperties": False}
-GENERATE_SCHEMA = {"type": "object", "properties": {"items": {"type": "array", "items": QA, "minItems": 1, "maxItems": 5}},
+GENERATE_SCHEMA = {"type": "object", "properties": {"items": {"type": "array", "items": QA, "minItems": 0, "maxItems": 5}},
                    "required": ["items"], "additionalProperties": False}
-COMPLICATE_SCHEMA = {"type": "object", "properties": {"instruction": STR, "answer": STR, "grounding": GROUNDING},
-                     "required": ["instruction", "answer", "grounding"], "additionalProperties": False}
+KNOWLEDGE_TYPE = {"type": "string", "enum": list(prompts.KNOWLEDGE_TYPES)}
+COMPLICATE_SCHEMA = {"type": "object", "properties": {"instruction": STR, "answer": STR, "grounding": GROUNDING, "knowledge_type": KNOWLEDGE_TYPE},
+                     "required": ["instruction", "answer", "grounding", "knowledge_type"], "additionalProperties": False}
 VERIFY_SCHEMA = {"type": "object", "properties": {"evidence": STR, "verdict": {"type": "string", "enum": ["yes", "no"]}},
                  "required": ["evidence", "verdict"], "additionalProperties": False}
 REFORMULATE_SCHEMA = {"type": "object", "properties": {
     "bool_positive": STR, "bool_negative": STR, "mc_question": STR, "correct_option": STR,
-    "distractors": {"type": "array", "items": STR, "minItems": 3, "maxItems": 3}},
-    "required": ["bool_positive", "bool_negative", "mc_question", "correct_option", "distractors"], "additionalProperties": False}
+    "distractors": {"type": "array", "items": STR, "minItems": 3, "maxItems": 3},
+    "bool_positive_grounding": GROUNDING, "bool_negative_grounding": GROUNDING, "mc_grounding": GROUNDING},
+    "required": ["bool_positive", "bool_negative", "mc_question", "correct_option", "distractors",
+                 "bool_positive_grounding", "bool_negative_grounding", "mc_grounding"], "additionalProperties": False}
 FAMILY = {"flickr30k_entities": "cross_modal", "visual_genome": "outside_knowledge"}
 
 
@@ -48,6 +54,7 @@ class MethodConfig:
     reformulate_share: float = 0.5
     min_caption_chars: int = 300
     max_objects: int = 50
+    verify_reformulations: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.reformulate_share <= 1 or self.rounds < 0 or self.per_image < 1:
@@ -94,19 +101,23 @@ class Synthesize:
     def calls(self, ann: dict[str, Any]) -> list[Call]:
         topic = ann.get("_topic") or ""
         if ann["source"] == "visual_genome":
-            rng = random.Random(offline.stable_int(self.cfg.seed, ann["image_id"], "topics"))
+            rng = random.Random(rank(self.cfg.seed, ann["image_id"], "topics"))
             topics = "; ".join(rng.sample(prompts.OKVQA_TOPICS, 5))
             system = prompts.GENERATE_OUTSIDE_KNOWLEDGE.format(data_rule=prompts.DATA_RULE, n=self.cfg.per_image, topic=topic, topics=topics)
         else:
             system = prompts.GENERATE_CROSS_MODAL.format(data_rule=prompts.DATA_RULE, n=self.cfg.per_image)
-        reply = {"items": offline.synthesize(ann, topic, self.cfg.per_image)} if self.cfg.backend == "offline" else None
         item_id = f"{ann['source']}/{ann['image_id']}"
-        return [Call(item_id, self.name, prompts.messages(system, render(ann)), "synthesized", GENERATE_SCHEMA, prompts.PROMPT_VERSION, reply)]
+        context = {"ann": ann, "family": FAMILY[ann["source"]], "topic": topic or None, "n": self.cfg.per_image,
+                   "key": f"{self.cfg.seed}|{item_id}"}
+        return [Call(item_id, self.name, prompts.messages(system, render(ann)), "synthesized", GENERATE_SCHEMA, prompts.PROMPT_VERSION, context)]
 
     def handle(self, ann: dict[str, Any], replies: list[dict[str, Any]]) -> Iterable[Emit]:
         items = replies[0]["items"]
-        if not items:
-            raise ParseError("no_items", "the reply holds no question")
+        if not items:  # nothing to ask about this image: it ends in rejected/ with its own reason
+            yield REJECTED, {"image_id": ann["image_id"], "source": ann["source"], "family": FAMILY[ann["source"]],
+                             "stage": self.name, "reason": "generate_nothing_to_ask", "round": None,
+                             "evidence": "no question the annotations can ground"}
+            return
         for index, qa in enumerate(items):
             yield OK, self._record(ann, index, qa)
 
@@ -126,7 +137,13 @@ class Synthesize:
 
 
 def knowledge_type_for(item: dict[str, Any], seed: int) -> str:
-    return prompts.KNOWLEDGE_TYPES[offline.stable_int(seed, item["id"], item["round"]) % len(prompts.KNOWLEDGE_TYPES)]
+    """The kind of hop a complication is asked to add (the reply says which kind it added)."""
+    return prompts.KNOWLEDGE_TYPES[rank(seed, item["id"], item["round"]) % len(prompts.KNOWLEDGE_TYPES)]
+
+
+def context(item: dict[str, Any], seed: int) -> dict[str, Any]:
+    """What an engine needs to answer a call about an item: the annotations, the item, a seed."""
+    return {"ann": item["_ann"], "item": public_record(item), "key": f"{seed}|{item['id']}"}
 
 
 class Complicate:
@@ -137,25 +154,20 @@ class Complicate:
     def __init__(self, cfg: MethodConfig) -> None:
         self.cfg = cfg
 
-    def _knowledge_type(self, item: dict[str, Any]) -> str:
-        # The offline engine's complication is a spatial (visual) second hop.
-        return "visual" if self.cfg.backend == "offline" else knowledge_type_for(item, self.cfg.seed)
-
     def calls(self, item: dict[str, Any]) -> list[Call]:
-        ktype = self._knowledge_type(item)
+        ktype = knowledge_type_for(item, self.cfg.seed)
         system = prompts.COMPLICATE.format(data_rule=prompts.DATA_RULE, knowledge_type=ktype, instruction=item["instruction"], answer=item["answer"])
-        reply = None
-        if self.cfg.backend == "offline":
-            reply = offline.complicate(item, item["_ann"], item["round"] + 1)
-            reply = reply or {"instruction": item["instruction"], "answer": item["answer"], "grounding": item["grounding"]}
-        return [Call(item["id"], self.name, prompts.messages(system, render(item["_ann"])), "complicated", COMPLICATE_SCHEMA, prompts.PROMPT_VERSION, reply)]
+        return [Call(item["id"], self.name, prompts.messages(system, render(item["_ann"])), "complicated", COMPLICATE_SCHEMA,
+                     prompts.PROMPT_VERSION, context(item, self.cfg.seed))]
 
     def handle(self, item: dict[str, Any], replies: list[dict[str, Any]]) -> Iterable[Emit]:
         reply = replies[0]
-        ktype = self._knowledge_type(item)
+        if not reply["instruction"].strip():  # nothing harder to ask: the item stays as it is
+            yield SKIPPED, {"stage": self.name, "reason": "complicate_not_applicable", "item_id": item["id"]}
+            return
         child = {**item, "instruction": reply["instruction"].strip(), "answer": reply["answer"].strip(),
                  "grounding": list(reply["grounding"]), "round": item["round"] + 1, "parent_id": item["id"],
-                 "knowledge_type": ktype, "verification": None, "_parent_instruction": item["instruction"]}
+                 "knowledge_type": reply["knowledge_type"], "verification": None, "_parent_instruction": item["instruction"]}
         child["id"] = stable_id(item["id"], child["round"], child["instruction"], child["answer"])
         yield OK, child
 
@@ -186,17 +198,15 @@ class Verify:
     """instruction -> the same instruction with ``verification`` (ok) or a rejection with evidence."""
 
     name = "verify"
+    prompt = prompts.VERIFY
 
     def __init__(self, cfg: MethodConfig) -> None:
         self.cfg = cfg
 
     def calls(self, item: dict[str, Any]) -> list[Call]:
-        system = prompts.VERIFY.format(data_rule=prompts.DATA_RULE, instruction=item["instruction"], answer=item["answer"])
-        reply = None
-        if self.cfg.backend == "offline":
-            passed, evidence = offline.judge(item.get("grounding") or [], offline.scene(item["_ann"]))
-            reply = {"evidence": evidence, "verdict": "yes" if passed else "no"}
-        return [Call(item["id"], self.name, prompts.messages(system, render(item["_ann"])), "verdict", VERIFY_SCHEMA, prompts.PROMPT_VERSION, reply)]
+        system = self.prompt.format(data_rule=prompts.DATA_RULE, instruction=closed_text(item), answer=item["answer"])
+        return [Call(item["id"], self.name, prompts.messages(system, render(item["_ann"])), "verdict", VERIFY_SCHEMA,
+                     prompts.PROMPT_VERSION, context(item, self.cfg.seed))]
 
     def handle(self, item: dict[str, Any], replies: list[dict[str, Any]]) -> Iterable[Emit]:
         reply = replies[0]
@@ -205,7 +215,25 @@ class Verify:
         if passed:
             yield OK, verified
         else:
-            yield REJECTED, rejection(verified, "verify_rejected", "verify", reply["evidence"])
+            yield REJECTED, rejection(verified, f"{self.name}_rejected", self.name, reply["evidence"])
+
+
+class VerifyReformulated(Verify):
+    """A Bool or multiple-choice record -> the same record judged itself (its answer, each distractor), or a rejection."""
+
+    name = "verify_reformulated"
+    prompt = prompts.VERIFY_CLOSED
+
+
+def closed_text(item: dict[str, Any]) -> str:
+    """The question as the judge sees it: multiple choice with its lettered options."""
+    options = item.get("options") or []
+    return item["instruction"] + "".join(f"\n{'ABCD'[k]}. {o}" for k, o in enumerate(options))
+
+
+def inherited(item: dict[str, Any]) -> dict[str, Any]:
+    """A reformulated record that was not judged itself says whose verdict it carries."""
+    return {**item, "verification": {"passed": None, "inherited_from": item["parent_id"]}}
 
 
 def rejection(item: dict[str, Any], reason: str, stage: str, evidence: str = "") -> dict[str, Any]:
@@ -215,13 +243,13 @@ def rejection(item: dict[str, Any], reason: str, stage: str, evidence: str = "")
 
 def reformulate_selected(item: dict[str, Any], cfg: MethodConfig) -> bool:
     """Deterministic sampling of the items to reformulate."""
-    return (offline.stable_int(cfg.seed, item["id"], "reformulate") % 10_000) < cfg.reformulate_share * 10_000
+    return (rank(cfg.seed, item["id"], "reformulate") % 10_000) < cfg.reformulate_share * 10_000
 
 
 def shuffle_options(item_id: str, correct: str, distractors: list[str]) -> tuple[list[str], int]:
     """Options shuffled by a seed derived from the item id; returns (options, answer_index)."""
     options = [correct, *distractors]
-    random.Random(offline.stable_int(item_id, "options")).shuffle(options)
+    random.Random(rank(item_id, "options")).shuffle(options)
     return options, options.index(correct)
 
 
@@ -235,26 +263,28 @@ class Reformulate:
 
     def calls(self, item: dict[str, Any]) -> list[Call]:
         system = prompts.REFORMULATE.format(data_rule=prompts.DATA_RULE, instruction=item["instruction"], answer=item["answer"])
-        reply = offline.reformulate(item, item["_ann"]) if self.cfg.backend == "offline" else None
-        if self.cfg.backend == "offline" and reply is None:
-            reply = {"bool_positive": "", "bool_negative": "", "mc_question": "", "correct_option": "", "distractors": ["", "", ""]}
-        return [Call(item["id"], self.name, prompts.messages(system, render(item["_ann"])), "reformulated", REFORMULATE_SCHEMA, prompts.PROMPT_VERSION, reply)]
+        return [Call(item["id"], self.name, prompts.messages(system, render(item["_ann"])), "reformulated", REFORMULATE_SCHEMA,
+                     prompts.PROMPT_VERSION, context(item, self.cfg.seed))]
 
     def handle(self, item: dict[str, Any], replies: list[dict[str, Any]]) -> Iterable[Emit]:
         r = replies[0]
-        if not r["bool_positive"] or not r["correct_option"]:
+        if not r["bool_positive"].strip() or not r["bool_negative"].strip():
             yield SKIPPED, {"stage": self.name, "reason": "reformulate_not_applicable", "item_id": item["id"]}
+            return
+        base = {**item, "parent_id": item["id"], "verification": None}
+        yield OK, self._child(base, "bool", r["bool_positive"], "yes", r["bool_positive_grounding"])
+        yield OK, self._child(base, "bool", r["bool_negative"], "no", r["bool_negative_grounding"])
+        if not r["mc_question"].strip():
+            yield SKIPPED, {"stage": self.name, "reason": "reformulate_no_multiple_choice", "item_id": item["id"]}
             return
         distractors = [d.strip() for d in r["distractors"]]
         if len({r["correct_option"].strip(), *distractors}) < 4:
             raise ParseError("repeated_options", f"options repeat: {[r['correct_option'], *distractors]}")
-        base = {**item, "parent_id": item["id"]}
-        yield OK, self._child(base, "bool", r["bool_positive"], "yes")
-        yield OK, self._child(base, "bool", r["bool_negative"], "no")
         options, index = shuffle_options(item["id"], r["correct_option"].strip(), distractors)
-        yield OK, {**self._child(base, "multiple_choice", r["mc_question"], options[index]), "options": options, "answer_index": index}
+        child = self._child(base, "multiple_choice", r["mc_question"], options[index], r["mc_grounding"])
+        yield OK, {**child, "options": options, "answer_index": index}
 
     @staticmethod
-    def _child(base: dict[str, Any], fmt: str, question: str, answer: str) -> dict[str, Any]:
+    def _child(base: dict[str, Any], fmt: str, question: str, answer: str, grounding: list[str]) -> dict[str, Any]:
         return {**base, "id": stable_id(base["parent_id"], fmt, question, answer), "format": fmt,
-                "instruction": question.strip(), "answer": answer}
+                "instruction": question.strip(), "answer": answer, "grounding": list(grounding) or list(base["grounding"])}

@@ -6,7 +6,7 @@ import json
 import pathlib
 
 from beam_pipeline import main
-from comvint import offline, prompts
+from comvint import prompts
 from comvint.llm.fake import FakeOpenAI, last_user_message
 from comvint.stages.method import MethodConfig, Synthesize, shuffle_options
 from tests.beam_pipeline.helpers import read_jsonl, read_stats
@@ -38,19 +38,21 @@ def test_offline_method_end_to_end_and_deterministic(tmp_path):
             assert len(set(record["options"])) == 4 and record["options"][record["answer_index"]] == record["answer"]
         if record["format"] == "bool":
             assert record["answer"] in ("yes", "no")
-    assert {r["reason"] for r in rejected} >= {"filter_short_captions", "verify_rejected"}
+    assert {r["reason"] for r in rejected} >= {"filter_short_captions"}
+    closed = [r for r in instructions if r["format"] != "open_ended"]
+    assert closed and all(r["verification"]["evidence"] and r["grounding"] for r in closed)  # judged themselves
+    assert stats["counts"]["verdicts"]["total"] > 0 and stats["llm"]["verify_reformulated"]["calls"] == len(closed) + sum(
+        r.get("format", "open_ended") != "open_ended" for r in rejected)  # every closed record was judged once
 
 
-def test_offline_answers_hold_against_annotations():
-    ann_path = pathlib.Path(main.__file__).parents[1] / "data/visual_genome/region_descriptions.json"
-    from comvint.readers import visual_genome
-
-    for ann in visual_genome.read_images(ann_path.open("rb"), str(ann_path)):
-        for qa in offline.synthesize(ann, None):
-            ok, evidence = offline.judge(qa["grounding"], offline.scene(ann))
-            assert ok, evidence
-            obj, field = qa["grounding"][0].split(",")[1:3]
-            assert offline.knowledge()["objects"][obj][field.rstrip(")")] in qa["answer"]
+def test_reformulations_can_inherit_their_parents_verdict(tmp_path):
+    main.run(["--output", str(tmp_path), "--verify_reformulations", "false"])
+    instructions = read_jsonl(str(tmp_path), "instructions")
+    by_id = {r["id"]: r for r in instructions}
+    closed = [r for r in instructions if r["format"] != "open_ended"]
+    assert closed and all(r["verification"] == {"passed": None, "inherited_from": r["parent_id"]} for r in closed)
+    assert all(by_id[r["parent_id"]]["verification"]["passed"] for r in closed if r["parent_id"] in by_id)
+    assert "verify_reformulated" not in read_stats(str(tmp_path))["llm"]
 
 
 def test_option_shuffle_is_balanced_and_deterministic():
@@ -77,9 +79,12 @@ def _llm_reply(body: dict) -> str:
     system = body["messages"][0]["content"]
     return json.dumps({
         "synthesized": {"items": [qa, {**qa, "instruction": "Which person is on the left, and why?"}]},
-        "complicated": {"instruction": "Harder: " + system.split("Instruction: ")[-1].split("\n")[0], "answer": "A harder answer.", "grounding": [entity]},
+        "complicated": {"instruction": "Harder: " + system.split("Instruction: ")[-1].split("\n")[0], "answer": "A harder answer.",
+                        "grounding": [entity], "knowledge_type": "commonsense"},
         "verdict": {"evidence": "consistent", "verdict": "no" if "Harder: Harder" in system else "yes"},
-        "reformulated": {"bool_positive": "Is it so?", "bool_negative": "Is it not so?", "mc_question": "Which?", "correct_option": "A", "distractors": ["B", "C", "D"]},
+        "reformulated": {"bool_positive": "Is it so?", "bool_negative": "Is it not so?", "mc_question": "Which?", "correct_option": "A",
+                         "distractors": ["B", "C", "D"], "bool_positive_grounding": [entity], "bool_negative_grounding": [entity],
+                         "mc_grounding": [entity]},
     }[name])
 
 

@@ -133,7 +133,7 @@ def test_report_in_a_real_browser(run, browser):
     for k in range(charts.count()):
         widths = charts.nth(k).locator("svg rect").evaluate_all("rs => rs.map(r => r.getBBox().width)")
         assert widths and max(widths) > 0, charts.nth(k).get_attribute("data-chart")
-    assert page.locator("#llm-table tbody tr").count() == 4
+    assert page.locator("#llm-table tbody tr").count() == 5  # generate, complicate, verify, reformulate, verify_reformulated
 
     before = page.locator("article.card").evaluate_all("cs => cs.map(c => c.dataset.id)")
     outcomes = page.locator("#filter-outcome option").evaluate_all("os => os.map(o => o.value)")

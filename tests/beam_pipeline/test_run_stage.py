@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
 
@@ -13,6 +14,7 @@ from apache_beam.transforms.window import FixedWindows, GlobalWindow, Timestampe
 
 from beam_pipeline.io import FileSystemsStore
 from beam_pipeline.stages import RunStage, RunStageFn, api_key_from_env
+from comvint.llm.client import Reply
 from comvint.llm.config import LLMConfig
 from comvint.llm.fake import FakeOpenAI, echo_json, last_user_message
 from comvint.llm.runner import Call
@@ -28,6 +30,18 @@ FAULTS = {"q1": ["429", None], "q2": ["500", None], "q3": ["truncated"] * 9, "q4
 def faults(body, attempt):
     seq = FAULTS.get(last_user_message(body), [])
     return seq[attempt - 1] if attempt - 1 < len(seq) else None
+
+
+class EchoBackend:
+    """A backend answering from the call's context alone (as the offline engine does), without an endpoint."""
+
+    name = "offline"
+
+    async def complete(self, call, model):
+        return Reply(text=json.dumps(call.context), finish_reason="stop")
+
+    async def close(self):
+        return None
 
 
 class EchoStage:
@@ -93,7 +107,7 @@ def test_missing_api_key_fails_setup(monkeypatch):
 
 
 def test_dofn_lifecycle_offline_rolls_across_elements():
-    fn = RunStageFn(EchoStage(), LLMConfig(concurrency=2))  # backlog of 4 calls: the 5th element runs the loop
+    fn = RunStageFn(EchoStage(), LLMConfig(concurrency=2), EchoBackend)  # backlog of 4 calls: the 5th element runs the loop
     fn.setup()
     fn.start_bundle()
     during = [list(fn.process(item, window=GlobalWindow(), timestamp=k)) for k, item in enumerate(_items(6))]
@@ -111,7 +125,7 @@ def test_records_keep_their_windows(tmp_path):
     items = _items(6)
     with local_pipeline() as p:
         result = (p | beam.Create(items) | beam.Map(lambda it: TimestampedValue(it, int(it["image_id"]) * 10))
-                  | beam.WindowInto(FixedWindows(10)) | RunStage(EchoStage(), LLMConfig(concurrency=1)))
+                  | beam.WindowInto(FixedWindows(10)) | RunStage(EchoStage(), LLMConfig(concurrency=1), backend=EchoBackend))
         windows = result.ok | beam.Map(lambda r, w=beam.DoFn.WindowParam: (r["id"], int(w.start)))
         assert_that(windows, equal_to([(f"i{k}", k * 10) for k in range(6)]))
 

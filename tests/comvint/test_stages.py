@@ -12,7 +12,7 @@ from comvint.llm.client import Reply
 from comvint.llm.config import LLMConfig
 from comvint.llm.runner import StageRunner
 from comvint.records import Failure
-from comvint.stages.base import FAILED, OK, REJECTED, handle_outcomes
+from comvint.stages.base import FAILED, OK, REJECTED, SKIPPED, handle_outcomes
 from comvint.stages.method import Complicate, MethodConfig, Reformulate, Synthesize, Verify, eliminate
 
 CFG = MethodConfig(backend="openai", model="m", per_image=2)
@@ -86,11 +86,13 @@ def test_later_stages_put_the_item_in_the_prompt():
 QA = {"instruction": "Is the man left of the dog?", "answer": "Yes.", "grounding": ["e:1"], "knowledge_topic": ""}
 CLEAN = {
     "synthesize": (Synthesize(CFG), FLICKR, {"items": [QA, {**QA, "instruction": "What does the man touch?"}]}),
-    "complicate": (Complicate(CFG), ITEM, {"instruction": "Which animal right of the man has two boxes?", "answer": "The dog.", "grounding": ["e:2"]}),
+    "complicate": (Complicate(CFG), ITEM, {"instruction": "Which animal right of the man has two boxes?", "answer": "The dog.", "grounding": ["e:2"],
+                                           "knowledge_type": "visual"}),
     "verify": (Verify(CFG), ITEM, {"evidence": "e:2 is right of e:1", "verdict": "yes"}),
     "reformulate": (Reformulate(CFG), ITEM, {"bool_positive": "Is the dog right of the man?", "bool_negative": "Is the man right of the dog?",
                                              "mc_question": "Where is the dog?", "correct_option": "Right of the man",
-                                             "distractors": ["Left of the man", "Above the man", "Under the man"]}),
+                                             "distractors": ["Left of the man", "Above the man", "Under the man"],
+                                             "bool_positive_grounding": ["e:2"], "bool_negative_grounding": ["e:1"], "mc_grounding": ["e:1", "e:2"]}),
 }
 EXPECTED_OK = {"synthesize": 2, "complicate": 1, "verify": 1, "reformulate": 3}
 
@@ -126,7 +128,7 @@ def test_bad_replies_fail_with_reason_and_raw_reply(name, text, finish, cause):
 
 @pytest.mark.parametrize(
     "name, reply",
-    [("synthesize", {"items": []}), ("synthesize", {"items": [{**QA, "grounding": "e:1"}]}),
+    [("synthesize", {"items": [{**QA, "grounding": "e:1"}]}), ("complicate", {**CLEAN["complicate"][2], "knowledge_type": "magic"}),
      ("complicate", {"instruction": "x", "answer": "y"}), ("verify", {"evidence": "x", "verdict": "maybe"}),
      ("reformulate", {**CLEAN["reformulate"][2], "distractors": ["a", "b"]}), ("synthesize", [QA])],
 )
@@ -168,3 +170,22 @@ def test_reformulate_children_and_complicate_child_link_to_parent():
 def test_refusals_are_first_person_only(instruction, reason):
     item = {"instruction": instruction, "_parent_instruction": "What is the man holding?"}
     assert eliminate(item) == reason
+
+
+def test_nothing_to_ask_rejects_the_image_and_nothing_harder_skips_the_item():
+    ((tag, record),) = run(Synthesize(CFG), FLICKR, json.dumps({"items": []}))
+    assert tag == REJECTED and (record["reason"], record["stage"], record["image_id"], record["round"]) == (
+        "generate_nothing_to_ask", "generate", "1", None)
+    ((tag, record),) = run(Complicate(CFG), ITEM, json.dumps({"instruction": "", "answer": "", "grounding": [], "knowledge_type": "visual"}))
+    assert tag == SKIPPED and record == {"stage": "complicate", "reason": "complicate_not_applicable", "item_id": ITEM["id"]}
+
+
+def test_complication_keeps_the_knowledge_type_the_reply_names():
+    ((tag, child),) = run(Complicate(CFG), ITEM, json.dumps(CLEAN["complicate"][2]))
+    assert tag == OK and child["knowledge_type"] == "visual" and child["round"] == ITEM["round"] + 1
+
+
+def test_reformulated_children_carry_their_own_grounding_and_no_verdict():
+    children = [r for _, r in run(Reformulate(CFG), ITEM, json.dumps(CLEAN["reformulate"][2]))]
+    assert [c["grounding"] for c in children] == [["e:2"], ["e:1"], ["e:1", "e:2"]]
+    assert all(c["verification"] is None and c["parent_id"] == ITEM["id"] for c in children)

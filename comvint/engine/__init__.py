@@ -1,0 +1,49 @@
+"""The offline engine: a small GQA-style question engine over the annotations' scene graph.
+
+It answers a stage's call the way an endpoint does, from the stage name and the structured
+context the call carries, with the JSON the stage's schema asks for. Modules: ``scene`` (things,
+names, relations), ``program`` (question chains as clauses), ``forms`` and ``realise`` (the
+English), ``rounds`` (what each stage makes) and ``judge`` (re-derives every clause and answer).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from comvint.engine import judge, rounds
+from comvint.engine.scene import Thing, build_scene
+
+_SCENES: OrderedDict[str, dict[str, Thing]] = OrderedDict()
+SCENE_CACHE = 4096  # images whose scene a worker keeps (the items of an image arrive close together)
+
+
+def scene_of(ann: dict[str, Any]) -> dict[str, Thing]:
+    """The scene of an annotation record, built once per worker while it is in use."""
+    key = f"{ann['source']}/{ann['image_id']}"
+    if key in _SCENES:
+        _SCENES.move_to_end(key)
+        return _SCENES[key]
+    things = _SCENES[key] = build_scene(ann)
+    if len(_SCENES) > SCENE_CACHE:
+        _SCENES.popitem(last=False)
+    return things
+
+
+def answer(stage: str, context: dict[str, Any]) -> dict[str, Any]:
+    """The reply of one call: ``context`` holds the annotation record (``ann``) and what the stage is about."""
+    things = scene_of(context["ann"])
+    if stage == "generate":
+        return {"items": rounds.synthesize(things, context["family"], context.get("topic"), context["n"], context["key"])}
+    if stage == "complicate":
+        made = rounds.complicate(context["item"]["grounding"], things, context["key"])
+        if made is None:
+            return {"instruction": "", "answer": "", "grounding": [], "knowledge_type": "visual"}
+        qa, kind = made
+        return {"instruction": qa["instruction"], "answer": qa["answer"], "grounding": qa["grounding"], "knowledge_type": kind}
+    if stage in ("verify", "verify_reformulated"):
+        passed, evidence = judge.judge(context["item"], things)
+        return {"evidence": evidence, "verdict": "yes" if passed else "no"}
+    if stage == "reformulate":
+        return rounds.reformulate(context["item"]["grounding"], things, context["key"])
+    raise ValueError(f"the offline engine has no stage {stage!r}")
