@@ -19,8 +19,8 @@ from comvint.stages.method import (
     Verify,
     VerifyReformulated,
     eliminate,
-    inherited,
     image_filter,
+    inherited,
     reformulate_selected,
     rejection,
 )
@@ -88,8 +88,9 @@ class GenerateComplexInstructions(beam.PTransform):
         cfg, llm = self._cfg, self._llm
         kept = anns | "FilterImages" >> beam.FlatMap(_filter, cfg).with_outputs(REJECTED, main=OK)
         topics = kept[OK] | "AttachTopics" >> AttachTopics()
-        generated = topics | "GenerateInstructions" >> RunStage(Synthesize(cfg), llm)
-        rejected, failed, usage, verified, verdicts = [kept[REJECTED]], [generated.failed], [generated.usage], [], []
+        # The annotations were spread over the workers just before (SpreadAnnotations): no second reshuffle.
+        generated = topics | "GenerateInstructions" >> RunStage(Synthesize(cfg), llm, reshuffle=False)
+        rejected, failed, usage, verified, verdicts = [kept[REJECTED], generated.rejected], [generated.failed], [generated.usage], [], []
         steps, complicated, skipped = {"images_used": kept[OK], "synthesized": generated.ok}, [], []
         candidates = generated.ok
         for r in range(cfg.rounds + 1):

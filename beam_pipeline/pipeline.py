@@ -13,7 +13,6 @@ from beam_pipeline.options import SAMPLE_FLICKR, SAMPLE_VG, SAMPLE_VG_IMAGE_DATA
 from beam_pipeline.report import SampleForReport, write_report
 from beam_pipeline.stats import SummarizeRun
 from comvint import stats as run_stats
-from comvint.dedup import canonical_image
 from comvint.filters import FilterConfig
 from comvint.llm.config import LLMConfig, config_from_mapping
 from comvint.stages.method import MethodConfig, public_record
@@ -92,7 +91,7 @@ def run_method(annotations, failures, opts: ComvintOptions) -> tuple[dict[str, b
     )
     screened = (
         method.instructions
-        | "MarkImages" >> beam.Map(lambda it: {**public_record(it), "_unit": canonical_image(it["_ann"])})
+        | "MarkImages" >> beam.Map(lambda it: {**public_record(it), "_unit": it["_unit"]})
         | "FilterInstructions" >> FilterInstructions(FilterConfig(opts.max_instruction_chars, opts.max_answer_chars))
     )
     unique = screened.kept | "DeduplicateInstructions" >> DeduplicateInstructions(opts.max_per_cluster, opts.dedup_threshold)

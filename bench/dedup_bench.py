@@ -2,6 +2,7 @@
 
     python bench/dedup_bench.py                       # 250k, 500k and 1M records (about 30 min here)
     python bench/dedup_bench.py --sizes 20000         # a quick look
+    python bench/dedup_bench.py --sizes 0 --family 20000   # one family of 20,000 near-identical questions
 
 Each size: generate records (planted near-duplicate clusters across images plus
 unique questions), run (a) ``DeduplicateInstructions`` on the local runner,
@@ -89,6 +90,17 @@ def generate(n: int, path: str, seed: int = 1, planted_share: float = 0.1) -> li
                     sample.append(rec["id"])
                 written += 1
     return sample
+
+
+def generate_family(n: int, path: str, seed: int = 3) -> None:
+    """One family of ``n`` near-identical questions (small edits of one text), each on its own image."""
+    rng, (nouns, adjs) = random.Random(seed), vocabulary()
+    base = fill(rng, nouns, adjs)
+    with open(path, "w", encoding="utf-8") as out:
+        for k in range(n):
+            text = base if k == 0 else variant(rng, base, adjs)
+            out.write(json.dumps({"id": f"f{k:08d}", "image_id": str(k), "source": "visual_genome", "format": "open_ended", "round": 0,
+                                  "parent_id": None, "instruction": text, "answer": "yes", "_unit": f"visual_genome/{k}"}) + "\n")
 
 
 def run_ours(path: str, out_dir: str, keep: int, workers: int) -> dict:
@@ -190,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=0, help="0: in-process runner; N: multi_processing with N workers")
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "comvint-bench-dedup"))
     parser.add_argument("--only", default="ours,datasketch,floor", help="which runs to make (quality needs ours and datasketch)")
+    parser.add_argument("--family", type=int, default=0, help="also time one family of this many near-identical questions")
     parser.add_argument("--role", choices=("main", "ours", "datasketch", "floor"), default="main", help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -204,7 +217,14 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_datasketch(args.input, args.out, os.path.join(args.out, "sample.json"))))
         return
     rows, only = [], set(args.only.split(","))
-    for n in (int(s) for s in args.sizes.split(",")):
+    if args.family:
+        work = os.path.join(args.work, f"family{args.family}")
+        os.makedirs(work, exist_ok=True)
+        path = os.path.join(work, "records.jsonl")
+        generate_family(args.family, path)
+        run = measure([os.path.abspath(__file__), "--role", "ours", "--input", path, "--out", work, "--keep", str(args.keep)])
+        print(json.dumps({"family": args.family, **run, "kept": args.family - run["removed"]}), flush=True)
+    for n in (int(s) for s in args.sizes.split(",") if int(s) > 0):
         work = os.path.join(args.work, str(n))
         os.makedirs(work, exist_ok=True)
         path = os.path.join(work, "records.jsonl")

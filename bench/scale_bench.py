@@ -62,6 +62,49 @@ def summarise(out: str, images: dict[str, int]) -> dict:
     }
 
 
+def deep_size(value, seen=None) -> int:
+    """Bytes a Python value holds, nested containers included (what a runner pays to keep it decoded)."""
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    size = sys.getsizeof(value)
+    if isinstance(value, dict):
+        size += sum(deep_size(k, seen) + deep_size(v, seen) for k, v in value.items())
+    elif isinstance(value, (list, tuple, set)):
+        size += sum(deep_size(v, seen) for v in value)
+    return size
+
+
+def item_bytes(flickr: str, vg: str, n: int = 200) -> dict:
+    """Bytes of one round-0 item as it crosses a stage shuffle: its pickle and its decoded size, with the image's
+    annotation record carried as nested dicts (before) and as one pickled bytes value (now)."""
+    import pickle
+
+    from comvint.readers import flickr30k, visual_genome
+    from comvint.stages.method import MethodConfig, Synthesize
+
+    anns = []
+    for name in sorted(os.listdir(os.path.join(flickr, "Sentences")))[:n]:
+        stem = name[:-4]
+        with open(os.path.join(flickr, "Sentences", name), "rb") as s, open(os.path.join(flickr, "Annotations", stem + ".xml"), "rb") as x:
+            anns.append(flickr30k.build_record(stem, s.read(), x.read()))
+    with open(vg, "rb") as handle:
+        for k, ann in enumerate(visual_genome.read_images(handle, vg)):
+            if k >= n:
+                break
+            anns.append(ann)
+    stage, sizes = Synthesize(MethodConfig()), {"pickle": [], "decoded": [], "pickle_before": [], "decoded_before": []}
+    for ann in anns:
+        item = stage._record(ann, 0, {"instruction": "Which is further to the left: the dog or the bike?", "answer": "The dog.",
+                                       "grounding": ["left_of(e:1,e:2)"], "knowledge_topic": ""})
+        before = {**item, "_ann": ann}
+        for label, value in (("", item), ("_before", before)):
+            sizes["pickle" + label].append(len(pickle.dumps(value, pickle.HIGHEST_PROTOCOL)))
+            sizes["decoded" + label].append(deep_size(value))
+    return {k: round(sum(v) / len(v)) for k, v in sizes.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=0.1)
@@ -77,7 +120,7 @@ def main() -> None:
         generate_vg(vg, images["visual_genome"])
     run = measure(["-m", "beam_pipeline.main", "--flickr_root", flickr, "--vg_regions", vg, "--output", out, *args.job_args])
     result = {"scale": args.scale, "images": images, "wall_s": run["wall_s"], "peak_rss_mb": run["peak_rss_mb"],
-              **summarise(out, images)}
+              "item_bytes": item_bytes(flickr, vg), **summarise(out, images)}
     if args.json:
         print(json.dumps(result))
         return

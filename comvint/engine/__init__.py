@@ -8,30 +8,34 @@ English), ``rounds`` (what each stage makes) and ``judge`` (re-derives every cla
 
 from __future__ import annotations
 
+import pickle
 from collections import OrderedDict
 from typing import Any
 
 from comvint.engine import judge, rounds
 from comvint.engine.scene import Thing, build_scene
 
-_SCENES: OrderedDict[str, dict[str, Thing]] = OrderedDict()
+_SCENES: OrderedDict[bytes, dict[str, Thing]] = OrderedDict()
 SCENE_CACHE = 4096  # images whose scene a worker keeps (the items of an image arrive close together)
 
 
-def scene_of(ann: dict[str, Any]) -> dict[str, Thing]:
-    """The scene of an annotation record, built once per worker while it is in use."""
-    key = f"{ann['source']}/{ann['image_id']}"
+def scene_of(ann: dict[str, Any] | bytes) -> dict[str, Thing]:
+    """The scene of an annotation record (or of its pickle), built once per worker while it is in use.
+
+    Keyed by the record's content, so two datasets that reuse an image id never share a scene.
+    """
+    key = ann if isinstance(ann, bytes) else pickle.dumps(ann, pickle.HIGHEST_PROTOCOL)
     if key in _SCENES:
         _SCENES.move_to_end(key)
         return _SCENES[key]
-    things = _SCENES[key] = build_scene(ann)
+    things = _SCENES[key] = build_scene(pickle.loads(key) if isinstance(ann, bytes) else ann)
     if len(_SCENES) > SCENE_CACHE:
         _SCENES.popitem(last=False)
     return things
 
 
 def answer(stage: str, context: dict[str, Any]) -> dict[str, Any]:
-    """The reply of one call: ``context`` holds the annotation record (``ann``) and what the stage is about."""
+    """The reply of one call: ``context`` holds the annotation record (``ann``, or its pickle) and what the stage is about."""
     things = scene_of(context["ann"])
     if stage == "generate":
         return {"items": rounds.synthesize(things, context["family"], context.get("topic"), context["n"], context["key"])}

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from comvint.engine import realise as en
-from comvint.engine.program import Chain, Clause, chain_of, fact_value, participants
+from comvint.engine.program import Chain, Clause, fact_value
 from comvint.engine.scene import AXES, Thing, clear, knowledge
 from comvint.records import stable_int as rank
 
@@ -57,9 +57,22 @@ def _other(step: Clause, focus: str, things: dict[str, Thing]) -> Thing:
     return things[step.args[1] if step.args[0] == focus else step.args[0]]
 
 
+def hidden_plural(step: Clause, things: dict[str, Thing]) -> bool | None:
+    """Whether the thing a step picked is plural, as far as the reader can know it (None: not without the answer)."""
+    numbers = {things[a].plural for a in step.args if a in things}
+    return numbers.pop() if len(numbers) == 1 else None
+
+
 def that(step: Clause, things: dict[str, Thing]) -> str:
-    """How a later step names the thing an earlier one picked."""
-    return "those" if things[step.args[0]].plural else "that one"
+    """How a later step names the thing an earlier one picked, never giving away which it was by its number."""
+    plural = hidden_plural(step, things)
+    return "your pick" if plural is None else "those" if plural else "that one"
+
+
+def it_is(step: Clause, things: dict[str, Thing]) -> str:
+    """ "is it" / "are they" / "is your pick" for the thing a step picked (number agreement without a giveaway)."""
+    plural = hidden_plural(step, things)
+    return "is your pick" if plural is None else "are they" if plural else "is it"
 
 
 def description(steps: Sequence[Clause], things: dict[str, Thing]) -> str:
@@ -83,11 +96,9 @@ def question(chain: Chain, things: dict[str, Thing]) -> str:
     if chain.ask is not None:
         verb = en.FIELD[chain.ask.args[2]][0]
         desc = description(chain.steps, things)
-        they = things[chain.focus()].plural
-        return pick((f"Take {desc}: what {'are they' if they else 'is it'} {verb}?", f"What is {desc} {verb}?",
-                     f"Start from {desc}. What {'are those' if they else 'is that'} {verb}?"), key)
+        return pick((f"Take {desc}: what {it_is(last, things)} {verb}?", f"What is {desc} {verb}?"), key)
     if last.rel == "count":
-        plural = en.plural_noun(things[last.args[0]])
+        plural = en.group_phrase(things[last.args[0]])
         return pick((f"How many {plural} are there in the picture?", f"How many {plural} can you see?",
                      f"Count the {plural} in the picture: how many are there?"), key)
     if not before:

@@ -12,6 +12,8 @@ from comvint.engine.forms import (
     axis_of,
     comparison,
     description,
+    hidden_plural,
+    it_is,
     item,
     pick,
     question,
@@ -106,18 +108,19 @@ def _bool(chain: Chain, things: dict[str, Thing], claim: Clause) -> str:
     before = chain.steps[:-1] if claim.rel != "fact" else chain.steps
     if claim.rel == "count":
         group = things[claim.args[0]]
-        return f"Are there {en.count_word(claim.value)} {en.plural_noun(group)} in the picture?"
+        return f"Are there {en.count_word(claim.value)} {en.group_phrase(group)} in the picture?"
     if claim.rel == "fact":
-        field, thing = claim.args[2], things[chain.focus()]
+        field = claim.args[2]
         value = fact_value(claim.args[1], field)
         verb = en.FIELD[field][0]
-        return f"Take {description(before, things)}: {'are they' if thing.plural else 'is it'} {verb} {value}?"
+        return f"Take {description(before, things)}: {it_is(before[-1], things)} {verb} {value}?"
     a, b = things[claim.args[0]], things[claim.args[1]]
     if not before:
         return f"{'Are' if a.plural else 'Is'} {a.name} {en.THAN[claim.rel]} {b.name}?"
     it = that(before[-1], things)
     subject, obj = (it, b.name) if a.id == before[-1].args[0] else (a.name, it)
-    return f"Take {description(before, things)}. {'Are' if a.plural else 'Is'} {subject} {en.THAN[claim.rel]} {obj}?"
+    plural = a.plural if a.id != before[-1].args[0] else hidden_plural(before[-1], things)
+    return f"Take {description(before, things)}. {'Are' if plural else 'Is'} {subject} {en.THAN[claim.rel]} {obj}?"
 
 
 def _false_claim(chain: Chain, things: dict[str, Thing], key: str) -> Clause | None:
@@ -152,7 +155,7 @@ def _options(chain: Chain, things: dict[str, Thing], key: str) -> tuple[str, str
         values = list(wrong)[:3]
         return question(chain, things), value, values, [wrong[v] for v in values]
     if last.rel == "count":
-        n, group = last.value, things[last.args[0]]
+        n = last.value
         counts = [m for m in (n + 1, n + 2, n - 1, n + 3) if m >= 1][:3]
         return (question(chain, things), en.count_word(n), [en.count_word(m) for m in counts],
                 [str(Clause("count", last.args, negated=True, value=m)) for m in counts])

@@ -63,6 +63,7 @@ class Thing:
         return f"the {self.phrase}"
 
 
+@functools.lru_cache(maxsize=8192)
 def singular(word: str) -> tuple[str, bool]:
     """(singular form, was plural) of a noun."""
     if word in SINGULAR_S or word in knowledge()["objects"]:

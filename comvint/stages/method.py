@@ -1,8 +1,10 @@
 """The four stages of the method: synthesize, complicate, verify, reformulate.
 
 Items flowing between stages are instruction dicts in the contract's layout plus
-``grounding`` and the private ``_ann`` (the image's annotation record), which
-:func:`public_record` strips before writing. A stage never asks which backend runs it:
+``grounding`` and two private fields that :func:`public_record` strips before
+writing: ``_unit`` (the physical image, for dedup) and ``_ann`` (the image's
+annotation record, pickled: one bytes object costs a shuffle a tenth of the
+memory the same record costs as nested dicts). A stage never asks which backend runs it:
 each call carries its messages for an endpoint and a structured ``context`` (the
 annotation record and what the call is about) from which the offline engine answers.
 """
@@ -10,16 +12,19 @@ annotation record and what the call is about) from which the offline engine answ
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import pickle
 import random
 import re
 from collections.abc import Iterable
 from typing import Any
 
 from comvint import prompts
-from comvint.records import stable_int as rank
+from comvint.dedup import canonical_image
 from comvint.llm.runner import Call
 from comvint.readers.flickr30k import convert_record
+from comvint.records import stable_int as rank
 from comvint.stages.base import OK, REJECTED, SKIPPED, Emit, ParseError
 
 STR = {"type": "string"}
@@ -132,7 +137,8 @@ class Synthesize:
             "verification": None,
             "llm": {"backend": self.cfg.backend, "model": self.cfg.model, "prompt_version": prompts.PROMPT_VERSION},
             "grounding": list(qa["grounding"]),
-            "_ann": ann,
+            "_unit": canonical_image(ann),
+            "_ann": pickle.dumps(ann, pickle.HIGHEST_PROTOCOL),
         }
 
 
@@ -141,9 +147,21 @@ def knowledge_type_for(item: dict[str, Any], seed: int) -> str:
     return prompts.KNOWLEDGE_TYPES[rank(seed, item["id"], item["round"]) % len(prompts.KNOWLEDGE_TYPES)]
 
 
-def context(item: dict[str, Any], seed: int) -> dict[str, Any]:
-    """What an engine needs to answer a call about an item: the annotations, the item, a seed."""
-    return {"ann": item["_ann"], "item": public_record(item), "key": f"{seed}|{item['id']}"}
+@functools.lru_cache(maxsize=512)
+def _unpack(packed: bytes) -> dict[str, Any]:
+    return pickle.loads(packed)
+
+
+def annotation_of(item: dict[str, Any]) -> dict[str, Any]:
+    """The annotation record an item carries (unpacked once per worker while its image's items pass)."""
+    return _unpack(item["_ann"])
+
+
+def item_call(stage: str, item: dict[str, Any], system: str, schema_name: str, schema: dict[str, Any], seed: int) -> Call:
+    """The one call a later stage makes about an item: the prompt with the image's annotations, and the
+    structured context an engine answers from (the annotations, the item, a seed)."""
+    context = {"ann": item["_ann"], "item": public_record(item), "key": f"{seed}|{item['id']}"}
+    return Call(item["id"], stage, prompts.messages(system, render(annotation_of(item))), schema_name, schema, prompts.PROMPT_VERSION, context)
 
 
 class Complicate:
@@ -157,8 +175,7 @@ class Complicate:
     def calls(self, item: dict[str, Any]) -> list[Call]:
         ktype = knowledge_type_for(item, self.cfg.seed)
         system = prompts.COMPLICATE.format(data_rule=prompts.DATA_RULE, knowledge_type=ktype, instruction=item["instruction"], answer=item["answer"])
-        return [Call(item["id"], self.name, prompts.messages(system, render(item["_ann"])), "complicated", COMPLICATE_SCHEMA,
-                     prompts.PROMPT_VERSION, context(item, self.cfg.seed))]
+        return [item_call(self.name, item, system, "complicated", COMPLICATE_SCHEMA, self.cfg.seed)]
 
     def handle(self, item: dict[str, Any], replies: list[dict[str, Any]]) -> Iterable[Emit]:
         reply = replies[0]
@@ -205,8 +222,7 @@ class Verify:
 
     def calls(self, item: dict[str, Any]) -> list[Call]:
         system = self.prompt.format(data_rule=prompts.DATA_RULE, instruction=closed_text(item), answer=item["answer"])
-        return [Call(item["id"], self.name, prompts.messages(system, render(item["_ann"])), "verdict", VERIFY_SCHEMA,
-                     prompts.PROMPT_VERSION, context(item, self.cfg.seed))]
+        return [item_call(self.name, item, system, "verdict", VERIFY_SCHEMA, self.cfg.seed)]
 
     def handle(self, item: dict[str, Any], replies: list[dict[str, Any]]) -> Iterable[Emit]:
         reply = replies[0]
@@ -263,8 +279,7 @@ class Reformulate:
 
     def calls(self, item: dict[str, Any]) -> list[Call]:
         system = prompts.REFORMULATE.format(data_rule=prompts.DATA_RULE, instruction=item["instruction"], answer=item["answer"])
-        return [Call(item["id"], self.name, prompts.messages(system, render(item["_ann"])), "reformulated", REFORMULATE_SCHEMA,
-                     prompts.PROMPT_VERSION, context(item, self.cfg.seed))]
+        return [item_call(self.name, item, system, "reformulated", REFORMULATE_SCHEMA, self.cfg.seed)]
 
     def handle(self, item: dict[str, Any], replies: list[dict[str, Any]]) -> Iterable[Emit]:
         r = replies[0]

@@ -94,10 +94,10 @@ def test_whole_job_reads_and_writes_gcs(gcs):
               "--vg_image_data", f"{gcs}/data/visual_genome/image_data.json", "--output", out, "--export", "avro,llava",
               "--write_annotations", "--vg_split_mb", "1"])
     stats = json.loads(_read(f"{out}/stats.json"))
-    assert stats["accounting"]["identity_holds"] and stats["accounting"]["inputs"] == 11
+    assert stats["accounting"]["identity_holds"] and stats["accounting"]["inputs"] == 13
     instructions = _lines(f"{out}/instructions/*.jsonl")
     assert len(instructions) == stats["counts"]["instructions"]["total"] > 0
-    assert len(_lines(f"{out}/annotations/*.jsonl")) == stats["counts"]["funnel"]["step"]["images"] == 10
+    assert len(_lines(f"{out}/annotations/*.jsonl")) == stats["counts"]["funnel"]["step"]["images"] == 12
     assert "annotations" not in stats["counts"]  # a copy of the input is no end of it: only outputs account for inputs
     assert {f["reason"] for f in _lines(f"{out}/failures/*.jsonl")} == {"ingest_box_outside_image"}
     (avro,) = FileSystems.match([f"{out}/export/avro/*.avro"])[0].metadata_list

@@ -100,14 +100,14 @@ def _check_sample_ingest(output: str) -> None:
     annotations = read_jsonl(output, "annotations")
     failures = read_jsonl(output, "failures")
     assert sorted((a["source"], a["image_id"]) for a in annotations) == sorted(
-        [("flickr30k_entities", i) for i in ("900001", "900002", "900003", "900004", "900005")]
-        + [("visual_genome", str(i)) for i in range(1, 6)]
+        [("flickr30k_entities", i) for i in ("900001", "900002", "900003", "900004", "900005", "900007")]
+        + [("visual_genome", str(i)) for i in range(1, 7)]
     )
     assert [(f["image_id"], f["reason"]) for f in failures] == [("900006", "ingest_box_outside_image")]
     assert stats["accounting"] == {
-        "inputs": 11, "accounted": 11, "unaccounted": 0, "unaccounted_examples": [], "identity_holds": True
+        "inputs": 13, "accounted": 13, "unaccounted": 0, "unaccounted_examples": [], "identity_holds": True
     }
-    assert stats["counts"]["annotations"]["total"] + stats["counts"]["failures"]["total"] == 11
+    assert stats["counts"]["annotations"]["total"] + stats["counts"]["failures"]["total"] == 13
     dropped = [a for a in annotations if a.get("dropped_captions")]
     assert [(a["image_id"], len(a["captions"])) for a in dropped] == [("900004", 4)]
 

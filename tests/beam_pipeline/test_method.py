@@ -29,7 +29,7 @@ def test_offline_method_end_to_end_and_deterministic(tmp_path):
     assert {r["family"] for r in instructions} == {"cross_modal", "outside_knowledge"}
     assert {r["format"] for r in instructions} == {"open_ended", "bool", "multiple_choice"}
     assert {r["round"] for r in instructions} >= {0, 1, 2}
-    assert stats["accounting"]["identity_holds"] and stats["accounting"]["inputs"] == 11
+    assert stats["accounting"]["identity_holds"] and stats["accounting"]["inputs"] == 13
     assert len({r["id"] for r in instructions}) == len(instructions)
     for record in instructions:
         assert record["verification"]["passed"] and record["llm"]["backend"] == "offline"
@@ -112,3 +112,18 @@ def test_method_through_fake_openai_server(tmp_path, monkeypatch):
     for stage, usage in stats["llm"].items():
         assert sum(usage["latency_histogram"].values()) == usage["requests"], stage
     assert not any("sk-method-secret" in p.read_text(errors="ignore") for p in tmp_path.rglob("*") if p.is_file())
+
+
+def test_an_image_with_nothing_to_ask_is_rejected_with_its_reason(tmp_path):
+    root = tmp_path / "flickr"
+    (root / "Sentences").mkdir(parents=True)
+    (root / "Annotations").mkdir()
+    line = "[/EN#1/animals A sleepy gray cat] naps quietly on a warm windowsill in the soft afternoon sunshine ."
+    (root / "Sentences" / "42.txt").write_text("\n".join([line] * 5) + "\n")
+    (root / "Annotations" / "42.xml").write_text(
+        "<annotation><size><width>100</width><height>100</height></size><object><name>1</name><bndbox><xmin>10</xmin>"
+        "<ymin>10</ymin><xmax>60</xmax><ymax>60</ymax></bndbox></object></annotation>")
+    main.run(["--flickr_root", str(root), "--output", str(tmp_path / "out")])
+    (rejected,) = read_jsonl(str(tmp_path / "out"), "rejected")
+    assert (rejected["image_id"], rejected["stage"], rejected["reason"]) == ("42", "generate", "generate_nothing_to_ask")
+    assert read_stats(str(tmp_path / "out"))["accounting"]["identity_holds"] and not read_jsonl(str(tmp_path / "out"), "failures")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pickle
 
 import pytest
 
@@ -29,7 +30,8 @@ VG = {"source": "visual_genome", "image_id": "7", "image": "vg/7.jpg", "captions
 ITEM = {"id": "abc", "image_id": "1", "source": "flickr30k_entities", "image": "flickr30k-images/1.jpg", "family": "cross_modal",
         "format": "open_ended", "instruction": "Where is the dog?", "answer": "Right of the man.", "round": 0, "parent_id": None,
         "knowledge_type": None, "knowledge_topic": None, "verification": None, "grounding": ["e:1", "e:2"],
-        "llm": {"backend": "openai", "model": "m", "prompt_version": prompts.PROMPT_VERSION}, "_ann": FLICKR}
+        "llm": {"backend": "openai", "model": "m", "prompt_version": prompts.PROMPT_VERSION}, "_ann": pickle.dumps(FLICKR),
+        "_unit": "flickr30k_entities/1"}
 
 
 class Scripted:
