@@ -266,12 +266,15 @@ class WriteShards(beam.PTransform):
         keyed = lines | "KeyByShard" >> beam.Map(lambda kv, n: (stable_shard(kv[0], n), kv), shards)
         empties = count | "EmptyShards" >> beam.FlatMap(lambda n: [(s, None) for s in range(n)])
         gate = [beam.pvalue.AsSingleton(self._gate)] if self._gate is not None else []
-        return (
+        written = (
             (keyed, empties)
             | "MergeEmpty" >> beam.Flatten()
             | "GroupShards" >> beam.GroupByKey()
             | "WriteShard" >> beam.Map(write_sorted_shard, self._dir, self._write, self._suffix, shards, *gate)
         )
+        written.pipeline | "OnceClean" >> beam.Create([None]) | "RemoveStaleShards" >> beam.Map(
+            remove_stale_shards, self._dir, self._suffix, beam.pvalue.AsList(written))
+        return written
 
 
 def stable_shard(key: str, shards: int) -> int:
@@ -292,6 +295,16 @@ def write_sorted_shard(group: tuple[int, Iterable[tuple[str, str] | None]], dire
     with FileSystems.create(path, compression_type="uncompressed") as handle:
         write(handle, lines)
     return path
+
+
+def remove_stale_shards(_, directory: str, suffix: str, written: list[str]) -> list[str]:
+    """Delete shards an earlier run left in ``directory`` (another shard count): readers see this run's files only."""
+    matches = FileSystems.match([join(directory, f"part-*-of-*{suffix}")])[0].metadata_list
+    stale = sorted(m.path for m in matches if m.path not in set(written))
+    if stale:
+        FileSystems.delete(stale)
+        _LOGGER.info("Removed %d shard(s) of an earlier run under %s", len(stale), directory)
+    return stale
 
 
 def write_jsonl_shard(handle, lines: list[str]) -> None:

@@ -18,8 +18,10 @@ from comvint import stats as run_stats
 from comvint.llm.cache import ResponseCache
 from comvint.llm.client import Backend, OfflineBackend, OpenAIBackend
 from comvint.llm.config import LLMConfig
-from comvint.llm.runner import StageRunner
-from comvint.stages.base import FAILED, OK, REJECTED, SKIPPED, Stage, handle_outcomes
+from comvint.llm.retry import UnusableReply
+from comvint.llm.runner import START_IN_FLIGHT, StageRunner
+from comvint.llm.throttle import shared_throttle
+from comvint.stages.base import FAILED, OK, REJECTED, SKIPPED, ParseError, Stage, handle_outcomes
 
 _LOGGER = logging.getLogger(__name__)
 USAGE = "usage"
@@ -69,14 +71,30 @@ class RunStageFn(beam.DoFn):
         self._runner = self._loop.run_until_complete(self._make_runner(cache))
 
     async def _make_runner(self, cache: ResponseCache | None) -> StageRunner:
+        config = self._config
         if self._backend is not None:
             backend = self._backend()
-        elif self._config.backend == "openai":
-            backend = OpenAIBackend(self._config, api_key_from_env())
-            _LOGGER.info("Stage %s: model %s at %s", self._stage.name, self._config.model_for(self._stage.name), self._config.base_url)
+        elif config.backend == "openai":
+            backend = OpenAIBackend(config, api_key_from_env())
+            _LOGGER.info("Stage %s: model %s at %s", self._stage.name, config.model_for(self._stage.name), config.base_url)
         else:
             backend, cache = OfflineBackend(), None
-        return StageRunner(self._config, backend, cache)
+        # One throttle per worker process and endpoint: a refusal slows every stage of the worker.
+        throttle = shared_throttle(f"{config.backend}|{config.base_url}", min(START_IN_FLIGHT, config.concurrency), config.concurrency,
+                                   config.rpm, config.tpm)
+        return StageRunner(config, backend, cache, throttle)
+
+    def _check(self, item: Any):
+        """A reply the stage cannot use for this item (its ``handle`` raises ParseError) is worth another sample."""
+        stage = self._stage
+
+        def check(call: Any, reply: dict[str, Any]) -> None:
+            try:
+                list(stage.handle(item, [reply]))
+            except ParseError as err:
+                raise UnusableReply(err.reason, err.detail) from None
+
+        return check
 
     def start_bundle(self) -> None:
         self._queued, self._cpu_ms = 0, 0.0
@@ -84,7 +102,8 @@ class RunStageFn(beam.DoFn):
 
     def process(self, item: Any, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam) -> Iterator[Any]:
         calls = self._stage.calls(item)
-        self._pending[self._loop.create_task(self._runner.run(calls))] = (item, len(calls), window, timestamp)
+        check = self._check(item) if len(calls) == 1 else None
+        self._pending[self._loop.create_task(self._runner.run(calls, check))] = (item, len(calls), window, timestamp)
         self._queued += len(calls)
         while self._queued > self._backlog:
             yield from self._collect(asyncio.FIRST_COMPLETED)

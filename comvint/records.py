@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import pickle
+import zlib
 from typing import Any
 
 import orjson
@@ -61,6 +63,16 @@ class Failure:
         if self.image_id is not None:
             return image_key(self.source, self.image_id)
         return f"file:{self.path}"
+
+
+def pack(record: dict[str, Any]) -> bytes:
+    """A record as one compressed bytes value (what a shuffle carries for every item of an image):
+    a tenth of the memory the same record costs as nested dicts, a third of its pickle."""
+    return zlib.compress(pickle.dumps(record, pickle.HIGHEST_PROTOCOL), 1)
+
+
+def unpack(packed: bytes) -> dict[str, Any]:
+    return pickle.loads(zlib.decompress(packed))
 
 
 def stable_int(*parts: Any) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 from comvint.engine import judge, rounds
 from comvint.engine.scene import Thing, build_scene
+from comvint.records import unpack
 
 _SCENES: OrderedDict[bytes, dict[str, Thing]] = OrderedDict()
 SCENE_CACHE = 4096  # images whose scene a worker keeps (the items of an image arrive close together)
@@ -28,7 +29,7 @@ def scene_of(ann: dict[str, Any] | bytes) -> dict[str, Thing]:
     if key in _SCENES:
         _SCENES.move_to_end(key)
         return _SCENES[key]
-    things = _SCENES[key] = build_scene(pickle.loads(key) if isinstance(ann, bytes) else ann)
+    things = _SCENES[key] = build_scene(unpack(key) if isinstance(ann, bytes) else ann)
     if len(_SCENES) > SCENE_CACHE:
         _SCENES.popitem(last=False)
     return things

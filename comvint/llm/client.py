@@ -18,14 +18,18 @@ class Reply:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model: str = ""
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)  # the rate-limit headers of the response
 
 
 class Backend(Protocol):
     name: str
 
-    async def complete(self, call: Any, model: str) -> Reply: ...
+    async def complete(self, call: Any, model: str, max_tokens: int | None = None, seed: int | None = None) -> Reply: ...
 
     async def close(self) -> None: ...
+
+
+RATE_HEADERS = ("x-ratelimit-", "retry-after")
 
 
 def response_format(kind: str, name: str, schema: dict[str, Any]) -> dict[str, Any] | None:
@@ -37,7 +41,7 @@ def response_format(kind: str, name: str, schema: dict[str, Any]) -> dict[str, A
     return None
 
 
-def reply_from_json(completion: dict[str, Any], model: str) -> Reply:
+def reply_from_json(completion: dict[str, Any], model: str, headers: dict[str, str] | None = None) -> Reply:
     """A Chat Completions response body -> Reply (missing usage counts as zero)."""
     choice = (completion.get("choices") or [{}])[0]
     usage = completion.get("usage") or {}
@@ -47,7 +51,22 @@ def reply_from_json(completion: dict[str, Any], model: str) -> Reply:
         prompt_tokens=usage.get("prompt_tokens") or 0,
         completion_tokens=usage.get("completion_tokens") or 0,
         model=completion.get("model") or model,
+        headers=headers or {},
     )
+
+
+def reply_from_body(body: bytes, model: str, headers: dict[str, str] | None = None) -> Reply:
+    """A response body -> Reply; a body that is not a Chat Completions JSON object is a retryable ReplyError."""
+    from comvint.llm.retry import ReplyError
+
+    text = body.decode("utf-8", errors="replace")
+    try:
+        completion = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ReplyError("invalid_body", f"the response body is not JSON: {err}", text[:2000]) from None
+    if not isinstance(completion, dict):
+        raise ReplyError("invalid_body", "the response body is not a JSON object", text[:2000])
+    return reply_from_json(completion, model, headers)
 
 
 class OpenAIBackend:
@@ -73,20 +92,23 @@ class OpenAIBackend:
             http_client=openai.DefaultAioHttpClient(timeout=config.timeout),
         )
 
-    async def complete(self, call: Any, model: str) -> Reply:
+    async def complete(self, call: Any, model: str, max_tokens: int | None = None, seed: int | None = None) -> Reply:
         body: dict[str, Any] = {
             "model": model,
             "messages": call.messages,
             "temperature": self._config.temperature_for(call.stage),
-            "max_tokens": self._config.max_tokens,
+            "max_tokens": max_tokens or self._config.max_tokens,
         }
+        if seed is not None:
+            body["seed"] = seed
         fmt = response_format(self._config.response_format, call.schema_name, call.schema)
         if fmt is not None:
             body["response_format"] = fmt
         # The SDK's raw POST: same client, auth, timeouts and error types, without its
         # typed request transform and response models (most of its CPU per request).
         response = await self._client.post("/chat/completions", cast_to=self._raw, body=body)
-        return reply_from_json(json.loads(response.content), model)
+        headers = {k.lower(): v for k, v in response.headers.items() if k.lower().startswith(RATE_HEADERS)}
+        return reply_from_body(response.content, model, headers)
     async def close(self) -> None:
         await self._client.close()
 
@@ -96,7 +118,7 @@ class OfflineBackend:
 
     name = "offline"
 
-    async def complete(self, call: Any, model: str) -> Reply:
+    async def complete(self, call: Any, model: str, max_tokens: int | None = None, seed: int | None = None) -> Reply:
         from comvint import engine
 
         return Reply(text=json.dumps(engine.answer(call.stage, call.context), sort_keys=True), finish_reason="stop", model="offline")

@@ -97,8 +97,24 @@ def parse_prices(text: str) -> tuple[tuple[str, float, float], ...]:
     return tuple(table)
 
 
+def worker_count(values: Mapping[str, object]) -> int:
+    """How many worker processes share the job's budget: Dataflow's --max_num_workers (else --num_workers),
+    or the local runner's --direct_num_workers in multi_processing mode; 1 otherwise."""
+    for flag in ("max_num_workers", "num_workers"):
+        if values.get(flag):
+            return max(1, int(values[flag]))
+    if values.get("direct_running_mode") == "multi_processing" and values.get("direct_num_workers"):
+        return max(1, int(values["direct_num_workers"]))
+    return 1
+
+
 def config_from_mapping(values: Mapping[str, object]) -> LLMConfig:
-    """Build an LLMConfig from option values named like the ``--llm_*`` flags."""
+    """Build an LLMConfig from option values named like the ``--llm_*`` flags.
+
+    ``--llm_rpm`` / ``--llm_tpm`` are the job's budgets: each worker process gets its share
+    (divided by :func:`worker_count`), shared by all the stages it runs.
+    """
+    workers = worker_count(values)
     return LLMConfig(
         backend=str(values["llm"]),
         base_url=values.get("llm_base_url") or None,
@@ -110,8 +126,8 @@ def config_from_mapping(values: Mapping[str, object]) -> LLMConfig:
         timeout=float(values["llm_timeout"]),
         max_retries=int(values["llm_max_retries"]),
         concurrency=int(values["llm_concurrency"]),
-        rpm=float(values.get("llm_rpm") or 0),
-        tpm=float(values.get("llm_tpm") or 0),
+        rpm=float(values.get("llm_rpm") or 0) / workers,
+        tpm=float(values.get("llm_tpm") or 0) / workers,
         response_format=str(values["llm_response_format"]),
         prices=parse_prices(str(values.get("llm_prices") or "")),
         cache_dir=values.get("cache_dir") or None,

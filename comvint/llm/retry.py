@@ -9,11 +9,19 @@ import openai
 
 
 class ReplyError(Exception):
-    """A reply that arrived but cannot be used (truncated, filtered, invalid JSON or schema)."""
+    """A reply that arrived but cannot be used (truncated, filtered, invalid JSON or schema, a body that is not JSON)."""
 
-    def __init__(self, reason: str, detail: str, raw: str | None = None) -> None:
+    def __init__(self, reason: str, detail: str, raw: str | None = None, finish_reason: str = "stop") -> None:
         super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail, self.raw = reason, detail, raw
+        self.reason, self.detail, self.raw, self.finish_reason = reason, detail, raw, finish_reason
+
+
+class UnusableReply(Exception):
+    """A schema-valid reply its stage cannot use (``reason`` is the stage's code): another sample may be usable."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
 
 
 def classify(exc: BaseException) -> tuple[bool, str]:
@@ -24,6 +32,8 @@ def classify(exc: BaseException) -> tuple[bool, str]:
     """
     if isinstance(exc, ReplyError):
         return True, exc.reason
+    if isinstance(exc, UnusableReply):
+        return True, "unusable"
     if isinstance(exc, openai.APITimeoutError):
         return True, "timeout"
     if isinstance(exc, openai.APIConnectionError):
@@ -41,13 +51,11 @@ def classify(exc: BaseException) -> tuple[bool, str]:
 
 
 def retry_after_seconds(exc: BaseException) -> float | None:
-    """The server's ``Retry-After`` (seconds) on a status error, if it sent one."""
+    """The server's ``retry-after-ms`` or ``Retry-After`` (seconds) on a status error, if it sent one."""
+    from comvint.llm.throttle import retry_after
+
     response = getattr(exc, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+    return retry_after(dict(response.headers)) if response is not None else None
 
 
 def backoff(attempt: int, base: float, cap: float, rng: random.Random, retry_after: float | None = None) -> float:

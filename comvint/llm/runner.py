@@ -21,8 +21,8 @@ import jsonschema
 from comvint.llm.cache import ResponseCache, cache_key
 from comvint.llm.client import Backend, Reply
 from comvint.llm.config import LLMConfig
-from comvint.llm.limits import RateLimiter
-from comvint.llm.retry import ReplyError, backoff, classify, retry_after_seconds
+from comvint.llm.retry import ReplyError, UnusableReply, backoff, classify, retry_after_seconds
+from comvint.llm.throttle import Throttle
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
 
@@ -68,7 +68,7 @@ def parse_reply(reply: Reply, schema: dict[str, Any]) -> dict[str, Any]:
     """Check the finish reason, parse JSON (tolerating a code fence or prose around it), validate the schema."""
     if reply.finish_reason in ("length", "content_filter"):
         reason = "truncated" if reply.finish_reason == "length" else "content_filter"
-        raise ReplyError(reason, f"finish_reason={reply.finish_reason}", reply.text)
+        raise ReplyError(reason, f"finish_reason={reply.finish_reason}", reply.text, reply.finish_reason)
     try:
         value = json.loads(json_text(reply.text))
     except json.JSONDecodeError as err:
@@ -92,6 +92,10 @@ def validator(schema: dict[str, Any]) -> Any:
     return _VALIDATORS[key]
 
 
+REPLY_FIELDS = ("text", "finish_reason", "prompt_tokens", "completion_tokens", "model")  # what the cache keeps of a reply
+Check = Callable[["Call", dict[str, Any]], None]
+START_IN_FLIGHT = 32  # the throttle's first in-flight limit; it grows while the endpoint keeps up
+MAX_TOKENS_GROWTH = 4  # a truncated reply is retried with up to this many times --llm_max_tokens
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -109,28 +113,43 @@ def estimate_tokens(messages: list[dict[str, Any]]) -> int:
 
 
 class StageRunner:
-    """Runs calls with bounded concurrency on one backend (one per worker)."""
+    """Runs calls with bounded concurrency on one backend, behind the worker's shared throttle.
+
+    Every call ends as one :class:`Outcome`; no exception of one call escapes (an
+    unexpected one becomes a failure with its reason), so a bundle never fails for a
+    call and nothing is paid twice. ``check(call, reply)`` may raise ``ParseError`` for a
+    schema-valid reply its stage cannot use: the call is retried with another seed,
+    within the retry budget. A truncated reply is retried with twice the ``max_tokens``
+    (up to :data:`MAX_TOKENS_GROWTH` times the setting). Only the final reply of a call
+    is cached, and when two workers race on a key, the loser takes the winner's reply,
+    so the output always equals what the cache holds.
+    """
 
     def __init__(
         self,
         config: LLMConfig,
         backend: Backend,
         cache: ResponseCache | None = None,
-        limiter: RateLimiter | None = None,
+        throttle: Throttle | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
         self.config, self.backend, self.cache = config, backend, cache
-        self.limiter = limiter or RateLimiter(config.rpm, config.tpm, sleep=sleep)
+        self.throttle = throttle or Throttle(min(config.concurrency, START_IN_FLIGHT), config.concurrency, config.rpm, config.tpm)
         self._sleep, self._rng = sleep, rng or random.Random(0)
         self._slots = asyncio.Semaphore(config.concurrency)
 
-    async def run(self, calls: list[Call]) -> list[Outcome]:
-        return list(await asyncio.gather(*(self._bounded(call) for call in calls)))
+    async def run(self, calls: list[Call], check: Check | None = None) -> list[Outcome]:
+        """Every call's outcome; ``check(call, reply)`` raises :class:`UnusableReply` for a reply the stage cannot use."""
+        return list(await asyncio.gather(*(self._bounded(call, check) for call in calls)))
 
-    async def _bounded(self, call: Call) -> Outcome:
+    async def _bounded(self, call: Call, check: Check | None) -> Outcome:
         async with self._slots:
-            return await self.run_one(call)
+            try:
+                return await self.run_one(call, check)
+            except Exception as exc:  # noqa: BLE001 - one call's surprise is that call's dead letter, never the bundle's
+                return Outcome(call, reason=f"{call.stage}_unexpected_error", detail=f"{type(exc).__name__}: {exc}"[:500],
+                               usage={"calls": 1, "failures": 1})
 
     def key(self, call: Call, model: str) -> str:
         params = {"temperature": self.config.temperature_for(call.stage), "max_tokens": self.config.max_tokens}
@@ -144,54 +163,100 @@ class StageRunner:
             prompt_version=call.prompt_version,
         )
 
-    async def run_one(self, call: Call) -> Outcome:
+    async def run_one(self, call: Call, check: Check | None = None) -> Outcome:
         model = self.config.model_for(call.stage) if self.backend.name != "offline" else "offline"
         usage: dict[str, Any] = {"calls": 1}
         key = self.key(call, model) if self.cache is not None else ""
-        cached = await self._in_cache(self.cache.get, key) if self.cache is not None else None
-        if cached is not None:
-            usage["cache_hits"] = 1
+        if self.cache is not None:
             try:
-                return Outcome(call, parse_reply(Reply(**cached["reply"]), call.schema), cached["reply"]["text"], usage=usage)
-            except ReplyError as err:
-                return Outcome(call, raw=err.raw, reason=f"{call.stage}_{err.reason}", detail=err.detail, usage=usage)
-        return await self._with_retries(call, model, key, usage)
+                cached = await self._in_cache(self.cache.get, key)
+            except Exception as exc:  # noqa: BLE001 - a cache that cannot be read: the call is not made (or paid)
+                return Outcome(call, reason=f"{call.stage}_cache_error", detail=f"read: {exc}"[:500], usage={**usage, "failures": 1})
+            if cached is not None:
+                usage["cache_hits"] = 1
+                return self._replay(call, cached, usage, check)
+        return await self._with_retries(call, model, key, usage, check)
+
+    def _replay(self, call: Call, cached: dict[str, Any], usage: dict[str, Any], check: Check | None) -> Outcome:
+        """The outcome a cached reply gives (the same as when it was first received)."""
+        reply = Reply(**{k: cached[k] for k in REPLY_FIELDS if k in cached})
+        try:
+            value = parse_reply(reply, call.schema)
+            if check is not None:
+                check(call, value)
+            return Outcome(call, value, reply.text, usage=usage)
+        except ReplyError as err:
+            return Outcome(call, raw=err.raw, reason=f"{call.stage}_{err.reason}", detail=err.detail, usage=usage)
+        except UnusableReply as err:
+            return Outcome(call, raw=reply.text, reason=f"{call.stage}_{err.reason}", detail=err.detail, usage=usage)
 
     async def _in_cache(self, method: Callable[..., Any], *args: Any) -> Any:
         """Call a cache method inline when its store is fast, else from a worker thread."""
         return method(*args) if self.cache.fast else await asyncio.to_thread(method, *args)
 
-    async def _with_retries(self, call: Call, model: str, key: str, usage: dict[str, Any]) -> Outcome:
+    async def _with_retries(self, call: Call, model: str, key: str, usage: dict[str, Any], check: Check | None) -> Outcome:
         raw: str | None = None
-        for attempt in range(self.config.max_retries + 1):
+        max_tokens, seed = self.config.max_tokens, None
+        retries = self.config.max_retries if self.backend.name != "offline" else 0  # the engine is deterministic
+        for attempt in range(retries + 1):
             try:
-                reply = await self._request(call, model, usage)
+                reply = await self._request(call, model, usage, max_tokens, seed)
                 raw = reply.text
                 value = parse_reply(reply, call.schema)
-                if self.cache is not None:
-                    await self._in_cache(self.cache.put, key, {"reply": dataclasses.asdict(reply)})
-                return Outcome(call, value, raw, usage=usage)
-            except Exception as exc:  # noqa: BLE001 - classified below; unknown errors re-raise
+                if check is not None:
+                    check(call, value)
+                return await self._final(call, key, reply, Outcome(call, value, raw, usage=usage), check)
+            except Exception as exc:  # noqa: BLE001 - classified below
                 retryable, cause = classify(exc)
                 raw = getattr(exc, "raw", raw)
-                if not retryable and not _is_api_error(exc):
-                    raise
-                if not retryable or attempt == self.config.max_retries:
+                if not retryable or attempt == retries:
                     usage["failures"] = 1
-                    suffix = "exhausted_retries" if retryable else "permanent_error"
-                    return Outcome(call, raw=raw, reason=f"{call.stage}_{suffix}", detail=f"{cause}: {exc}"[:500], usage=usage)
+                    suffix = {"unusable": getattr(exc, "reason", "unusable")}.get(cause, "exhausted_retries" if retryable else "permanent_error")
+                    failed = Outcome(call, raw=raw, reason=f"{call.stage}_{suffix}", detail=f"{cause}: {exc}"[:500], usage=usage)
+                    if isinstance(exc, (ReplyError, UnusableReply)) and raw is not None:
+                        return await self._final(call, key, Reply(raw, getattr(exc, "finish_reason", "stop")), failed, check)
+                    return failed
                 usage.setdefault("retries", {})
                 usage["retries"][cause] = usage["retries"].get(cause, 0) + 1
-                await self._wait_before_retry(exc, attempt + 1, cause)
+                if cause == "truncated":
+                    max_tokens = min(max_tokens * 2, self.config.max_tokens * MAX_TOKENS_GROWTH)
+                if cause == "unusable":
+                    seed = attempt + 1  # another sample, not the same request again
+                await self._sleep(backoff(attempt + 1, self.config.backoff_base, self.config.backoff_cap, self._rng, retry_after_seconds(exc)))
         raise AssertionError("unreachable")
 
-    async def _request(self, call: Call, model: str, usage: dict[str, Any]) -> Reply:
-        await self.limiter.acquire(estimate_tokens(call.messages) + self.config.max_tokens // 4)
+    async def _final(self, call: Call, key: str, reply: Reply, outcome: Outcome, check: Check | None) -> Outcome:
+        """Cache a call's final reply (write-once); if another worker won the race, take its reply instead."""
+        if self.cache is None:
+            return outcome
+        try:
+            stored = await self._in_cache(self.cache.put, key, {k: getattr(reply, k) for k in REPLY_FIELDS})
+            if stored:
+                return outcome
+            winner = await self._in_cache(self.cache.get, key)
+        except Exception as exc:  # noqa: BLE001 - the reply was paid for but cannot be kept: say so, with it
+            return Outcome(call, raw=reply.text, reason=f"{call.stage}_cache_error", detail=f"write: {exc}"[:500],
+                           usage={**outcome.usage, "failures": 1})
+        if winner is None:
+            return outcome
+        replayed = self._replay(call, winner, outcome.usage, check)
+        replayed.usage["cache_races_lost"] = 1
+        return replayed
+
+    async def _request(self, call: Call, model: str, usage: dict[str, Any], max_tokens: int, seed: int | None) -> Reply:
+        await self.throttle.acquire(estimate_tokens(call.messages) + max_tokens // 4)
         start = time.perf_counter()
         usage["requests"] = usage.get("requests", 0) + 1
+        refused, headers = False, {}
         try:
-            reply = await self.backend.complete(call, model)
+            reply = await self.backend.complete(call, model, max_tokens=max_tokens, seed=seed)
+            headers = reply.headers
+        except Exception as exc:
+            refused = classify(exc)[1] == "rate_limited"
+            headers = dict(getattr(getattr(exc, "response", None), "headers", {}) or {})
+            raise
         finally:
+            self.throttle.done(refused, headers)
             elapsed = time.perf_counter() - start
             usage["latency_ms"] = usage.get("latency_ms", 0.0) + elapsed * 1000
             histogram, bucket = usage.setdefault("latency_histogram", {}), latency_bucket(elapsed)
@@ -202,15 +267,3 @@ class StageRunner:
         if cost is not None:
             usage["cost"] = usage.get("cost", 0.0) + cost
         return reply
-
-    async def _wait_before_retry(self, exc: BaseException, attempt: int, cause: str) -> None:
-        retry_after = retry_after_seconds(exc)
-        if cause == "rate_limited":
-            self.limiter.pause(retry_after if retry_after is not None else self.config.backoff_base * 2**attempt)
-        await self._sleep(backoff(attempt, self.config.backoff_base, self.config.backoff_cap, self._rng, retry_after))
-
-
-def _is_api_error(exc: BaseException) -> bool:
-    import openai
-
-    return isinstance(exc, (openai.OpenAIError, asyncio.TimeoutError))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import pickle
 import random
 import re
 from collections.abc import Iterable
@@ -24,6 +23,7 @@ from comvint import prompts
 from comvint.dedup import canonical_image
 from comvint.llm.runner import Call
 from comvint.readers.flickr30k import convert_record
+from comvint.records import pack, unpack
 from comvint.records import stable_int as rank
 from comvint.stages.base import OK, REJECTED, SKIPPED, Emit, ParseError
 
@@ -138,7 +138,7 @@ class Synthesize:
             "llm": {"backend": self.cfg.backend, "model": self.cfg.model, "prompt_version": prompts.PROMPT_VERSION},
             "grounding": list(qa["grounding"]),
             "_unit": canonical_image(ann),
-            "_ann": pickle.dumps(ann, pickle.HIGHEST_PROTOCOL),
+            "_ann": pack(ann),
         }
 
 
@@ -149,7 +149,7 @@ def knowledge_type_for(item: dict[str, Any], seed: int) -> str:
 
 @functools.lru_cache(maxsize=512)
 def _unpack(packed: bytes) -> dict[str, Any]:
-    return pickle.loads(packed)
+    return unpack(packed)
 
 
 def annotation_of(item: dict[str, Any]) -> dict[str, Any]:

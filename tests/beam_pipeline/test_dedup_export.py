@@ -208,7 +208,7 @@ def test_every_item_ends_in_exactly_one_sink(tmp_path):
     ends += [f["item_id"] for f in read_jsonl(out, "failures") if f["stage"] == "verify"]
     stats = read_stats(out)
     assert len(ends) == len(set(ends)) == stats["accounting"]["items"]["created"]
-    assert stats["counts"]["skipped"]["reason"]["reformulate_not_applicable"] > 0  # counted, and in no sink
+    assert stats["counts"]["skipped"]["total"] > 0  # counted (e.g. no multiple choice for an item), and in no sink
     assert not any(r["reason"] == "reformulate_not_applicable" for r in read_jsonl(out, "rejected"))
 
 
@@ -219,3 +219,13 @@ def test_summarize_run_counts_a_lost_unit(tmp_path):
             kept = p | "Kept" >> beam.Create([{"source": "flickr30k_entities", "image_id": "1", "format": "bool"}])
             {"inputs": inputs, "instructions": kept} | SummarizeRun(str(tmp_path))
     assert os.path.exists(tmp_path / "stats.json")
+
+
+def test_a_rerun_with_other_shards_leaves_no_stale_files(tmp_path):
+    out = str(tmp_path)
+    main.run(["--output", out, "--num_shards", "3"])
+    first = read_jsonl(out, "instructions")
+    main.run(["--output", out, "--num_shards", "2"])
+    assert sorted(os.path.basename(p) for p in glob.glob(f"{out}/instructions/*")) == [
+        "part-00000-of-00002.jsonl", "part-00001-of-00002.jsonl"]
+    assert sorted(r["id"] for r in read_jsonl(out, "instructions")) == sorted(r["id"] for r in first)

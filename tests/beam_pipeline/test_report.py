@@ -36,7 +36,7 @@ def run(tmp_path_factory) -> pathlib.Path:
     root = tmp_path_factory.mktemp("report")
     pictures = root / "images" / "flickr30k-images"  # Flickr images get a picture file (VG ones do not)
     pictures.mkdir(parents=True)
-    for k in range(1, 7):
+    for k in range(1, 8):
         (pictures / f"90000{k}.jpg").write_bytes(png(50, 37))  # a PNG under a .jpg name, as happens
     main.run(["--output", str(root / "out"), "--image_root", str(root / "images"), "--report_images_per_source", "3"])
     return root / "out"

@@ -37,7 +37,7 @@ class EchoBackend:
 
     name = "offline"
 
-    async def complete(self, call, model):
+    async def complete(self, call, model, max_tokens=None, seed=None):
         return Reply(text=json.dumps(call.context), finish_reason="stop")
 
     async def close(self):
@@ -83,7 +83,7 @@ def test_run_stage_with_faults_every_element_once(tmp_path, monkeypatch, caplog)
     leaked = [str(path) for path in tmp_path.rglob("*") if path.is_file() and SECRET in path.read_text(errors="ignore")]
     assert leaked == []
     assert SECRET not in caplog.text
-    assert len(list((tmp_path / "cache").rglob("*.json"))) == 10  # every usable reply cached, write-once
+    assert len(list((tmp_path / "cache").rglob("*.json"))) == 11  # every final reply cached once, the unusable one too
 
 
 def test_rerun_with_warm_cache_makes_zero_requests(tmp_path, monkeypatch):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import pickle
 
 import pytest
 
@@ -14,7 +13,7 @@ from comvint.llm.config import LLMConfig
 from comvint.llm.runner import StageRunner
 from comvint.records import Failure
 from comvint.stages.base import FAILED, OK, REJECTED, SKIPPED, handle_outcomes
-from comvint.stages.method import Complicate, MethodConfig, Reformulate, Synthesize, Verify, eliminate
+from comvint.stages.method import Complicate, MethodConfig, Reformulate, Synthesize, Verify, eliminate, pack
 
 CFG = MethodConfig(backend="openai", model="m", per_image=2)
 FLICKR = {
@@ -30,7 +29,7 @@ VG = {"source": "visual_genome", "image_id": "7", "image": "vg/7.jpg", "captions
 ITEM = {"id": "abc", "image_id": "1", "source": "flickr30k_entities", "image": "flickr30k-images/1.jpg", "family": "cross_modal",
         "format": "open_ended", "instruction": "Where is the dog?", "answer": "Right of the man.", "round": 0, "parent_id": None,
         "knowledge_type": None, "knowledge_topic": None, "verification": None, "grounding": ["e:1", "e:2"],
-        "llm": {"backend": "openai", "model": "m", "prompt_version": prompts.PROMPT_VERSION}, "_ann": pickle.dumps(FLICKR),
+        "llm": {"backend": "openai", "model": "m", "prompt_version": prompts.PROMPT_VERSION}, "_ann": pack(FLICKR),
         "_unit": "flickr30k_entities/1"}
 
 
@@ -42,7 +41,7 @@ class Scripted:
     def __init__(self, text: str, finish_reason: str = "stop") -> None:
         self.reply = Reply(text, finish_reason)
 
-    async def complete(self, call, model) -> Reply:
+    async def complete(self, call, model, max_tokens=None, seed=None) -> Reply:
         return self.reply
 
     async def close(self) -> None:
