@@ -11,6 +11,8 @@ INSTALL_REQUIRES = [
     "lxml==6.1.3",
     "fastavro==1.13.1",
     "google-cloud-storage==3.17.1",
+    "google-cloud-secret-manager==2.32.0",  # --llm_api_key_secret, through Beam's GcpSecret
+    "inflect==7.6.0",  # the offline engine's English: plurals, articles, number words
     "pyarrow>=16,<27",
     "jsonschema==4.26.0",
     "orjson==3.13.0",

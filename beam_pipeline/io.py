@@ -375,11 +375,24 @@ class FileSystemsStore:
         path = self._path(key)
         if self.fast:
             return _link_new_file(path, value.encode("utf-8"))
-        if FileSystems.exists(path):
-            return False
-        with FileSystems.create(path, mime_type="application/json", compression_type="uncompressed") as handle:
-            handle.write(value.encode("utf-8"))
-        return True
+        return _create_object_once(path, value.encode("utf-8"))
+
+
+def _create_object_once(path: str, data: bytes) -> bool:
+    """Create a ``gs://`` object only if it does not exist (``if_generation_match=0``): of two workers that race
+    on a key exactly one writes, the other is told and reads the winner's entry. False when it existed."""
+    from apache_beam.io.gcp.gcsio import GcsIO
+    from google.api_core.exceptions import PreconditionFailed
+
+    bucket, name = path[len("gs://") :].split("/", 1)
+    blob = GcsIO().client.bucket(bucket).blob(name)
+    if blob.exists():  # the common case, and the only check an emulator without preconditions honours
+        return False
+    try:
+        blob.upload_from_string(data, content_type="application/json", if_generation_match=0)
+    except PreconditionFailed:
+        return False
+    return True
 
 
 def _link_new_file(path: str, data: bytes) -> bool:

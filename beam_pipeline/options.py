@@ -48,6 +48,8 @@ class ComvintOptions(PipelineOptions):
         add = parser.add_argument_group("LLM").add_argument
         add("--llm", default="offline", choices=("offline", "openai"), help="backend: the built-in engine or any OpenAI-compatible endpoint")
         add("--llm_base_url", default=None, help="OpenAI-compatible endpoint (default: the SDK's); the key comes from OPENAI_API_KEY")
+        add("--llm_api_key_secret", default=None, metavar="projects/P/secrets/S/versions/V",
+            help="read the API key from this Google Secret Manager version in each worker (instead of OPENAI_API_KEY)")
         add("--llm_model", default="gpt-4o-mini", help="model for every stage")
         add("--llm_stage_models", default="", help="per-stage overrides, e.g. verify=gpt-4o-mini,reformulate=...")
         add("--llm_temperature", type=float, default=0.7, help="sampling temperature")
@@ -55,9 +57,10 @@ class ComvintOptions(PipelineOptions):
         add("--llm_max_tokens", type=int, default=1024, help="max completion tokens per call")
         add("--llm_timeout", type=float, default=60.0, help="seconds per request")
         add("--llm_max_retries", type=int, default=5, help="retries per request")
-        add("--llm_concurrency", type=int, default=64, help="requests in flight per worker")
-        add("--llm_rpm", type=float, default=0, help="requests per minute per worker (0: unlimited)")
-        add("--llm_tpm", type=float, default=0, help="tokens per minute per worker (0: unlimited)")
+        add("--llm_concurrency", type=int, default=512,
+            help="most requests in flight per worker; the worker starts at 32 and adapts to what the endpoint accepts")
+        add("--llm_rpm", type=float, default=0, help="the job's requests per minute, shared by its workers (0: adapt to the endpoint)")
+        add("--llm_tpm", type=float, default=0, help="the job's tokens per minute, shared by its workers (0: adapt to the endpoint)")
         add("--llm_response_format", default="json_schema", choices=("json_schema", "json_object", "text"),
             help="structured output the endpoint supports")
         add("--llm_prices", default="", help="price per 1M tokens for the cost estimate: 'model=in:out,...'")

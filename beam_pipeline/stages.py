@@ -41,8 +41,26 @@ def api_key_from_env() -> str:
     """The API key, read from the worker's environment only (never an option)."""
     key = os.environ.get(API_KEY_ENV)
     if not key:
-        raise RuntimeError(f"--llm openai needs {API_KEY_ENV} in the environment of every worker")
+        raise RuntimeError(f"--llm openai needs {API_KEY_ENV} in the environment of every worker, or --llm_api_key_secret")
     return key
+
+
+def read_gcp_secret(version_name: str) -> str:
+    """A Google Secret Manager secret version's value (Beam's GcpSecret; credentials are the worker's own)."""
+    from apache_beam.utils.secret import GcpSecret
+
+    return GcpSecret(version_name).get_secret_bytes().decode("utf-8").strip()
+
+
+def api_key(config: LLMConfig, read_secret: Callable[[str], str] = read_gcp_secret) -> str:
+    """The key for ``--llm openai``: from the secret store when ``--llm_api_key_secret`` names a version, else
+    from ``OPENAI_API_KEY``. Read in each worker's ``setup()``; it never becomes an option or reaches a log."""
+    if config.api_key_secret:
+        key = read_secret(config.api_key_secret)
+        if not key:
+            raise RuntimeError(f"the secret {config.api_key_secret} is empty")
+        return key
+    return api_key_from_env()
 
 
 class RunStageFn(beam.DoFn):
@@ -56,8 +74,12 @@ class RunStageFn(beam.DoFn):
     keeps its input's window and timestamp.
     """
 
-    def __init__(self, stage: Stage, config: LLMConfig, backend: Callable[[], Backend] | None = None) -> None:
+    PROGRESS_EVERY_S = 10.0
+
+    def __init__(self, stage: Stage, config: LLMConfig, backend: Callable[[], Backend] | None = None,
+                 read_secret: Callable[[str], str] = read_gcp_secret) -> None:
         self._stage, self._config, self._backend = stage, config, backend  # backend: a factory, called in setup()
+        self._read_secret = read_secret
         self._backlog = config.concurrency * BACKLOG_FACTOR
         name = stage.name
         self._counters = {k: Metrics.counter(f"comvint.{name}", k) for k in ("requests", "cache_hits", "failures", "emitted", "rejected", "skipped")}
@@ -67,6 +89,8 @@ class RunStageFn(beam.DoFn):
 
     def setup(self) -> None:
         self._loop, self._pending = asyncio.new_event_loop(), {}
+        self._progress: dict[str, Any] = {}
+        self._logged_at = time.monotonic()
         cache = ResponseCache(FileSystemsStore(self._config.cache_dir)) if self._config.cache_dir else None
         self._runner = self._loop.run_until_complete(self._make_runner(cache))
 
@@ -75,7 +99,7 @@ class RunStageFn(beam.DoFn):
         if self._backend is not None:
             backend = self._backend()
         elif config.backend == "openai":
-            backend = OpenAIBackend(config, api_key_from_env())
+            backend = OpenAIBackend(config, api_key(config, self._read_secret))
             _LOGGER.info("Stage %s: model %s at %s", self._stage.name, config.model_for(self._stage.name), config.base_url)
         else:
             backend, cache = OfflineBackend(), None
@@ -127,10 +151,24 @@ class RunStageFn(beam.DoFn):
             outcomes = task.result()  # an error no outcome describes (a bug) fails the bundle
             for outcome in outcomes:
                 self._usage[window] = run_stats.add_usage(self._usage.get(window, {}), outcome.usage)
+                self._progress = run_stats.add_usage(self._progress, outcome.usage)
+            self._log_progress()
             for tag, record in handle_outcomes(self._stage, item, outcomes):
                 self._count(tag)
                 value = WindowedValue(record, timestamp, (window,))
                 yield value if tag == OK else beam.pvalue.TaggedOutput(tag, value)
+
+    def _log_progress(self) -> None:
+        """Every ~10 s: what this stage of this worker has done, so a person can follow a long run."""
+        now = time.monotonic()
+        if now - self._logged_at < self.PROGRESS_EVERY_S:
+            return
+        self._logged_at, p = now, self._progress
+        _LOGGER.info(
+            "Stage %s: %d calls done, %d requests in flight on this worker (limit %d), %d cache hits, %d refusals, "
+            "%d retries, %d tokens, estimated cost $%.2f", self._stage.name, p.get("calls", 0), self._runner.throttle.in_flight,
+            int(self._runner.throttle.limit), p.get("cache_hits", 0), p.get("retries", {}).get("rate_limited", 0),
+            sum(p.get("retries", {}).values()), p.get("prompt_tokens", 0) + p.get("completion_tokens", 0), p.get("cost", 0.0))
 
     def _count(self, tag: str) -> None:
         self._counters[{OK: "emitted", REJECTED: "rejected", FAILED: "failures", SKIPPED: "skipped"}[tag]].inc()

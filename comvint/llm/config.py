@@ -22,12 +22,13 @@ class LLMConfig:
     max_tokens: int = 1024
     timeout: float = 60.0
     max_retries: int = 5
-    concurrency: int = 64
+    concurrency: int = 512
     rpm: float = 0.0
     tpm: float = 0.0
     response_format: str = "json_schema"
     prices: tuple[tuple[str, float, float], ...] = ()
     cache_dir: str | None = None
+    api_key_secret: str | None = None  # a secret version's *name* (projects/P/secrets/S/versions/V), never the key
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
 
@@ -131,4 +132,5 @@ def config_from_mapping(values: Mapping[str, object]) -> LLMConfig:
         response_format=str(values["llm_response_format"]),
         prices=parse_prices(str(values.get("llm_prices") or "")),
         cache_dir=values.get("cache_dir") or None,
+        api_key_secret=values.get("llm_api_key_secret") or None,
     )

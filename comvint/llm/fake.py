@@ -17,12 +17,14 @@ import collections
 import json
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-FAULTS = ("429", "500", "400", "slow", "drop", "invalid_json", "truncated", "content_filter")
+FAULTS = ("429", "500", "400", "slow", "drop", "invalid_json", "truncated", "content_filter", "garbage_body")
+QUOTA_WINDOW_S = 60.0
 Responder = Callable[[dict[str, Any]], str]
 Faults = Callable[[dict[str, Any], int], "str | None"]
 
@@ -42,9 +44,14 @@ class FakeOpenAI:
         latency: float = 0.0,
         slow_seconds: float = 5.0,
         retry_after: float = 0.0,
+        quota_rpm: int = 0,
     ) -> None:
         self.responder, self.faults = responder, faults or (lambda body, attempt: None)
         self.latency, self.slow_seconds, self.retry_after = latency, slow_seconds, retry_after
+        self.quota_rpm = quota_rpm
+        self._window: collections.deque[float] = collections.deque()
+        self.accepted: list[float] = []  # when each request the quota let through arrived
+        self.refused = 0
         self.attempts: collections.Counter[str] = collections.Counter()
         self.requests: list[dict[str, Any]] = []
         self.authorizations: set[str] = set()
@@ -84,15 +91,41 @@ class FakeOpenAI:
     async def _stats(self, request: web.Request) -> web.StreamResponse:
         """Counters, and the span from the first request to the last reply since the last reset."""
         span = self._last_reply - self._first_request if self._first_request is not None else 0.0
-        return web.json_response({"requests": len(self.requests), "max_in_flight": self.max_in_flight, "span_s": round(span, 4)})
+        return web.json_response({"requests": len(self.requests), "max_in_flight": self.max_in_flight, "span_s": round(span, 4),
+                                  "accepted": len(self.accepted), "refused": self.refused,
+                                  "accepted_at": [round(t, 4) for t in self.accepted]})
 
     async def _reset(self, request: web.Request) -> web.StreamResponse:
         self._first_request, self._last_reply, self.max_in_flight = None, 0.0, 0
         return await self._stats(request)
 
+    def _quota(self) -> tuple[bool, dict[str, str]]:
+        """With ``quota_rpm``: whether this request fits the last minute's budget, and OpenAI's rate-limit headers."""
+        if not self.quota_rpm:
+            return True, {}
+        now = time.monotonic()
+        while self._window and self._window[0] <= now - QUOTA_WINDOW_S:
+            self._window.popleft()
+        allowed = len(self._window) < self.quota_rpm
+        if allowed:
+            self._window.append(now)
+            self.accepted.append(time.perf_counter())
+        else:
+            self.refused += 1
+        reset = (self._window[0] + QUOTA_WINDOW_S - now) if self._window else 0.0
+        headers = {"x-ratelimit-limit-requests": str(self.quota_rpm),
+                   "x-ratelimit-remaining-requests": str(max(0, self.quota_rpm - len(self._window))),
+                   "x-ratelimit-reset-requests": f"{max(reset, 0.001):.3f}s"}
+        if not allowed:
+            headers |= {"retry-after-ms": str(int(reset * 1000) + 1), "retry-after": str(int(reset) + 1)}
+        return allowed, headers
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.authorizations.add(request.headers.get("Authorization", ""))
         body = await request.json()
+        allowed, quota_headers = self._quota()
+        if not allowed:
+            return web.json_response({"error": {"message": "Rate limit reached for requests"}}, status=429, headers=quota_headers)
         self.requests.append(body)
         key = last_user_message(body)
         self.attempts[key] += 1
@@ -104,7 +137,9 @@ class FakeOpenAI:
         try:
             if self.latency:
                 await asyncio.sleep(self.latency)
-            return await self._respond(request, body, fault)
+            response = await self._respond(request, body, fault)
+            response.headers.update(quota_headers)
+            return response
         finally:
             self.in_flight -= 1
             self._last_reply = time.perf_counter()
@@ -119,6 +154,8 @@ class FakeOpenAI:
         if fault == "drop":
             request.transport.close()
             return web.Response(status=500)
+        if fault == "garbage_body":
+            return web.Response(text="<html>upstream proxy error</html>", status=200, content_type="text/html")
         content = self.responder(body)
         finish = {"truncated": "length", "content_filter": "content_filter"}.get(fault or "", "stop")
         if fault == "invalid_json":
@@ -138,6 +175,29 @@ def completion(model: str, content: str, finish_reason: str = "stop") -> dict[st
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
         "usage": {"prompt_tokens": 11, "completion_tokens": max(1, len(content) // 4), "total_tokens": 11 + max(1, len(content) // 4)},
     }
+
+
+def schema_value(schema: dict[str, Any], seed: str, path: str = "") -> Any:
+    """A small value that satisfies a JSON schema (distinct strings, the first enum value, minimal arrays)."""
+    kind = schema.get("type")
+    if "enum" in schema:
+        return schema["enum"][0]
+    if kind == "object":
+        return {k: schema_value(v, seed, f"{path}.{k}") for k, v in schema.get("properties", {}).items()}
+    if kind == "array":
+        n = max(schema.get("minItems", 0), min(2, schema.get("maxItems", 2)))
+        return [schema_value(schema["items"], seed, f"{path}[{k}]") for k in range(n)]
+    if kind in ("integer", "number"):
+        return 0
+    if kind == "boolean":
+        return True
+    return f"{path.strip('.')} {zlib.crc32(f'{seed}|{path}'.encode()) % 10**8}"
+
+
+def schema_json(body: dict[str, Any]) -> str:
+    """A responder that answers any request with a value valid for its ``json_schema`` response format."""
+    schema = body.get("response_format", {}).get("json_schema", {}).get("schema", {"type": "object"})
+    return json.dumps(schema_value(schema, json.dumps(body.get("messages"), sort_keys=True)))
 
 
 def echo_json(body: dict[str, Any]) -> str:

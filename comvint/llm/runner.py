@@ -211,7 +211,7 @@ class StageRunner:
                 raw = getattr(exc, "raw", raw)
                 if not retryable or attempt == retries:
                     usage["failures"] = 1
-                    suffix = {"unusable": getattr(exc, "reason", "unusable")}.get(cause, "exhausted_retries" if retryable else "permanent_error")
+                    suffix = failure_suffix(exc, retryable)
                     failed = Outcome(call, raw=raw, reason=f"{call.stage}_{suffix}", detail=f"{cause}: {exc}"[:500], usage=usage)
                     if isinstance(exc, (ReplyError, UnusableReply)) and raw is not None:
                         return await self._final(call, key, Reply(raw, getattr(exc, "finish_reason", "stop")), failed, check)
@@ -267,3 +267,15 @@ class StageRunner:
         if cost is not None:
             usage["cost"] = usage.get("cost", 0.0) + cost
         return reply
+
+
+def failure_suffix(exc: BaseException, retryable: bool) -> str:
+    """How a call's last error names its dead letter: the stage's own reason for an unusable reply,
+    ``exhausted_retries``, ``permanent_error`` (a 4xx), or ``unexpected_error`` (anything else)."""
+    import openai
+
+    if isinstance(exc, UnusableReply):
+        return exc.reason
+    if retryable:
+        return "exhausted_retries"
+    return "permanent_error" if isinstance(exc, (openai.OpenAIError, ReplyError)) else "unexpected_error"

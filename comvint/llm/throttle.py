@@ -2,7 +2,8 @@
 
 Every stage's runner asks the same :class:`Throttle` before a request and tells it how the request
 ended. It keeps the number of requests in flight under an AIMD limit (additive increase while the
-endpoint keeps up, halved at most once per second on a refusal), honours ``Retry-After`` /
+endpoint keeps up: one more per success until the first refusal, then one more per round of
+successes; halved at most once per second on a refusal), honours ``Retry-After`` /
 ``retry-after-ms`` and the ``x-ratelimit-remaining-*`` / ``x-ratelimit-reset-*`` headers (a worker
 that sees the endpoint's budget exhausted waits for its reset), and applies this worker's share of
 the job's ``--llm_rpm`` / ``--llm_tpm`` budget. Its state is plain numbers under a threading lock,
@@ -69,15 +70,15 @@ class Throttle:
     def __init__(self, start: int = 64, ceiling: int = 1024, rpm: float = 0.0, tpm: float = 0.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.limit, self.ceiling, self.rpm, self.tpm, self._clock = float(start), ceiling, rpm, tpm, clock
-        self.in_flight, self.paused_until, self._last_cut = 0, 0.0, -1e9
+        self.in_flight, self.paused_until, self._last_cut, self.slow_start = 0, 0.0, -1e9, True
         now = clock()
-        self._requests, self._tokens, self._filled = min(1.0, rpm / 60) if rpm else 0.0, min(tpm / 60, 1.0) if tpm else 0.0, now
+        # Buckets start full: one second's worth, and never less than one request (a rate below 60/min still flows).
+        self._requests, self._tokens, self._filled = max(1.0, rpm / 60), max(1.0, tpm / 60), now
         self._lock = threading.Lock()
         self.refusals = 0
 
     def _refill(self, now: float) -> None:
         elapsed, self._filled = now - self._filled, now
-        # A bucket holds one second's worth, and never less than one request (a rate below 60/min still flows).
         if self.rpm:
             self._requests = min(max(1.0, self.rpm / 60), self._requests + elapsed * self.rpm / 60)
         if self.tpm:
@@ -126,13 +127,14 @@ class Throttle:
             now = self._clock()
             self.in_flight = max(0, self.in_flight - 1)
             if refused:
-                self.refusals += 1
+                self.refusals, self.slow_start = self.refusals + 1, False
                 if now - self._last_cut >= 1.0:
                     self.limit, self._last_cut = max(1.0, self.limit / 2), now
                 asked = retry_after(headers)
                 self.paused_until = max(self.paused_until, now + (asked if asked is not None else DEFAULT_PAUSE_S))
             else:
-                self.limit = min(float(self.ceiling), self.limit + 1.0 / max(1.0, self.limit))
+                step = 1.0 if self.slow_start else 1.0 / max(1.0, self.limit)
+                self.limit = min(float(self.ceiling), self.limit + step)
             pause = exhausted_for(headers)
             if pause is not None:
                 self.paused_until = max(self.paused_until, now + pause)

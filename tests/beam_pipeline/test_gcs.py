@@ -115,3 +115,31 @@ def test_response_cache_on_gcs_is_write_once(gcs):
     assert store.put_if_absent("ab12", '{"reply": 1}') is True
     assert store.put_if_absent("ab12", '{"reply": 2}') is False
     assert store.get("ab12") == '{"reply": 1}'
+
+
+def test_a_gcs_cache_write_that_loses_the_race_says_so(monkeypatch):
+    """GCS refuses the second of two concurrent creates (if_generation_match=0); the emulator does not
+    implement preconditions, so the refusal is played by a stand-in bucket."""
+    from apache_beam.io.gcp import gcsio
+    from google.api_core.exceptions import PreconditionFailed
+
+    from beam_pipeline import io
+
+    uploads = []
+
+    class Blob:
+        def exists(self):
+            return False  # both racers looked before either wrote
+
+        def upload_from_string(self, data, content_type, if_generation_match):
+            uploads.append(if_generation_match)
+            if len(uploads) > 1:
+                raise PreconditionFailed("already exists")
+
+    class Client:
+        def bucket(self, name):
+            return type("Bucket", (), {"blob": lambda self, n: Blob()})()
+
+    monkeypatch.setattr(gcsio.GcsIO, "__init__", lambda self, *a, **k: setattr(self, "client", Client()))
+    assert io._create_object_once("gs://b/cache/ab/ab12.json", b"1") is True
+    assert io._create_object_once("gs://b/cache/ab/ab12.json", b"2") is False and uploads == [0, 0]

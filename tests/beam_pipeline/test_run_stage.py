@@ -141,3 +141,38 @@ def test_filesystems_store_is_write_once_under_concurrent_writers(tmp_path):
     assert store.get("ab" * 32) == f"value-{wins.index(True)}"
     assert store.get("cd" * 32) is None
     assert [p.name for p in pathlib.Path(tmp_path).rglob("*") if p.name.startswith(".tmp")] == []
+
+
+def _secret_store(name):  # stands in for Google Secret Manager (module level: the DoFn pickles it)
+    assert name == "projects/p/secrets/openai/versions/3"
+    return "sk-from-secret-manager"
+
+
+def test_the_key_comes_from_a_secret_and_reaches_nothing_but_the_endpoint(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    caplog.set_level(logging.DEBUG)
+    items = _items(4)
+    with FakeOpenAI(echo_json) as server:
+        config = _config(server, tmp_path, api_key_secret="projects/p/secrets/openai/versions/3")
+        with local_pipeline() as p:
+            result = p | beam.Create(items) | beam.ParDo(RunStageFn(EchoStage(), config, read_secret=_secret_store)).with_outputs()
+            result[None] | "WriteOk" >> beam.Map(str) | beam.io.WriteToText(str(tmp_path / "ok"))
+        assert server.authorizations == {"Bearer sk-from-secret-manager"}
+    assert "sk-from-secret-manager" not in caplog.text and "sk-from-secret-manager" not in repr(config)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and "sk-from-secret-manager" in p.read_text(errors="ignore")]
+    with pytest.raises(RuntimeError, match="OPENAI_API_KEY"):
+        RunStageFn(EchoStage(), _config(server, tmp_path)).setup()  # neither a secret nor the variable: a clear error
+
+
+def test_progress_is_logged_per_stage(caplog, monkeypatch):
+    caplog.set_level(logging.INFO, logger="beam_pipeline.stages")
+    monkeypatch.setattr(RunStageFn, "PROGRESS_EVERY_S", 0.0)
+    fn = RunStageFn(EchoStage(), LLMConfig(concurrency=2), EchoBackend)
+    fn.setup()
+    fn.start_bundle()
+    for k, item in enumerate(_items(3)):
+        list(fn.process(item, window=GlobalWindow(), timestamp=k))
+    list(fn.finish_bundle())
+    fn.teardown()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Stage echo:")]
+    assert lines and lines[-1].startswith("Stage echo: 3 calls done") and "refusals" in lines[-1] and "$0.00" in lines[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 
 import httpx2
@@ -172,3 +173,108 @@ def test_runner_against_fake_server_with_faults():
 
 def test_latency_buckets():
     assert [latency_bucket(s) for s in (0.05, 0.1, 0.3, 7.0, 61.0)] == ["le_0.1s", "le_0.1s", "le_0.5s", "le_10s", "gt_60s"]
+
+
+class _Store:
+    """A cache store whose reads or writes fail, or that another worker always beats to a key."""
+
+    fast = True
+
+    def __init__(self, fail_get=False, fail_put=False, winner=None):
+        self.fail_get, self.fail_put, self.winner, self.data = fail_get, fail_put, winner, {}
+
+    def get(self, key):
+        if self.fail_get:
+            raise OSError("disk gone")
+        return self.data.get(key)
+
+    def put_if_absent(self, key, value):
+        if self.fail_put:
+            raise OSError("bucket read-only")
+        if self.winner is not None:  # another worker wrote first
+            self.data[key] = json.dumps({"format": "comvint-cache-v1", "text": self.winner, "finish_reason": "stop"})
+            return False
+        self.data[key] = value
+        return True
+
+
+def _one(server, store=None, check=None, **config):
+    call = Call("i0", "generate", [{"role": "user", "content": "m0"}], "echo", SCHEMA, "v1")
+
+    async def go():
+        cfg = LLMConfig(backend="openai", base_url=server.base_url, timeout=5, backoff_base=0.001, backoff_cap=0.002,
+                        **{"max_retries": 2, **config})
+        runner = StageRunner(cfg, OpenAIBackend(cfg, "sk-test-secret"), ResponseCache(store) if store else None, sleep=_no_sleep)
+        try:
+            return (await runner.run([call], check))[0]
+        finally:
+            await runner.backend.close()
+
+    return asyncio.run(go())
+
+
+def test_a_body_that_is_not_json_is_retried_then_a_dead_letter():
+    with FakeOpenAI(echo_json, lambda body, attempt: "garbage_body") as server:
+        outcome = _one(server)
+    assert outcome.reason == "generate_exhausted_retries" and outcome.detail.startswith("invalid_body")
+    assert "upstream proxy error" in outcome.raw and outcome.usage["requests"] == 3
+
+
+def test_cache_failures_are_dead_letters_not_bundle_failures():
+    with FakeOpenAI(echo_json) as server:
+        unread = _one(server, _Store(fail_get=True))
+        assert len(server.requests) == 0  # nothing paid for a call whose cache cannot be read
+        unwritten = _one(server, _Store(fail_put=True))
+    assert (unread.reason, unread.detail) == ("generate_cache_error", "read: disk gone")
+    assert unwritten.reason == "generate_cache_error" and unwritten.raw == '{"echo": "m0"}'  # the paid reply is kept
+
+
+def test_the_loser_of_a_cache_race_takes_the_winners_reply():
+    with FakeOpenAI(echo_json) as server:
+        outcome = _one(server, _Store(winner='{"echo": "from the winner"}'))
+    assert outcome.reply == {"echo": "from the winner"} and outcome.usage["cache_races_lost"] == 1
+
+
+def test_a_truncated_reply_is_retried_with_more_tokens():
+    with FakeOpenAI(echo_json, lambda body, attempt: "truncated" if attempt < 3 else None) as server:
+        outcome = _one(server, max_tokens=100)
+        assert [b["max_tokens"] for b in server.requests] == [100, 200, 400]
+    assert outcome.reply == {"echo": "m0"} and outcome.usage["retries"] == {"truncated": 2}
+
+
+def test_an_unusable_reply_is_retried_with_another_seed_and_only_the_final_one_cached():
+    from comvint.llm.retry import UnusableReply
+
+    seen = []
+
+    def check(call, reply):
+        seen.append(reply)
+        if len(seen) < 2:
+            raise UnusableReply("repeated_options", "options repeat")
+
+    store = _Store()
+    with FakeOpenAI(echo_json) as server:
+        outcome = _one(server, store, check)
+        assert [b.get("seed") for b in server.requests] == [None, 1]
+    assert outcome.reason is None and outcome.usage["retries"] == {"unusable": 1} and len(store.data) == 1
+    always = _Store()
+    with FakeOpenAI(echo_json) as server:
+        failed = _one(server, always, lambda call, reply: (_ for _ in ()).throw(UnusableReply("repeated_options", "no")))
+    assert failed.reason == "generate_repeated_options" and len(always.data) == 1  # the final outcome, cached once
+
+
+def test_an_unexpected_error_of_one_call_is_its_dead_letter():
+    with FakeOpenAI(echo_json) as server:
+        outcome = _one(server, check=lambda call, reply: 1 / 0)
+    assert outcome.reason == "generate_unexpected_error" and outcome.detail.startswith("ZeroDivisionError")
+
+
+def test_fake_quota_sends_openai_headers_and_refuses_past_the_budget():
+    import httpx
+
+    with FakeOpenAI(echo_json, quota_rpm=2) as server:
+        replies = [httpx.post(f"{server.base_url}/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+                   for _ in range(3)]
+    assert [r.status_code for r in replies] == [200, 200, 429]
+    assert replies[0].headers["x-ratelimit-remaining-requests"] == "1" and replies[1].headers["x-ratelimit-remaining-requests"] == "0"
+    assert float(replies[2].headers["retry-after-ms"]) > 59_000 and server.refused == 1 and len(server.accepted) == 2

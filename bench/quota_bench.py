@@ -1,0 +1,80 @@
+"""The whole method against an endpoint with a quota shared by every worker (OpenAI-style limits).
+
+    python bench/quota_bench.py                       # 3,000 requests/minute, 200 ms replies; 1 and 2 workers; default flags and --llm_rpm 1500
+
+The fake endpoint (``comvint.llm.fake.FakeOpenAI`` with ``quota_rpm``) accepts at most the quota
+in any 60 s window, sends ``x-ratelimit-*`` headers, and refuses the rest with 429 +
+``retry-after-ms``; it answers every request with a schema-valid reply. The job runs in its own
+process(es) on generated corpora (``bench/corpora.py``). Reported per run, over its LLM phase
+(first to last accepted request): requests accepted per minute as a share of the quota, the share
+of requests refused, and the busiest 60 s window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.corpora import generate_flickr, generate_vg  # noqa: E402
+from comvint.llm.fake import FakeOpenAI, schema_json  # noqa: E402
+
+
+def busiest_minute(times: list[float]) -> int:
+    """The most requests accepted in any 60 s window."""
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while times[start] <= t - 60:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def run(server: FakeOpenAI, work: str, name: str, extra: list[str]) -> dict:
+    before_accepted, before_refused = len(server.accepted), server.refused
+    out = os.path.join(work, name)
+    cmd = [sys.executable, "-m", "beam_pipeline.main", "--flickr_root", os.path.join(work, "flickr"), "--vg_regions",
+           os.path.join(work, "vg.json"), "--output", out, "--llm", "openai", "--llm_base_url", server.base_url,
+           "--llm_model", "fake", "--llm_max_retries", "8", *extra]
+    proc = subprocess.run(cmd, env={**os.environ, "OPENAI_API_KEY": "sk-bench"}, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-3000:])
+    times = sorted(server.accepted[before_accepted:])
+    refused = server.refused - before_refused
+    span_min = max(1e-9, (times[-1] - times[0]) / 60) if len(times) > 1 else 1e-9
+    stats = json.load(open(os.path.join(out, "stats.json")))
+    return {
+        "run": name, "accepted": len(times), "refused": refused, "llm_phase_s": round(span_min * 60, 1),
+        "accepted_per_min": round(len(times) / span_min), "quota_share": round(len(times) / span_min / server.quota_rpm, 3),
+        "refused_share": round(refused / max(1, refused + len(times)), 3), "busiest_60s": busiest_minute(times),
+        "failures": stats["counts"].get("failures", {}).get("total", 0), "kept": stats["counts"]["instructions"]["total"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quota", type=int, default=3000, help="requests per minute the endpoint accepts")
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--flickr", type=int, default=120)
+    parser.add_argument("--vg", type=int, default=240)
+    parser.add_argument("--work", default=tempfile.mkdtemp(prefix="comvint-quota-"))
+    args = parser.parse_args()
+    if not os.path.exists(os.path.join(args.work, "vg.json")):
+        generate_flickr(os.path.join(args.work, "flickr"), args.flickr)
+        generate_vg(os.path.join(args.work, "vg.json"), args.vg, regions=(10, 40))
+    two = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    runs = [("1 worker, default flags", []), ("2 workers, default flags", two),
+            ("1 worker, --llm_rpm 1500", ["--llm_rpm", "1500"]), ("2 workers, --llm_rpm 1500", [*two, "--llm_rpm", "1500"])]
+    for k, (name, extra) in enumerate(runs):
+        with FakeOpenAI(schema_json, latency=args.latency, quota_rpm=args.quota) as server:  # a fresh quota window per run
+            row = run(server, args.work, f"run{k}", extra)
+        print(json.dumps({**row, "run": name}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

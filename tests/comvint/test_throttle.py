@@ -1,0 +1,93 @@
+"""The worker's shared throttle: rate budgets at any rate, refusals, headers, AIMD; no test sleeps (the clock is injected)."""
+
+from __future__ import annotations
+
+import pytest
+
+from comvint.llm.throttle import Throttle, exhausted_for, parse_duration, retry_after, shared_throttle
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("text, seconds", [("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("0.5", 0.5),
+                                           ("2", 2.0), (None, None), ("", None), ("soon", None)])
+def test_reset_durations(text, seconds):
+    assert parse_duration(text) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+def test_retry_after_prefers_milliseconds_and_reads_exhausted_budgets():
+    assert retry_after({"retry-after-ms": "250", "Retry-After": "3"}) == pytest.approx(0.25)
+    assert retry_after({"Retry-After": "3"}) == 3.0 and retry_after({}) is None
+    assert exhausted_for({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1.5s"}) == pytest.approx(1.5)
+    assert exhausted_for({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "6m0s",
+                          "x-ratelimit-remaining-requests": "10"}) == pytest.approx(360.0)
+    assert exhausted_for({"x-ratelimit-remaining-requests": "12"}) is None
+
+
+def test_thirty_requests_a_minute_flow_one_every_two_seconds():
+    clock = Clock()
+    throttle = Throttle(start=8, rpm=30, clock=clock)
+    starts = []
+    while len(starts) < 4:
+        wait = throttle.try_start()
+        if wait == 0:
+            starts.append(clock.now)
+            throttle.done()
+        else:
+            clock.now += wait
+    assert starts == pytest.approx([0.0, 2.0, 4.0, 6.0])  # a bucket below one request still fills, and never stalls
+
+
+def test_a_token_budget_below_one_request_still_lets_requests_through():
+    clock = Clock()
+    throttle = Throttle(start=8, tpm=600, clock=clock)  # 10 tokens a second; each request "costs" 50
+    starts = []
+    while len(starts) < 3:
+        wait = throttle.try_start(tokens=50)
+        if wait == 0:
+            starts.append(clock.now)
+            throttle.done()
+        else:
+            clock.now += wait
+    assert starts == pytest.approx([0.0, 5.0, 10.0])  # it goes, and 50-token requests at 600 tokens a minute: one per 5 s
+
+
+def test_aimd_grows_while_the_endpoint_keeps_up_and_halves_on_a_refusal():
+    clock = Clock()
+    throttle = Throttle(start=4, ceiling=1000, clock=clock)
+    for _ in range(60):
+        assert throttle.try_start() == 0
+        throttle.done()
+    assert throttle.limit == 64  # slow start: one more per success
+    throttle.try_start()
+    throttle.done(refused=True, headers={"retry-after-ms": "500"})
+    assert throttle.limit == 32 and throttle.try_start() == pytest.approx(0.5)  # paused as the endpoint asked
+    throttle.done(refused=True)  # a second refusal within a second: no second cut
+    assert throttle.limit == 32 and not throttle.slow_start
+    clock.now += 1.5
+    for _ in range(32):
+        assert throttle.try_start() == 0
+        throttle.done()
+    assert throttle.limit == pytest.approx(33, abs=0.05)  # then one more per round of successes
+
+
+def test_in_flight_limit_and_exhausted_headers_hold_requests():
+    clock = Clock()
+    throttle = Throttle(start=2, clock=clock)
+    assert throttle.try_start() == 0 and throttle.try_start() == 0 and throttle.try_start() > 0  # two in flight at most
+    throttle.done(headers={"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"})
+    assert throttle.try_start() == pytest.approx(2.0)  # the endpoint's budget is spent: wait for its reset
+
+
+def test_every_stage_of_a_worker_shares_one_throttle():
+    a = shared_throttle("openai|http://x", 32, 512, 1500.0, 0.0)
+    b = shared_throttle("openai|http://x", 32, 512, 1500.0, 0.0)
+    assert a is b and shared_throttle("openai|http://y", 32, 512, 1500.0, 0.0) is not a
+    a.done(refused=True, headers={"retry-after": "5"})
+    assert b.try_start() > 0  # a refusal one stage saw holds the others
