@@ -6,8 +6,12 @@
 #
 # Extra arguments are passed to the job (any ComVint flag or Beam option).
 # DRY_RUN=1 builds and validates the whole Dataflow job offline without submitting it
-# (no credentials needed). The API key for --llm openai is never a pipeline option:
-# workers read OPENAI_API_KEY from their environment (see README, "Secrets on Dataflow").
+# (no credentials needed). The API key for --llm openai is never a pipeline option: store it
+# in Secret Manager and pass its version, which every worker reads in setup() (README,
+# "Running against a paid API"); its service account needs roles/secretmanager.secretAccessor:
+#
+#   ./run_dataflow.sh --llm openai --llm_api_key_secret projects/$PROJECT/secrets/openai-key/versions/latest \
+#       --llm_rpm 3000 --max_num_workers 20 --cache_dir gs://my-bucket/cache
 set -euo pipefail
 cd "$(dirname "$0")"
 

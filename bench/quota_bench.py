@@ -6,14 +6,16 @@ The fake endpoint (``comvint.llm.fake.FakeOpenAI`` with ``quota_rpm``) accepts a
 in any 60 s window, sends ``x-ratelimit-*`` headers, and refuses the rest with 429 +
 ``retry-after-ms``; it answers every request with a schema-valid reply. The job runs in its own
 process(es) on generated corpora (``bench/corpora.py``). Reported per run, over its LLM phase
-(first to last accepted request): requests accepted per minute as a share of the quota, the share
-of requests refused, and the busiest 60 s window.
+(first to last accepted request of T seconds): the accepted requests as a share of what the quota
+allows in that phase (quota x ceil(T / 60)), the share of requests refused, and the busiest 60 s
+window (at most the quota, or the job's --llm_rpm budget).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -50,7 +52,10 @@ def run(server: FakeOpenAI, work: str, name: str, extra: list[str]) -> dict:
     stats = json.load(open(os.path.join(out, "stats.json")))
     return {
         "run": name, "accepted": len(times), "refused": refused, "llm_phase_s": round(span_min * 60, 1),
-        "accepted_per_min": round(len(times) / span_min), "quota_share": round(len(times) / span_min / server.quota_rpm, 3),
+        "accepted_per_min": round(len(times) / span_min),
+        # The endpoint lets at most the quota through in any 60 s window: in a phase of T seconds, at most
+        # quota x ceil(T / 60) requests. The share of that the job used:
+        "quota_share": round(len(times) / (server.quota_rpm * math.ceil(span_min)), 3),
         "refused_share": round(refused / max(1, refused + len(times)), 3), "busiest_60s": busiest_minute(times),
         "failures": stats["counts"].get("failures", {}).get("total", 0), "kept": stats["counts"]["instructions"]["total"],
     }

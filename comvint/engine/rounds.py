@@ -192,4 +192,4 @@ def reformulate(grounding: list[str], things: dict[str, Thing], key: str) -> dic
         return {**EMPTY_CLOSED, **closed}
     mc_question, correct, distractors, wrong = options
     return {**closed, "mc_question": mc_question, "correct_option": correct, "distractors": distractors,
-            "mc_grounding": [*chain.clauses, *wrong]}
+            "mc_grounding": list(dict.fromkeys([*chain.clauses, *wrong]))}
