@@ -66,6 +66,29 @@ def _box(rng: random.Random, width: int, height: int) -> tuple[int, int, int, in
     return x, y, x + w - 1, y + h - 1
 
 
+def box_object(names: str, box: tuple[int, int, int, int]) -> str:
+    """One ``<object>`` of an Annotations XML: its ``<name>`` lines and a 1-based inclusive box."""
+    x1, y1, x2, y2 = box
+    return (f"\t<object>\n{names}\t\t<bndbox>\n\t\t\t<xmin>{x1}</xmin>\n\t\t\t<ymin>{y1}</ymin>\n"
+            f"\t\t\t<xmax>{x2}</xmax>\n\t\t\t<ymax>{y2}</ymax>\n\t\t</bndbox>\n\t</object>\n")
+
+
+def annotation_xml(image_id: int, width: int, height: int, objects: list[str]) -> str:
+    return (f"<annotation>\n\t<filename>{image_id}.jpg</filename>\n\t<size>\n\t\t<width>{width}</width>\n"
+            f"\t\t<height>{height}</height>\n\t\t<depth>3</depth>\n\t</size>\n{''.join(objects)}</annotation>\n")
+
+
+def write_flickr_tree(root: str, images) -> None:
+    """``(image_id, sentences text, annotations XML)`` triples -> a Flickr30k Entities tree under ``root``."""
+    for kind in ("Sentences", "Annotations"):
+        os.makedirs(os.path.join(root, kind), exist_ok=True)
+    for image_id, text, xml in images:
+        with open(os.path.join(root, "Sentences", f"{image_id}.txt"), "w", encoding="utf-8") as handle:
+            handle.write(text)
+        with open(os.path.join(root, "Annotations", f"{image_id}.xml"), "w", encoding="utf-8") as handle:
+            handle.write(xml)
+
+
 def flickr_image(rng: random.Random, image_id: int) -> tuple[str, str]:
     """(Sentences text, Annotations XML) of one image: people, animals, things, groups and a scene."""
     width, height = rng.choice((500, 375, 333)), rng.choice((500, 375, 333))
@@ -96,26 +119,13 @@ def flickr_image(rng: random.Random, image_id: int) -> tuple[str, str]:
         if kind == "scene":
             objects.append(f"\t<object>\n\t\t<name>{entity_id}</name>\n\t\t<scene>1</scene>\n\t</object>\n")
             continue
-        for _ in range(boxes):
-            x1, y1, x2, y2 = _box(rng, width, height)
-            objects.append(f"\t<object>\n\t\t<name>{entity_id}</name>\n\t\t<bndbox>\n\t\t\t<xmin>{x1}</xmin>\n\t\t\t<ymin>{y1}</ymin>\n"
-                           f"\t\t\t<xmax>{x2}</xmax>\n\t\t\t<ymax>{y2}</ymax>\n\t\t</bndbox>\n\t</object>\n")
-    xml = (f"<annotation>\n\t<filename>{image_id}.jpg</filename>\n\t<size>\n\t\t<width>{width}</width>\n"
-           f"\t\t<height>{height}</height>\n\t\t<depth>3</depth>\n\t</size>\n{''.join(objects)}</annotation>\n")
-    return "\n".join(lines) + "\n", xml
+        objects += [box_object(f"\t\t<name>{entity_id}</name>\n", _box(rng, width, height)) for _ in range(boxes)]
+    return "\n".join(lines) + "\n", annotation_xml(image_id, width, height, objects)
 
 
 def generate_flickr(root: str, n: int, seed: int = 3) -> None:
     rng = random.Random(seed)
-    for kind in ("Sentences", "Annotations"):
-        os.makedirs(os.path.join(root, kind), exist_ok=True)
-    for k in range(n):
-        image_id = 2_000_000 + k
-        text, xml = flickr_image(rng, image_id)
-        with open(os.path.join(root, "Sentences", f"{image_id}.txt"), "w", encoding="utf-8") as handle:
-            handle.write(text)
-        with open(os.path.join(root, "Annotations", f"{image_id}.xml"), "w", encoding="utf-8") as handle:
-            handle.write(xml)
+    write_flickr_tree(root, ((2_000_000 + k, *flickr_image(rng, 2_000_000 + k)) for k in range(n)))
 
 
 def vg_phrase(rng: random.Random) -> str:
@@ -132,18 +142,32 @@ def vg_phrase(rng: random.Random) -> str:
     return _group(rng, rng.choice((2, 3)), THINGS)
 
 
-def generate_vg(path: str, n: int, regions: tuple[int, int] = (25, 75), seed: int = 5) -> None:
-    """A one-line v1.2 ``region_descriptions.json``, written image by image."""
-    rng = random.Random(seed)
+def write_vg(path: str, n: int, region) -> None:
+    """A one-line v1.2 ``region_descriptions.json`` of ``n`` images, written image by image;
+    ``region(image_id, region_id)`` returns one region row, or None when the image has no more."""
     region_id = 1
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("[")
         for image_id in range(1, n + 1):
             rows = []
-            for _ in range(rng.randint(*regions)):
-                x, y = rng.randint(0, 560), rng.randint(0, 400)
-                rows.append({"region_id": region_id, "width": rng.randint(20, 640 - x), "height": rng.randint(20, 480 - y),
-                             "image_id": image_id, "phrase": vg_phrase(rng), "y": y, "x": x})
+            while (row := region(image_id, region_id, len(rows))) is not None:
+                rows.append(row)
                 region_id += 1
             handle.write(("" if image_id == 1 else ", ") + json.dumps({"regions": rows, "id": image_id}))
         handle.write("]")
+
+
+def generate_vg(path: str, n: int, regions: tuple[int, int] = (25, 75), seed: int = 5) -> None:
+    """Visual Genome images of ``regions`` regions each, phrased like the sample's."""
+    rng, counts = random.Random(seed), {}
+
+    def region(image_id: int, region_id: int, made: int):
+        if image_id not in counts:
+            counts[image_id] = rng.randint(*regions)
+        if made >= counts[image_id]:
+            return None
+        x, y = rng.randint(0, 560), rng.randint(0, 400)
+        return {"region_id": region_id, "width": rng.randint(20, 640 - x), "height": rng.randint(20, 480 - y),
+                "image_id": image_id, "phrase": vg_phrase(rng), "y": y, "x": x}
+
+    write_vg(path, n, region)

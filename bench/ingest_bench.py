@@ -22,6 +22,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import measure, ratio  # noqa: E402
+from bench.corpora import annotation_xml, box_object, write_flickr_tree, write_vg  # noqa: E402
 
 TYPES = ("people", "clothing", "bodyparts", "animals", "vehicles", "instruments", "scene", "other")
 WORDS = ("man woman dog ball shirt red blue green street park child bike car tree hat table cup girl boy water grass "
@@ -52,41 +53,26 @@ def flickr_files(rng: random.Random, image_id: int) -> tuple[str, str]:
             continue
         for _ in range(rng.randint(1, 2)):
             x1, y1 = rng.randint(1, width // 2), rng.randint(1, height // 2)
-            x2, y2 = rng.randint(x1 + 1, width), rng.randint(y1 + 1, height)
-            objects.append(f"\t<object>\n{names}\t\t<bndbox>\n\t\t\t<xmin>{x1}</xmin>\n\t\t\t<ymin>{y1}</ymin>\n"
-                           f"\t\t\t<xmax>{x2}</xmax>\n\t\t\t<ymax>{y2}</ymax>\n\t\t</bndbox>\n\t</object>\n")
-    xml = (f"<annotation>\n\t<filename>{image_id}.jpg</filename>\n\t<size>\n\t\t<width>{width}</width>\n"
-           f"\t\t<height>{height}</height>\n\t\t<depth>3</depth>\n\t</size>\n{''.join(objects)}</annotation>\n")
-    return "\n".join(lines) + "\n", xml
+            objects.append(box_object(names, (x1, y1, rng.randint(x1 + 1, width), rng.randint(y1 + 1, height))))
+    return "\n".join(lines) + "\n", annotation_xml(image_id, width, height, objects)
 
 
 def generate_flickr(root: str, n: int, seed: int = 3) -> None:
     rng = random.Random(seed)
-    for kind in ("Sentences", "Annotations"):
-        os.makedirs(os.path.join(root, kind), exist_ok=True)
-    for k in range(n):
-        image_id = 1_000_000 + k
-        text, xml = flickr_files(rng, image_id)
-        with open(os.path.join(root, "Sentences", f"{image_id}.txt"), "w", encoding="utf-8") as handle:
-            handle.write(text)
-        with open(os.path.join(root, "Annotations", f"{image_id}.xml"), "w", encoding="utf-8") as handle:
-            handle.write(xml)
+    write_flickr_tree(root, ((1_000_000 + k, *flickr_files(rng, 1_000_000 + k)) for k in range(n)))
 
 
 def generate_vg(path: str, n: int, regions: int = 50, seed: int = 5) -> None:
-    """A one-line v1.2 ``region_descriptions.json`` written image by image."""
+    """A one-line v1.2 ``region_descriptions.json`` of ``regions`` random-word regions per image."""
     rng = random.Random(seed)
-    region_id = 1
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write("[")
-        for image_id in range(1, n + 1):
-            rows = []
-            for _ in range(regions):
-                rows.append({"region_id": region_id, "width": rng.randint(5, 400), "height": rng.randint(5, 400), "image_id": image_id,
-                             "phrase": _phrase(rng) + (" " if rng.random() < 0.3 else ""), "y": rng.randint(0, 400), "x": rng.randint(0, 400)})
-                region_id += 1
-            handle.write(("" if image_id == 1 else ", ") + json.dumps({"regions": rows, "id": image_id}))
-        handle.write("]")
+
+    def region(image_id: int, region_id: int, made: int):
+        if made >= regions:
+            return None
+        return {"region_id": region_id, "width": rng.randint(5, 400), "height": rng.randint(5, 400), "image_id": image_id,
+                "phrase": _phrase(rng) + (" " if rng.random() < 0.3 else ""), "y": rng.randint(0, 400), "x": rng.randint(0, 400)}
+
+    write_vg(path, n, region)
 
 
 _MARK = re.compile(r"\[/EN#(\d+)/(\S+) ([^\]]*)\]")
