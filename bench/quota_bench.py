@@ -1,6 +1,7 @@
 """The whole method against an endpoint with a quota shared by every worker (OpenAI-style limits).
 
     python bench/quota_bench.py                       # 3,000 requests/minute, 200 ms replies; 1 and 2 workers; default flags and --llm_rpm 1500
+    python bench/quota_bench.py --unlimited --curator_python /tmp/curator-venv/bin/python   # no quota: the method vs Curator
 
 The fake endpoint (``comvint.llm.fake.FakeOpenAI`` with ``quota_rpm``) accepts at most the quota
 in any 60 s window, sends ``x-ratelimit-*`` headers, and refuses the rest with 429 +
@@ -61,6 +62,28 @@ def run(server: FakeOpenAI, work: str, name: str, extra: list[str]) -> dict:
     }
 
 
+def unlimited(work: str, latency: float, curator_python: str | None) -> None:
+    """No quota: the whole method with default flags, and Curator sending as many requests in 7 sequential stages."""
+    from bench.llm_bench import run_curator, server_stats
+
+    with FakeOpenAI(schema_json, latency=latency) as server:
+        server_stats(server.base_url, reset=True)
+        row = run(server, work, "unlimited", [])
+        stats = server_stats(server.base_url)
+        total = stats["requests"]
+        print(json.dumps({"run": "ComVint, whole method, default flags", "requests": total, "span_s": stats["span_s"],
+                          "requests_per_s": round(total / stats["span_s"], 1), "max_in_flight": stats["max_in_flight"],
+                          "kept": row["kept"]}), flush=True)
+        if curator_python:
+            seconds, in_flight = 0.0, 0
+            for stage in range(7):
+                result = run_curator(curator_python, server.base_url, total // 7)
+                seconds += result["request_span_s"]
+                in_flight = max(in_flight, result["max_in_flight"])
+            print(json.dumps({"run": "Curator 0.1.31, 7 sequential stages", "requests": total // 7 * 7, "span_s": round(seconds, 2),
+                              "requests_per_s": round(total // 7 * 7 / seconds, 1), "max_in_flight": in_flight}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quota", type=int, default=3000, help="requests per minute the endpoint accepts")
@@ -68,10 +91,15 @@ def main() -> None:
     parser.add_argument("--flickr", type=int, default=120)
     parser.add_argument("--vg", type=int, default=240)
     parser.add_argument("--work", default=tempfile.mkdtemp(prefix="comvint-quota-"))
+    parser.add_argument("--unlimited", action="store_true", help="no quota: throughput of the method (and of Curator)")
+    parser.add_argument("--curator_python", default=None, help="a Python with bespokelabs-curator, for --unlimited")
     args = parser.parse_args()
     if not os.path.exists(os.path.join(args.work, "vg.json")):
         generate_flickr(os.path.join(args.work, "flickr"), args.flickr)
         generate_vg(os.path.join(args.work, "vg.json"), args.vg, regions=(10, 40))
+    if args.unlimited:
+        unlimited(args.work, args.latency, args.curator_python)
+        return
     two = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
     runs = [("1 worker, default flags", []), ("2 workers, default flags", two),
             ("1 worker, --llm_rpm 1500", ["--llm_rpm", "1500"]), ("2 workers, --llm_rpm 1500", [*two, "--llm_rpm", "1500"])]
