@@ -76,7 +76,7 @@ def unlimited(work: str, latency: float, curator_python: str | None) -> None:
                           "kept": row["kept"]}), flush=True)
         if curator_python:
             seconds, in_flight = 0.0, 0
-            for stage in range(7):
+            for _ in range(7):
                 result = run_curator(curator_python, server.base_url, total // 7)
                 seconds += result["request_span_s"]
                 in_flight = max(in_flight, result["max_in_flight"])

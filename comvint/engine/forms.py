@@ -93,6 +93,9 @@ def question(chain: Chain, things: dict[str, Thing]) -> str:
     """The open question of a chain, in one of several phrasings."""
     *before, last = chain.steps
     key = "|".join(chain.clauses)
+    if chain.ask is not None and chain.ask.rel == "attr":
+        desc = description(chain.steps, things)
+        return pick((f"Take {desc}: what colour {it_is(last, things)}?", f"What colour is {desc}?"), key)
     if chain.ask is not None:
         verb = en.FIELD[chain.ask.args[2]][0]
         desc = description(chain.steps, things)
@@ -121,7 +124,7 @@ def explanation(chain: Chain, things: dict[str, Thing]) -> str:
             parts.append(f"there are {en.count_word(step.value)} {en.plural_noun(group)}")
         else:
             parts.append(en.statement(step.rel, things[step.args[0]], things[step.args[1]]))
-    if chain.ask is not None:
+    if chain.ask is not None and chain.ask.rel == "fact":
         focus = things[chain.focus()]
         parts.append(en.fact_statement(focus, chain.ask.args[2], fact_value(focus.obj, chain.ask.args[2])))
     return en.cap(en.join(parts)) + "."
@@ -130,7 +133,9 @@ def explanation(chain: Chain, things: dict[str, Thing]) -> str:
 def answer(chain: Chain, things: dict[str, Thing]) -> str:
     """The short answer first, then why."""
     last = chain.steps[-1]
-    if chain.ask is not None:
+    if chain.ask is not None and chain.ask.rel == "attr":
+        short = chain.ask.args[1]
+    elif chain.ask is not None:
         short = fact_value(things[chain.focus()].obj, chain.ask.args[2])
     elif last.rel == "count":
         short = en.count_word(last.value)
@@ -140,6 +145,6 @@ def answer(chain: Chain, things: dict[str, Thing]) -> str:
 
 
 def item(chain: Chain, things: dict[str, Thing]) -> dict[str, Any]:
-    topic = knowledge()["objects"][things[chain.focus()].obj]["topic"] if chain.ask is not None else ""
+    topic = knowledge()["objects"][things[chain.focus()].obj]["topic"] if chain.ask is not None and chain.ask.rel == "fact" else ""
     return {"instruction": question(chain, things), "answer": answer(chain, things), "grounding": chain.clauses,
             "knowledge_topic": topic}

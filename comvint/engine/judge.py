@@ -23,6 +23,10 @@ def check(clause: Clause, things: dict[str, Thing]) -> tuple[bool, str]:
     if clause.rel == "count":
         ok = (first.count == clause.value) != clause.negated
         return ok, f"{first.name}: {first.count} box(es)"
+    if clause.rel == "attr":
+        claimed = clause.args[1] if len(clause.args) == 2 else None
+        ok = first.colour is not None and claimed is not None and (first.colour == claimed) != clause.negated
+        return ok, f"{first.name}: {first.colour or 'no colour of its own'}"
     if clause.rel == "fact":
         if len(clause.args) != 3:
             return False, "a fact needs a thing, an object and a field"
@@ -66,8 +70,8 @@ def judge(record: dict[str, Any], things: dict[str, Thing]) -> tuple[bool, str]:
     evidence = "; ".join(f"{g} -> {'ok' if ok else 'FAILS'} ({why})" for g, (ok, why) in zip(grounding, checks, strict=True))
     if not all(ok for ok, _ in checks):
         return False, evidence
-    if clauses[0].rel == "fact" and not clauses[0].negated:
-        return False, evidence + "; the question names the thing whose fact it asks: its text answers it"
+    if clauses[0].rel in ("fact", "attr") and not clauses[0].negated:
+        return False, evidence + "; the question names the thing it asks about: its text answers it"
     expected = _expected_answer(record, grounding, things)
     given = str(record.get("answer", "")).lower()
     if expected is None or not given.startswith(expected):

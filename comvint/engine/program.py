@@ -4,7 +4,8 @@ A chain starts with a comparison of two things (``left_of(W,L)``: of W and L, W 
 the left; the winner comes first) or a count (``count(e:4)=2``). Each further comparison
 involves the previous step's winner (the *focus*) and one new thing, so a later round can only
 be answered through the earlier answer. A chain ends by asking which thing won, how many there
-are, or a knowledge-table fact about the focus (``fact(r:7,clock,used_for)``). Negated clauses
+are, a knowledge-table fact about the focus (``fact(r:7,clock,used_for)``), or its colour
+(``attr(e:2,brown)``, asked only when the two things compared last differ in colour). Negated clauses
 (``not larger(a,b)``, ``not count(g)=3``, ``not fact(r:7,bicycle,used_for)``) state what a Bool
 "no" question or a multiple-choice distractor claims, and must be clearly false.
 """
@@ -18,6 +19,7 @@ from comvint.engine.scene import INVERSE, Thing, knowledge
 
 _CLAUSE = re.compile(r"^(not )?(\w+)\(([^)]*)\)(?:=(\d+))?$")
 RELATIONS = tuple(INVERSE)
+ASKS = ("fact", "attr")  # what a chain may finally ask of its focus: a table fact, or the colour it has
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +68,7 @@ def chain_of(grounding: list[str]) -> Chain | None:
     clauses = [parse(c) for c in grounding]
     if not clauses or any(c is None or c.negated for c in clauses):
         return None
-    ask = clauses[-1] if clauses[-1].rel == "fact" else None
+    ask = clauses[-1] if clauses[-1].rel in ASKS else None
     steps = tuple(clauses[:-1] if ask else clauses)
     if not steps or any(c.rel not in RELATIONS and c.rel != "count" for c in steps):
         return None

@@ -62,6 +62,10 @@ def synthesize(things: dict[str, Thing], family: str, topic: str | None, n: int,
         groups = [t for t in ordered if t.count > 1 and t.plural]
         if groups:
             chains.append(Chain((Clause("count", (groups[0].id,), value=groups[0].count),)))
+        coloured = colour_chain(ordered, things, key)
+        if coloured is not None:
+            chains.append(coloured)
+            used.update(coloured.steps[0].args)
         axes = shuffled(list(AXES), key, "axes")
         for k, a in enumerate(ordered):
             if len(chains) >= n:
@@ -73,6 +77,25 @@ def synthesize(things: dict[str, Thing], family: str, topic: str | None, n: int,
     return [item(c, things) for c in chains[:n]]
 
 
+def _colours_differ(step: Clause, things: dict[str, Thing]) -> bool:
+    """A colour question about a comparison's winner needs the image only if the two differ in colour."""
+    a, b = (things[x] for x in step.args)
+    return a.colour is not None and b.colour is not None and a.colour != b.colour
+
+
+def colour_chain(ordered: list[Thing], things: dict[str, Thing], key: str) -> Chain | None:
+    """Of two things of different colours, the one a comparison picks: what colour is it?"""
+    coloured = [t for t in ordered if t.colour]
+    for k, a in enumerate(coloured):
+        for b in coloured[k + 1 :]:
+            if a.colour == b.colour:
+                continue
+            step = _first_comparison(a, [b], shuffled(list(AXES), key, "colour"), key)
+            if step is not None:
+                return Chain((step,), Clause("attr", (step.args[0], things[step.args[0]].colour)))
+    return None
+
+
 def complicate(grounding: list[str], things: dict[str, Thing], key: str) -> tuple[dict[str, Any], str] | None:
     """One more hop through the previous answer, and the kind of hop (knowledge type); None if none fits."""
     chain = chain_of(grounding)
@@ -81,6 +104,14 @@ def complicate(grounding: list[str], things: dict[str, Thing], key: str) -> tupl
     focus, last_axis = things[chain.focus()], axis_of(chain.steps[-1].rel) if chain.steps[-1].rel != "count" else None
     new = [t for t in shuffled(list(things.values()), key, "hop") if t.id not in participants(chain)]
     axes = [a for a in shuffled(list(AXES), key, "axis") if a != last_axis]
+    if chain.ask is not None and chain.ask.rel == "attr":  # a new comparison first: the colour is then the winner's
+        for other in (t for t in new if t.colour and t.colour != focus.colour):
+            for axis in axes:
+                step = comparison(focus, other, axis, key)
+                if step is not None:
+                    hop = Chain((*chain.steps, step), Clause("attr", (step.args[0], things[step.args[0]].colour)))
+                    return item(hop, things), KNOWLEDGE_TYPE[axis]
+        return None
     if chain.ask is not None:  # a new comparison before the fact: the fact is then about whichever wins
         field = chain.ask.args[2]
         for other in (t for t in new if fact_value(t.obj, field) and t.obj != focus.obj):
@@ -91,6 +122,8 @@ def complicate(grounding: list[str], things: dict[str, Thing], key: str) -> tupl
                     hop = Chain((*chain.steps, step), Clause("fact", (winner.id, winner.obj, field)))
                     return item(hop, things), KNOWLEDGE_TYPE[axis]
         return None
+    if chain.steps[-1].rel != "count" and _colours_differ(chain.steps[-1], things) and pick((True, False, False), key, "colour"):
+        return item(Chain(chain.steps, Clause("attr", (focus.id, focus.colour))), things), "visual"
     if focus.obj and pick((True, False), key, "fact") and chain.steps[-1].rel != "count":
         fields = [f for f in shuffled(FIELDS, key, "field") if fact_value(focus.obj, f)]
         if fields:
@@ -105,10 +138,12 @@ def complicate(grounding: list[str], things: dict[str, Thing], key: str) -> tupl
 
 def _bool(chain: Chain, things: dict[str, Thing], claim: Clause) -> str:
     """A yes/no question asking whether ``claim`` (the chain's last step, or a fact) is true."""
-    before = chain.steps[:-1] if claim.rel != "fact" else chain.steps
+    before = chain.steps[:-1] if claim.rel not in ("fact", "attr") else chain.steps
     if claim.rel == "count":
         group = things[claim.args[0]]
         return f"Are there {en.count_word(claim.value)} {en.group_phrase(group)} in the picture?"
+    if claim.rel == "attr":
+        return f"Take {description(before, things)}: {it_is(before[-1], things)} {claim.args[1]}?"
     if claim.rel == "fact":
         field = claim.args[2]
         value = fact_value(claim.args[1], field)
@@ -124,7 +159,11 @@ def _bool(chain: Chain, things: dict[str, Thing], claim: Clause) -> str:
 
 
 def _false_claim(chain: Chain, things: dict[str, Thing], key: str) -> Clause | None:
-    """The chain's last claim made false: the comparison reversed, a wrong count, another object's fact."""
+    """The chain's last claim made false: the comparison reversed, a wrong count, another object's fact,
+    the other candidate's colour."""
+    if chain.ask is not None and chain.ask.rel == "attr":
+        other = things[next(a for a in chain.steps[-1].args if a != chain.focus())]
+        return Clause("attr", (chain.focus(), other.colour))
     if chain.ask is not None:
         field, focus = chain.ask.args[2], things[chain.focus()]
         value = fact_value(focus.obj, field)
@@ -142,6 +181,13 @@ def _false_claim(chain: Chain, things: dict[str, Thing], key: str) -> Clause | N
 def _options(chain: Chain, things: dict[str, Thing], key: str) -> tuple[str, str, list[str], list[str]] | None:
     """(question, correct option, three distractors, their clauses): distractors from the same image, each clearly wrong."""
     last = chain.steps[-1]
+    if chain.ask is not None and chain.ask.rel == "attr":
+        colour = chain.ask.args[1]
+        others = list(dict.fromkeys(t.colour for t in shuffled(list(things.values()), key, "mc") if t.colour and t.colour != colour))
+        if len(others) < 3:
+            return None
+        return (question(chain, things), colour, others[:3],
+                [str(Clause("attr", (chain.focus(), c), negated=True)) for c in others[:3]])
     if chain.ask is not None:
         field, focus = chain.ask.args[2], things[chain.focus()]
         value = fact_value(focus.obj, field)

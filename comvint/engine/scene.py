@@ -25,6 +25,7 @@ NOT_NAMES = {"her", "his", "him", "she", "he", "it", "they", "them", "someone", 
 BREAKERS = {"in", "with", "wearing", "on", "of", "by", "under", "near", "next", "behind", "holding", "at", "from", "for",
             "above", "beside", "along", "while", "that", "who", "is", "are", "to", "and", "full", "parked", "lying",
             "sitting", "standing", "flying", "hanging", "folded", "burning"}
+COLOURS = frozenset("red blue green yellow brown white black gray grey orange pink purple".split())
 COUNT_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "several": 0, "many": 0}
 SINGULAR_S = {"bus", "glass", "grass", "dress", "canvas", "waves", "class", "sneakers", "shorts", "pants", "jeans"}
 AXES = {
@@ -61,6 +62,13 @@ class Thing:
     @property
     def name(self) -> str:
         return f"the {self.phrase}"
+
+    @property
+    def colour(self) -> str | None:
+        """The colour its own description gives it ("brown dog": brown; "man in a blue apron": none of its own)."""
+        words = self.phrase.split()
+        head_at = next((k for k, w in enumerate(words) if k > 0 and w in BREAKERS), len(words)) - 1
+        return next((w for w in words[:head_at] if w in COLOURS), None)
 
 
 @functools.lru_cache(maxsize=8192)

@@ -120,6 +120,11 @@ def rederive(clause: str, ann: dict) -> bool:
     args, boxes = args.split(","), boxes_of(ann)
     if rel == "count":
         return (len(boxes[args[0]]) == int(number)) != bool(negated)
+    if rel == "attr":  # the colour words a thing's own description puts before its noun
+        texts = [r["phrase"] for r in ann["regions"] if f"r:{r['region_id']}" == args[0]]
+        texts += [p["text"] for c in ann["captions"] for p in c["phrases"] if f"e:{p['entity_id']}" == args[0]]
+        own = {w for t in texts for w in re.split(r"\b(?:in|with|wearing|on|of|by|near|next|behind|holding|under)\b", t.lower())[0].split()}
+        return (args[1] not in own) if negated else (args[1] in own)
     if rel == "fact":
         table = knowledge()["objects"]
         named = named_objects(args[0], ann)
@@ -178,10 +183,10 @@ def test_a_complication_goes_through_the_previous_answer():
             if parent is None:
                 continue
             assert not record["instruction"].startswith(parent["instruction"].rstrip("?"))  # not the parent plus a question
-            assert record["grounding"][: len([c for c in parent["grounding"] if not c.startswith("fact(")])] == [
-                c for c in parent["grounding"] if not c.startswith("fact(")]  # the parent's steps, then the hop
+            steps = [c for c in parent["grounding"] if not c.startswith(("fact(", "attr("))]  # without its final ask
+            assert record["grounding"][: len(steps)] == steps  # the parent's steps, then the hop
             new = [c for c in record["grounding"] if c not in parent["grounding"]]
-            focus = CLAUSE.match([c for c in parent["grounding"] if not c.startswith("fact(")][-1]).group(3).split(",")[0]
+            focus = CLAUSE.match(steps[-1]).group(3).split(",")[0]
             assert new and any(focus in c for c in new), (parent["grounding"], record["grounding"])
             assert record["knowledge_type"] in ("visual", "physical", "commonsense", "knowledge-base")
 
