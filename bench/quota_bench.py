@@ -56,7 +56,7 @@ def run(server: FakeOpenAI, work: str, name: str, extra: list[str]) -> dict:
         "accepted_per_min": round(len(times) / span_min),
         # The endpoint lets at most the quota through in any 60 s window: in a phase of T seconds, at most
         # quota x ceil(T / 60) requests. The share of that the job used:
-        "quota_share": round(len(times) / (server.quota_rpm * math.ceil(span_min)), 3),
+        "quota_share": round(len(times) / (server.quota_rpm * math.ceil(span_min)), 3) if server.quota_rpm else None,
         "refused_share": round(refused / max(1, refused + len(times)), 3), "busiest_60s": busiest_minute(times),
         "failures": stats["counts"].get("failures", {}).get("total", 0), "kept": stats["counts"]["instructions"]["total"],
     }
