@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from comvint.engine.scene import INVERSE, Thing, knowledge
+from comvint.engine.scene import INVERSE, knowledge
 
 _CLAUSE = re.compile(r"^(not )?(\w+)\(([^)]*)\)(?:=(\d+))?$")
 RELATIONS = tuple(INVERSE)
@@ -79,10 +79,3 @@ def chain_of(grounding: list[str]) -> Chain | None:
 
 def participants(chain: Chain) -> set[str]:
     return {a for s in chain.steps for a in s.args if a.startswith(("e:", "r:"))}
-
-
-def compare(rel: str, a: Thing, b: Thing) -> Clause:
-    """The comparison clause of ``a`` and ``b`` on ``rel``'s axis, the winner first."""
-    from comvint.engine.scene import clear
-
-    return Clause(rel, (a.id, b.id)) if clear(rel, a, b) else Clause(rel, (b.id, a.id))
