@@ -13,6 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult
 
 from beam_pipeline import io
+from beam_pipeline.export import FORMATS
 from beam_pipeline.options import ComvintOptions
 from beam_pipeline.pipeline import build_pipeline
 from beam_pipeline.report import REPORT_FILE, SAMPLE_DIR
@@ -57,8 +58,7 @@ def run(argv: list[str] | None = None) -> PipelineResult:
     return result
 
 
-OUTPUT_DIRS = ("instructions", "rejected", "failures", "annotations", "export/llava", "export/messages", "export/trl",
-               "export/avro", "export/parquet", SAMPLE_DIR)
+OUTPUT_DIRS = ("instructions", "rejected", "failures", "annotations", *(f"export/{f}" for f in FORMATS), SAMPLE_DIR)
 
 
 def written_outputs(output: str) -> list[tuple[str, str]]:

@@ -67,8 +67,12 @@ class Thing:
     def colour(self) -> str | None:
         """The colour its own description gives it ("brown dog": brown; "man in a blue apron": none of its own)."""
         words = self.phrase.split()
-        head_at = next((k for k, w in enumerate(words) if k > 0 and w in BREAKERS), len(words)) - 1
-        return next((w for w in words[:head_at] if w in COLOURS), None)
+        return next((w for w in words[: head_index(words)] if w in COLOURS), None)
+
+
+def head_index(words: list[str]) -> int:
+    """Where a phrase's head noun is: the last word before its first preposition or participle."""
+    return next((k for k, w in enumerate(words) if k > 0 and w in BREAKERS), len(words)) - 1
 
 
 @functools.lru_cache(maxsize=8192)
@@ -91,8 +95,7 @@ def parse_phrase(text: str) -> tuple[str, str, bool, int, str] | None:
     body = body[:cut]  # "man is wearing sneakers" names a man
     if not body or body[0] in NOT_NAMES or len(body) > 8:
         return None
-    head_at = next((k for k, w in enumerate(body) if k > 0 and w in BREAKERS), len(body)) - 1
-    head = body[head_at]
+    head = body[head_index(body)]
     if head in NOT_NAMES or head in COUNT_WORDS or head.endswith("'s"):
         return None
     noun, plural = singular(head)
