@@ -378,6 +378,41 @@ class FileSystemsStore:
         return _create_object_once(path, value.encode("utf-8"))
 
 
+class FileSystemsLedgerStore:
+    """The Batch API ledger's files under ``<cache_dir>/batches/`` on any Beam file system.
+
+    A local file is replaced atomically (temporary file + rename); a ``gs://`` object upload is atomic.
+    """
+
+    def __init__(self, cache_dir: str) -> None:
+        self._root = join(cache_dir, "batches")
+
+    def names(self) -> list[str]:
+        try:
+            found = FileSystems.match([join(self._root, "*.json")])[0].metadata_list
+        except Exception:  # noqa: BLE001 - Beam raises when the folder does not exist yet: no batch was submitted
+            return []
+        return sorted(m.path.rsplit("/", 1)[-1] for m in found)
+
+    def read(self, name: str) -> str | None:
+        path = join(self._root, name)
+        return read_text(path) if exists(path) else None
+
+    def write(self, name: str, text: str) -> None:
+        path = join(self._root, name)
+        if "://" in path:
+            _write_text(path, text)
+            return
+        import os
+        import tempfile
+
+        os.makedirs(self._root, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self._root, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode("utf-8"))
+        os.replace(tmp, path)
+
+
 def _create_object_once(path: str, data: bytes) -> bool:
     """Create a ``gs://`` object only if it does not exist (``if_generation_match=0``): of two workers that race
     on a key exactly one writes, the other is told and reads the winner's entry. False when it existed."""

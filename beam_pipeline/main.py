@@ -17,6 +17,7 @@ from beam_pipeline.export import FORMATS
 from beam_pipeline.options import ComvintOptions
 from beam_pipeline.pipeline import build_pipeline
 from beam_pipeline.report import REPORT_FILE, SAMPLE_DIR
+from comvint.llm.config import ConfigError
 from comvint.stats import AccountingError
 from comvint.summary import format_summary
 
@@ -110,14 +111,15 @@ def help_text() -> str:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("beam_pipeline").setLevel(logging.INFO)
+    for name in ("beam_pipeline", "comvint"):
+        logging.getLogger(name).setLevel(logging.INFO)
     argv, start = sys.argv[1:], time.monotonic()
     if "-h" in argv or "--help" in argv:
         print(help_text())
         return
     try:
         result = run(argv)
-    except UsageError as err:
+    except (UsageError, ConfigError) as err:
         print(f"comvint: error: {err}", file=sys.stderr)
         sys.exit(2)
     except Exception as err:

@@ -7,8 +7,10 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 
 from beam_pipeline.stages import RunStage
+from comvint.stats import unit_of as image_key
 from comvint import engine
 from comvint.llm.config import LLMConfig
+from comvint.records import pack
 from comvint.stages.base import OK, REJECTED
 from comvint.stages.method import (
     FAMILY,
@@ -90,12 +92,14 @@ class GenerateComplexInstructions(beam.PTransform):
         topics = kept[OK] | "AttachTopics" >> AttachTopics()
         # The annotations were spread over the workers just before (SpreadAnnotations): no second reshuffle.
         generated = topics | "GenerateInstructions" >> RunStage(Synthesize(cfg), llm, reshuffle=False)
+        # Later stages join each item to its image's record: one copy per image in a shuffle, not one per item.
+        anns = topics | "PackAnnotations" >> beam.Map(lambda a: (image_key(a), pack(a)))
         rejected, failed, usage, verified, verdicts = [kept[REJECTED], generated.rejected], [generated.failed], [generated.usage], [], []
         steps, complicated, skipped = {"images_used": kept[OK], "synthesized": generated.ok}, [], []
         candidates = generated.ok
         for r in range(cfg.rounds + 1):
             checked = candidates | f"EliminateRound{r}" >> beam.FlatMap(_eliminate).with_outputs(REJECTED, main=OK)
-            judged = checked[OK] | f"VerifyRound{r}" >> RunStage(Verify(cfg), llm)
+            judged = checked[OK] | f"VerifyRound{r}" >> RunStage(Verify(cfg), llm, annotations=anns)
             rejected += [checked[REJECTED], judged.rejected]
             failed.append(judged.failed)
             usage.append(judged.usage)
@@ -106,7 +110,7 @@ class GenerateComplexInstructions(beam.PTransform):
                 judged.rejected | f"FailedRound{r}" >> beam.Map(_verdict, "failed"),
             ]
             if r < cfg.rounds:
-                harder = judged.ok | f"ComplicateRound{r + 1}" >> RunStage(Complicate(cfg), llm)
+                harder = judged.ok | f"ComplicateRound{r + 1}" >> RunStage(Complicate(cfg), llm, annotations=anns)
                 failed.append(harder.failed)
                 usage.append(harder.usage)
                 candidates = harder.ok
@@ -115,11 +119,11 @@ class GenerateComplexInstructions(beam.PTransform):
                 skipped.append(harder.skipped)
         all_verified = verified | "MergeVerified" >> beam.Flatten()
         chosen = all_verified | "ChooseForReformulation" >> beam.Filter(reformulate_selected, cfg)
-        closed = chosen | "ReformulateInstructions" >> RunStage(Reformulate(cfg), llm)
+        closed = chosen | "ReformulateInstructions" >> RunStage(Reformulate(cfg), llm, annotations=anns)
         steps["reformulated"] = closed.ok
         rejected, failed, usage = [*rejected, closed.rejected], [*failed, closed.failed], [*usage, closed.usage]
         if cfg.verify_reformulations:  # each Bool and multiple-choice record judged itself
-            judged_closed = closed.ok | "VerifyReformulations" >> RunStage(VerifyReformulated(cfg), llm)
+            judged_closed = closed.ok | "VerifyReformulations" >> RunStage(VerifyReformulated(cfg), llm, annotations=anns)
             rejected, failed, usage = [*rejected, judged_closed.rejected], [*failed, judged_closed.failed], [*usage, judged_closed.usage]
             closed_ok = steps["verified_reformulated"] = judged_closed.ok
         else:

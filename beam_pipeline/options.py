@@ -64,6 +64,14 @@ class ComvintOptions(PipelineOptions):
         add("--llm_response_format", default="json_schema", choices=("json_schema", "json_object", "text"),
             help="structured output the endpoint supports")
         add("--llm_prices", default="", help="price per 1M tokens for the cost estimate: 'model=in:out,...'")
+        add("--llm_max_cost_usd", type=float, default=0,
+            help="stop spending at this estimated cost (from --llm_prices; 0: no cap): unpaid items go to failures/ as llm_budget_exhausted")
+        add("--llm_mode", default="online", choices=("online", "batch"),
+            help="online: one request per call; batch: the Batch API (files + batches, half the price, within 24 h; needs --cache_dir)")
+        add("--llm_batch_poll_s", type=float, default=60.0, help="batch mode: seconds between polls of a batch (backs off on errors)")
+        add("--llm_batch_max_requests", type=int, default=50_000, help="batch mode: most lines per batch file")
+        add("--llm_batch_max_mb", type=float, default=200.0, help="batch mode: largest batch file in MB")
+        add("--llm_batch_discount", type=float, default=0.5, help="batch mode: price cut of the Batch API for the cost estimate (OpenAI: 0.5)")
         add("--cache_dir", default=None, help="response cache directory (local or gs://): reruns pay nothing for what finished")
 
         add = parser.add_argument_group("dedup and filters").add_argument

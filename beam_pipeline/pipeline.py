@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -85,7 +87,7 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
 
 def run_method(annotations, failures, opts: ComvintOptions) -> tuple[dict[str, beam.PCollection], dict]:
     """The method, quality filters and dedup: the run's sinks (and what stats.json counts) and its settings."""
-    llm = config_from_mapping(opts.get_all_options())
+    llm = config_from_mapping({**opts.get_all_options(), "run_id": uuid.uuid4().hex})
     method = annotations | "SpreadAnnotations" >> beam.Reshuffle() | "RunMethod" >> GenerateComplexInstructions(
         method_config(opts, llm), llm
     )
@@ -103,7 +105,7 @@ def run_method(annotations, failures, opts: ComvintOptions) -> tuple[dict[str, b
         "llm": method.usage, "verdicts": method.verdicts, "skipped": method.skipped, "items": method.created,
         "funnel": (method.funnel, *funnel_marks(steps)) | "MergeFunnel" >> beam.Flatten(),
     }
-    extra = {"llm_backend": llm.backend, "rounds": opts.rounds, "max_per_cluster": opts.max_per_cluster,
+    extra = {"llm_backend": llm.backend, "llm_mode": llm.mode, "rounds": opts.rounds, "max_per_cluster": opts.max_per_cluster,
              "dedup_threshold": opts.dedup_threshold, "exports": list(parse_formats(opts.export))}
     return sinks, extra
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -13,14 +15,18 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils.windowed_value import WindowedValue
 
-from beam_pipeline.io import FileSystemsStore
+from beam_pipeline.io import FileSystemsLedgerStore, FileSystemsStore
 from comvint import stats as run_stats
+from comvint.stats import unit_of as image_key
+from comvint.llm.batch import BatchBackend, Ledger, flush_when_waiting
+from comvint.llm.budget import shared_budget
 from comvint.llm.cache import ResponseCache
 from comvint.llm.client import Backend, OfflineBackend, OpenAIBackend
 from comvint.llm.config import LLMConfig
 from comvint.llm.retry import UnusableReply
 from comvint.llm.runner import START_IN_FLIGHT, StageRunner
 from comvint.llm.throttle import shared_throttle
+from comvint.records import stable_int
 from comvint.stages.base import FAILED, OK, REJECTED, SKIPPED, ParseError, Stage, handle_outcomes
 
 _LOGGER = logging.getLogger(__name__)
@@ -72,6 +78,9 @@ class RunStageFn(beam.DoFn):
     ``BACKLOG_FACTOR x concurrency`` calls wait, so a freed slot is refilled at
     once and only the end of a bundle waits for its slowest call. Each record
     keeps its input's window and timestamp.
+
+    In batch mode (``--llm_mode batch``) every call of the bundle is queued first; ``finish_bundle``
+    then sends them as batch files and waits, again for each follow-up batch of retries.
     """
 
     PROGRESS_EVERY_S = 10.0
@@ -88,7 +97,7 @@ class RunStageFn(beam.DoFn):
         self._latency = Metrics.distribution(f"comvint.{name}", "latency_ms")
 
     def setup(self) -> None:
-        self._loop, self._pending = asyncio.new_event_loop(), {}
+        self._loop, self._pending, self._issued = asyncio.new_event_loop(), {}, 0
         self._progress: dict[str, Any] = {}
         self._logged_at = time.monotonic()
         cache = ResponseCache(FileSystemsStore(self._config.cache_dir)) if self._config.cache_dir else None
@@ -98,6 +107,9 @@ class RunStageFn(beam.DoFn):
         config = self._config
         if self._backend is not None:
             backend = self._backend()
+        elif config.mode == "batch":
+            backend = BatchBackend(config, api_key(config, self._read_secret), Ledger(FileSystemsLedgerStore(config.cache_dir)))
+            _LOGGER.info("Stage %s: model %s through the Batch API at %s", self._stage.name, config.model_for(self._stage.name), config.base_url)
         elif config.backend == "openai":
             backend = OpenAIBackend(config, api_key(config, self._read_secret))
             _LOGGER.info("Stage %s: model %s at %s", self._stage.name, config.model_for(self._stage.name), config.base_url)
@@ -106,7 +118,7 @@ class RunStageFn(beam.DoFn):
         # One throttle per worker process and endpoint: a refusal slows every stage of the worker.
         throttle = shared_throttle(f"{config.backend}|{config.base_url}", min(START_IN_FLIGHT, config.concurrency), config.concurrency,
                                    config.rpm, config.tpm)
-        return StageRunner(config, backend, cache, throttle)
+        return StageRunner(config, backend, cache, throttle, budget=shared_budget(config.run_id, config.max_cost_usd))
 
     def _check(self, item: Any):
         """A reply the stage cannot use for this item (its ``handle`` raises ParseError) is worth another sample."""
@@ -123,22 +135,42 @@ class RunStageFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._queued, self._cpu_ms = 0, 0.0
         self._usage: dict[Any, dict[str, Any]] = {}  # window -> usage of the calls of its items
+        self._batches_at_start = self._batch_counts()
+
+    def _batch_counts(self) -> dict[str, int]:
+        backend = self._runner.backend
+        return {"batches": getattr(backend, "batches_submitted", 0), "batch_lines": getattr(backend, "lines_submitted", 0),
+                "batches_resumed": getattr(backend, "batches_resumed", 0)}
 
     def process(self, item: Any, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam) -> Iterator[Any]:
         calls = self._stage.calls(item)
         check = self._check(item) if len(calls) == 1 else None
         self._pending[self._loop.create_task(self._runner.run(calls, check))] = (item, len(calls), window, timestamp)
         self._queued += len(calls)
-        while self._queued > self._backlog:
+        self._issued += len(calls)
+        while self._queued > self._backlog and not self._runner.batch:  # batch mode: queue the whole bundle first
             yield from self._collect(asyncio.FIRST_COMPLETED)
 
     def finish_bundle(self) -> Iterator[Any]:
+        if self._runner.batch:
+            self._send_batches()
         while self._pending:
             yield from self._collect(asyncio.ALL_COMPLETED)
+        now = self._batch_counts()
+        batches = {k: now[k] - self._batches_at_start[k] for k in now if now[k] > self._batches_at_start[k]}
         for k, (window, usage) in enumerate(self._usage.items()):
-            usage = {**usage, "client_cpu_ms": self._cpu_ms if k == 0 else 0.0}  # the bundle's CPU, counted once
+            # the bundle's CPU and batches, counted once
+            usage = {**usage, "client_cpu_ms": self._cpu_ms if k == 0 else 0.0, **(batches if k == 0 else {})}
             self._record_usage(usage)
             yield beam.pvalue.TaggedOutput(USAGE, WindowedValue({self._stage.name: usage}, window.max_timestamp(), (window,)))
+
+    def _send_batches(self) -> None:
+        """Flush the batch backend whenever every open call waits for it (retries make follow-up batches)."""
+        runner = self._runner
+        cpu = time.thread_time()
+        while self._loop.run_until_complete(flush_when_waiting(runner.backend, lambda: self._issued - runner.finished, self._stage.name)):
+            pass
+        self._cpu_ms += (time.thread_time() - cpu) * 1000
 
     def _collect(self, until: str) -> Iterator[Any]:
         """Run the loop until one (or every) queued item is done; emit the done items' records in queue order."""
@@ -193,15 +225,86 @@ class RunStageFn(beam.DoFn):
             loop.close()
 
 
-class RunStage(beam.PTransform):
-    """items -> StageResult, via Reshuffle and RunStageFn."""
+def request_size(stage: Stage, item: Any) -> tuple[int, int]:
+    """(calls, bytes of their messages) of one item: what its lines add to a batch file."""
+    calls = stage.calls(item)
+    return len(calls), sum(len(json.dumps(c.messages)) for c in calls)
 
-    def __init__(self, stage: Stage, config: LLMConfig, reshuffle: bool = True, backend: Callable[[], Backend] | None = None) -> None:
+
+def batch_groups(totals: tuple[int, int], config: LLMConfig, fill: float = 0.9) -> int:
+    """How many batch files a stage's calls need (each filled to ``fill`` of the limits, leaving room for hashing)."""
+    calls, size = totals
+    return max(1, math.ceil(calls / (fill * config.batch_max_requests)), math.ceil(size / (fill * config.batch_max_mb * (1 << 20))))
+
+
+def _sum_pairs(pairs) -> tuple[int, int]:
+    calls = size = 0
+    for a, b in pairs:
+        calls, size = calls + a, size + b
+    return calls, size
+
+
+class GroupForBatches(beam.PTransform):
+    """items -> the same items, regrouped so that one bundle holds about one batch file's worth of calls
+    (``--llm_batch_max_requests`` lines, ``--llm_batch_max_mb``), whatever the upstream bundle sizes."""
+
+    def __init__(self, stage: Stage, config: LLMConfig) -> None:
+        super().__init__()
+        self._stage, self._config = stage, config
+
+    def expand(self, items):
+        stage, config = self._stage, self._config
+        totals = items | "RequestSizes" >> beam.Map(lambda it: request_size(stage, it)) | "TotalRequestSize" >> beam.CombineGlobally(_sum_pairs)
+        return (
+            items
+            | "KeyByBatch" >> beam.Map(lambda it, t: (stable_int(item_key(it)) % batch_groups(t, config), it), beam.pvalue.AsSingleton(totals))
+            | "GroupIntoBatchFiles" >> beam.GroupByKey()
+            | "Ungroup" >> beam.FlatMap(lambda group: group[1])
+        )
+
+
+def item_key(item: dict[str, Any]) -> str:
+    """An item's id (an annotation record's image key)."""
+    return item.get("id") or image_key(item)
+
+
+def attach_annotation(group: tuple[str, dict[str, list[Any]]]) -> Iterator[dict[str, Any]]:
+    """(image key, {"ann": [packed record], "items": [...]}) -> each item with its image's ``_ann``."""
+    key, joined = group
+    if joined["items"] and len(joined["ann"]) != 1:  # a bug upstream, never data: fail loudly
+        raise ValueError(f"{len(joined['ann'])} annotation records for image {key!r}")
+    for item in joined["items"]:
+        yield {**item, "_ann": joined["ann"][0]}
+
+
+def detach_annotation(record: Any) -> Any:
+    """A stage's output without the annotation it was joined to (it is joined again before the next stage)."""
+    return {k: v for k, v in record.items() if k != "_ann"} if isinstance(record, dict) and "_ann" in record else record
+
+
+class RunStage(beam.PTransform):
+    """items -> StageResult, via a shuffle and RunStageFn.
+
+    With ``annotations`` (``(image_key, packed record)`` pairs), the shuffle is a join: items travel
+    without their image's annotation record, which crosses each stage's shuffle once per image instead
+    of once per item, and is attached just before the call (and dropped from what the stage emits).
+    """
+
+    def __init__(self, stage: Stage, config: LLMConfig, reshuffle: bool = True, backend: Callable[[], Backend] | None = None,
+                 annotations: beam.PCollection | None = None) -> None:
         super().__init__()
         self._stage, self._config, self._reshuffle, self._backend = stage, config, reshuffle, backend
+        self._annotations = annotations
 
     def expand(self, items) -> StageResult:
-        if self._reshuffle:
+        if self._annotations is not None:
+            keyed = items | "KeyByImage" >> beam.Map(lambda it: (image_key(it), it))
+            items = {"ann": self._annotations, "items": keyed} | "JoinAnnotations" >> beam.CoGroupByKey() | (
+                "AttachAnnotations" >> beam.FlatMap(attach_annotation))
+        elif self._reshuffle:
             items = items | "Spread" >> beam.Reshuffle()
+        if self._config.mode == "batch":
+            items = items | "GroupForBatches" >> GroupForBatches(self._stage, self._config)
         results = items | "Call" >> beam.ParDo(RunStageFn(self._stage, self._config, self._backend)).with_outputs(REJECTED, FAILED, USAGE, SKIPPED, main=OK)
-        return StageResult(results[OK], results[REJECTED], results[FAILED], results[USAGE], results[SKIPPED])
+        ok = results[OK] | "DetachAnnotations" >> beam.Map(detach_annotation)
+        return StageResult(ok, results[REJECTED], results[FAILED], results[USAGE], results[SKIPPED])

@@ -37,14 +37,16 @@ def _kept(counts: Mapping[str, Any]) -> list[str]:
     return _table(["family", *FORMATS, "total"], rows) if rows else []
 
 
-def _llm(llm: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def _llm(llm: Mapping[str, Mapping[str, Any]], batch: bool) -> list[str]:
     rows = []
     for stage, u in sorted(llm.items()):
         cost = u.get("cost")
-        rows.append([stage, u.get("calls", 0), u.get("cache_hits", 0), u.get("requests", 0), sum(u.get("retries", {}).values()),
+        sent = [u.get("batches", 0), u.get("batch_lines", 0)] if batch else [u.get("requests", 0)]
+        rows.append([stage, u.get("calls", 0), u.get("cache_hits", 0), *sent, sum(u.get("retries", {}).values()),
                      u.get("failures", 0), u.get("prompt_tokens", 0), u.get("completion_tokens", 0),
-                     "-" if cost is None else f"${cost:,.2f}"])
-    return _table(["stage", "calls", "cache hits", "requests", "retries", "failed", "tokens in", "tokens out", "est. cost"], rows)
+                     "-" if cost is None else f"${cost:,.4f}" if cost < 1 else f"${cost:,.2f}"])
+    sent_heads = ["batches", "batch lines"] if batch else ["requests"]
+    return _table(["stage", "calls", "cache hits", *sent_heads, "retries", "failed", "tokens in", "tokens out", "est. cost"], rows)
 
 
 def format_summary(stats: Mapping[str, Any], outputs: Sequence[tuple[str, str]], wall_s: float) -> str:
@@ -63,6 +65,7 @@ def format_summary(stats: Mapping[str, Any], outputs: Sequence[tuple[str, str]],
         f"Failures         {_n(failed.get('total', 0))}: {_top(failed.get('reason', {}))}",
     ]
     if stats.get("llm"):
-        lines += ["LLM use", *_llm(stats["llm"])]
+        batch = stats.get("llm_mode") == "batch"
+        lines += ["LLM use" + (" (Batch API; costs with its discount)" if batch else ""), *_llm(stats["llm"], batch)]
     lines += ["Outputs", *_table(["what", "where"], outputs)]
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from comvint.engine.scene import Thing, build_scene
 from comvint.records import unpack
 
 _SCENES: OrderedDict[bytes, dict[str, Thing]] = OrderedDict()
-SCENE_CACHE = 4096  # images whose scene a worker keeps (the items of an image arrive close together)
+SCENE_CACHE = 64  # images whose scene a worker keeps (a stage gets the items of an image together, joined to its record)
 
 
 def scene_of(ann: dict[str, Any] | bytes) -> dict[str, Thing]:

@@ -41,6 +41,22 @@ def response_format(kind: str, name: str, schema: dict[str, Any]) -> dict[str, A
     return None
 
 
+def request_body(config: LLMConfig, call: Any, model: str, max_tokens: int | None = None, seed: int | None = None) -> dict[str, Any]:
+    """The Chat Completions request of a call (sent online, or as one line of a batch file)."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": call.messages,
+        "temperature": config.temperature_for(call.stage),
+        "max_tokens": max_tokens or config.max_tokens,
+    }
+    if seed is not None:
+        body["seed"] = seed
+    fmt = response_format(config.response_format, call.schema_name, call.schema)
+    if fmt is not None:
+        body["response_format"] = fmt
+    return body
+
+
 def reply_from_json(completion: dict[str, Any], model: str, headers: dict[str, str] | None = None) -> Reply:
     """A Chat Completions response body -> Reply (missing usage counts as zero)."""
     choice = (completion.get("choices") or [{}])[0]
@@ -93,22 +109,13 @@ class OpenAIBackend:
         )
 
     async def complete(self, call: Any, model: str, max_tokens: int | None = None, seed: int | None = None) -> Reply:
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": call.messages,
-            "temperature": self._config.temperature_for(call.stage),
-            "max_tokens": max_tokens or self._config.max_tokens,
-        }
-        if seed is not None:
-            body["seed"] = seed
-        fmt = response_format(self._config.response_format, call.schema_name, call.schema)
-        if fmt is not None:
-            body["response_format"] = fmt
+        body = request_body(self._config, call, model, max_tokens, seed)
         # The SDK's raw POST: same client, auth, timeouts and error types, without its
         # typed request transform and response models (most of its CPU per request).
         response = await self._client.post("/chat/completions", cast_to=self._raw, body=body)
         headers = {k.lower(): v for k, v in response.headers.items() if k.lower().startswith(RATE_HEADERS)}
         return reply_from_body(response.content, model, headers)
+
     async def close(self) -> None:
         await self._client.close()
 

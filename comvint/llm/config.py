@@ -6,7 +6,12 @@ import dataclasses
 from collections.abc import Mapping
 
 BACKENDS = ("offline", "openai")
+MODES = ("online", "batch")
 RESPONSE_FORMATS = ("json_schema", "json_object", "text")
+
+
+class ConfigError(ValueError):
+    """Settings that cannot run together (reported as a usage error before the job starts)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,9 +36,25 @@ class LLMConfig:
     api_key_secret: str | None = None  # a secret version's *name* (projects/P/secrets/S/versions/V), never the key
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
+    mode: str = "online"  # online: one request per call; batch: the Batch API (files + batches), half the price
+    batch_poll_s: float = 60.0
+    batch_max_requests: int = 50_000
+    batch_max_mb: float = 200.0
+    batch_discount: float = 0.5  # the Batch API's price cut on both token kinds (OpenAI: 50%)
+    max_cost_usd: float = 0.0  # 0: no cap
+    run_id: str = ""  # names this run's cost budget within a worker process (several runs may share one process)
 
     def __post_init__(self) -> None:
         checks = [
+            (self.mode in MODES, f"--llm_mode must be one of {MODES}"),
+            (self.mode == "online" or self.backend == "openai", "--llm_mode batch needs --llm openai (the offline engine answers at once)"),
+            (self.mode == "online" or bool(self.cache_dir), "--llm_mode batch needs --cache_dir: the batches' ledger and replies live there, "
+                                                             "so a killed run resumes"),
+            (self.batch_poll_s > 0 and self.batch_max_requests >= 1 and self.batch_max_mb > 0, "batch poll, size and MB limits must be positive"),
+            (0.0 <= self.batch_discount < 1.0, "--llm_batch_discount must be in [0, 1)"),
+            (self.max_cost_usd >= 0, "--llm_max_cost_usd must be >= 0"),
+            (not self.max_cost_usd or self.backend == "offline" or not self.unpriced_models(),
+             f"--llm_max_cost_usd needs a --llm_prices entry for {', '.join(self.unpriced_models())}"),
             (self.backend in BACKENDS, f"backend must be one of {BACKENDS}"),
             (self.response_format in RESPONSE_FORMATS, f"response_format must be one of {RESPONSE_FORMATS}"),
             (all(0.0 <= t <= 2.0 for t in (self.temperature, *dict(self.stage_temperatures).values())), "temperature must be in [0, 2]"),
@@ -46,7 +67,16 @@ class LLMConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise ConfigError(message)
+
+    def unpriced_models(self) -> list[str]:
+        """The models the stages use that the price table does not list."""
+        priced = {name for name, _, _ in self.prices}
+        return sorted({self.model, *dict(self.stage_models).values()} - priced)
+
+    def estimated_cost(self, model: str, prompt_tokens: int, max_tokens: int) -> float:
+        """What a request may cost at most: its prompt and a full ``max_tokens`` completion (0 without a price)."""
+        return self.cost(model, prompt_tokens, max_tokens) or 0.0
 
     def model_for(self, stage: str) -> str:
         """The model of ``stage`` (a per-stage override, else the default model)."""
@@ -57,10 +87,12 @@ class LLMConfig:
         return dict(self.stage_temperatures).get(stage, self.temperature)
 
     def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
-        """Estimated cost in the price table's currency, or None if the model has no price."""
+        """Estimated cost in the price table's currency (with the batch discount in batch mode), or None if the
+        model has no price."""
         for name, per_m_in, per_m_out in self.prices:
             if name == model:
-                return (prompt_tokens * per_m_in + completion_tokens * per_m_out) / 1e6
+                full = (prompt_tokens * per_m_in + completion_tokens * per_m_out) / 1e6
+                return full * (1.0 - self.batch_discount) if self.mode == "batch" else full
         return None
 
 
@@ -112,8 +144,8 @@ def worker_count(values: Mapping[str, object]) -> int:
 def config_from_mapping(values: Mapping[str, object]) -> LLMConfig:
     """Build an LLMConfig from option values named like the ``--llm_*`` flags.
 
-    ``--llm_rpm`` / ``--llm_tpm`` are the job's budgets: each worker process gets its share
-    (divided by :func:`worker_count`), shared by all the stages it runs.
+    ``--llm_rpm`` / ``--llm_tpm`` / ``--llm_max_cost_usd`` are the job's budgets: each worker process gets
+    its share (divided by :func:`worker_count`), shared by all the stages it runs.
     """
     workers = worker_count(values)
     return LLMConfig(
@@ -133,4 +165,11 @@ def config_from_mapping(values: Mapping[str, object]) -> LLMConfig:
         prices=parse_prices(str(values.get("llm_prices") or "")),
         cache_dir=values.get("cache_dir") or None,
         api_key_secret=values.get("llm_api_key_secret") or None,
+        mode=str(values.get("llm_mode") or "online"),
+        batch_poll_s=float(values.get("llm_batch_poll_s") or 60.0),
+        batch_max_requests=int(values.get("llm_batch_max_requests") or 50_000),
+        batch_max_mb=float(values.get("llm_batch_max_mb") or 200.0),
+        batch_discount=float(values.get("llm_batch_discount") if values.get("llm_batch_discount") is not None else 0.5),
+        max_cost_usd=float(values.get("llm_max_cost_usd") or 0) / workers,
+        run_id=str(values.get("run_id") or ""),
     )

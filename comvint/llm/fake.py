@@ -8,6 +8,13 @@ endpoint). It runs in a background thread with its own event loop:
 
 ``faults(body, attempt)`` may return one of :data:`FAULTS` for a request
 (``attempt`` counts requests with the same last user message, from 1).
+
+It also serves the Batch API (``/v1/files``, ``/v1/batches``): a batch moves one status per poll
+(validating, in_progress, finalizing, then its end) and writes its output lines in an order that is
+not the input's. ``batch_hold`` (an Event) keeps every batch in progress until it is set;
+``batch_faults(body, attempt)`` may put a line in the error file (``"500"``, ``"429"``, ``"400"``) or
+leave it out (``"missing"``); ``batch_end(n)`` chooses how the n-th batch ends (``completed``,
+``expired``: only its first half is answered, ``failed``).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import random
 import threading
 import time
 import zlib
@@ -24,6 +32,7 @@ from typing import Any
 from aiohttp import web
 
 FAULTS = ("429", "500", "400", "slow", "drop", "invalid_json", "truncated", "content_filter", "garbage_body")
+BATCH_STEPS = ("validating", "in_progress", "finalizing")
 QUOTA_WINDOW_S = 60.0
 Responder = Callable[[dict[str, Any]], str]
 Faults = Callable[[dict[str, Any], int], "str | None"]
@@ -45,10 +54,20 @@ class FakeOpenAI:
         slow_seconds: float = 5.0,
         retry_after: float = 0.0,
         quota_rpm: int = 0,
+        batch_hold: threading.Event | None = None,
+        batch_faults: Faults | None = None,
+        batch_end: Callable[[int], str] | None = None,
     ) -> None:
         self.responder, self.faults = responder, faults or (lambda body, attempt: None)
         self.latency, self.slow_seconds, self.retry_after = latency, slow_seconds, retry_after
         self.quota_rpm = quota_rpm
+        self.batch_hold, self.batch_faults = batch_hold, batch_faults or (lambda body, attempt: None)
+        self.batch_end = batch_end or (lambda n: "completed")
+        self.files: dict[str, dict[str, Any]] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.batch_lines: list[list[str]] = []  # the custom_ids of each batch created, in order
+        self.batch_polled = threading.Event()  # set at the first poll of any batch (its job has recorded it by then)
+        self.line_attempts: collections.Counter[str] = collections.Counter()
         self._window: collections.deque[float] = collections.deque()
         self.accepted: list[float] = []  # when each request the quota let through arrived
         self.refused = 0
@@ -80,6 +99,12 @@ class FakeOpenAI:
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_post("/v1/files", self._upload)
+        app.router.add_get("/v1/files/{id}/content", self._file_content)
+        app.router.add_post("/v1/batches", self._create_batch)
+        app.router.add_get("/v1/batches", self._list_batches)
+        app.router.add_get("/v1/batches/{id}", self._get_batch)
+        app.router.add_post("/v1/batches/{id}/cancel", self._cancel_batch)
         app.router.add_get("/stats", self._stats)
         app.router.add_post("/stats/reset", self._reset)
         self._runner = web.AppRunner(app, access_log=None)
@@ -163,6 +188,118 @@ class FakeOpenAI:
         if fault == "truncated":
             content = content[: max(1, len(content) // 2)]
         return web.json_response(completion(body.get("model", "fake"), content, finish))
+
+
+    def _new_file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
+        file = {"id": f"file-{len(self.files) + 1}", "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                "filename": filename, "purpose": purpose, "status": "processed"}
+        self.files[file["id"]] = {**file, "data": data}
+        return file
+
+    async def _upload(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        upload = form["file"]
+        return web.json_response(self._new_file(upload.file.read(), upload.filename, str(form["purpose"])))
+
+    async def _file_content(self, request: web.Request) -> web.StreamResponse:
+        file = self.files.get(request.match_info["id"])
+        if file is None:
+            return web.json_response({"error": {"message": "no such file"}}, status=404)
+        return web.Response(body=file["data"], content_type="application/octet-stream")
+
+    async def _create_batch(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        file = self.files.get(body.get("input_file_id"))
+        if file is None:
+            return web.json_response({"error": {"message": "no such input file"}}, status=400)
+        lines = [json.loads(x) for x in file["data"].decode("utf-8").splitlines() if x.strip()]
+        n = len(self.batches)
+        batch = {"id": f"batch_{n + 1}", "object": "batch", "endpoint": body["endpoint"], "input_file_id": file["id"],
+                 "completion_window": body["completion_window"], "status": "validating", "created_at": int(time.time()),
+                 "metadata": body.get("metadata"), "output_file_id": None, "error_file_id": None, "errors": None,
+                 "request_counts": {"total": len(lines), "completed": 0, "failed": 0}}
+        self.batches[batch["id"]] = {**batch, "_lines": lines, "_n": n}
+        self.batch_lines.append([line["custom_id"] for line in lines])
+        return web.json_response(batch)
+
+    @staticmethod
+    def _public(batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+    async def _list_batches(self, request: web.Request) -> web.StreamResponse:
+        ids = list(reversed(self.batches))  # newest first
+        after = request.query.get("after")
+        start = ids.index(after) + 1 if after in ids else 0
+        limit = int(request.query.get("limit", 20))
+        page = ids[start : start + limit]
+        return web.json_response({"object": "list", "data": [self._public(self.batches[i]) for i in page],
+                                  "first_id": page[0] if page else None, "last_id": page[-1] if page else None,
+                                  "has_more": start + limit < len(ids)})
+
+    async def _get_batch(self, request: web.Request) -> web.StreamResponse:
+        batch = self.batches.get(request.match_info["id"])
+        if batch is None:
+            return web.json_response({"error": {"message": "no such batch"}}, status=404)
+        self.batch_polled.set()
+        self._advance(batch)
+        return web.json_response(self._public(batch))
+
+    async def _cancel_batch(self, request: web.Request) -> web.StreamResponse:
+        batch = self.batches.get(request.match_info["id"])
+        if batch is None:
+            return web.json_response({"error": {"message": "no such batch"}}, status=404)
+        if batch["status"] in BATCH_STEPS:
+            batch["status"] = "cancelling"
+        return web.json_response(self._public(batch))
+
+    def _advance(self, batch: dict[str, Any]) -> None:
+        """One step per poll: validating -> in_progress -> finalizing -> its end (held in progress by ``batch_hold``)."""
+        status = batch["status"]
+        if status == "cancelling":
+            self._finish(batch, "cancelled", 0)
+        elif status == "in_progress" and self.batch_hold is not None and not self.batch_hold.is_set():
+            return
+        elif status in BATCH_STEPS[:-1]:
+            batch["status"] = BATCH_STEPS[BATCH_STEPS.index(status) + 1]
+        elif status == "finalizing":
+            end = self.batch_end(batch["_n"])
+            lines = batch["_lines"]
+            self._finish(batch, end, len(lines) if end == "completed" else len(lines) // 2 if end == "expired" else 0)
+
+    def _finish(self, batch: dict[str, Any], status: str, answered: int) -> None:
+        """End a batch: its first ``answered`` lines are processed, the rest are left unanswered."""
+        out, errors = [], []
+        for k, line in enumerate(batch["_lines"]):
+            custom_id = line["custom_id"]
+            if k >= answered:
+                if status == "expired":
+                    errors.append({"id": f"req_{k}", "custom_id": custom_id, "response": None,
+                                   "error": {"code": "batch_expired", "message": "This request could not be executed before the completion window expired."}})
+                continue
+            self.line_attempts[custom_id] += 1
+            fault = self.batch_faults(line["body"], self.line_attempts[custom_id])
+            if fault == "missing":
+                continue
+            if fault in ("500", "429", "400"):
+                errors.append({"id": f"req_{k}", "custom_id": custom_id, "error": None, "response": {
+                    "status_code": int(fault), "request_id": f"r{k}", "body": {"error": {"message": f"fake {fault}"}}}})
+                continue
+            content = self.responder(line["body"])
+            out.append({"id": f"req_{k}", "custom_id": custom_id, "error": None, "response": {
+                "status_code": 200, "request_id": f"r{k}", "body": completion(line["body"].get("model", "fake"), content)}})
+        random.Random(batch["_n"]).shuffle(out)  # the output's order is not the input's
+        if out:
+            batch["output_file_id"] = self._new_file(_jsonl(out), "output.jsonl", "batch_output")["id"]
+        if errors:
+            batch["error_file_id"] = self._new_file(_jsonl(errors), "errors.jsonl", "batch_output")["id"]
+        if status == "failed":
+            batch["errors"] = {"object": "list", "data": [{"code": "invalid_request", "message": "fake validation failure"}]}
+        batch["status"] = status
+        batch["request_counts"] = {"total": len(batch["_lines"]), "completed": len(out), "failed": len(errors)}
+
+
+def _jsonl(records: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in records).encode("utf-8")
 
 
 def completion(model: str, content: str, finish_reason: str = "stop") -> dict[str, Any]:

@@ -24,6 +24,15 @@ class UnusableReply(Exception):
         self.reason, self.detail = reason, detail
 
 
+class BatchLineError(Exception):
+    """One batch line that did not come back with a reply: ``cause`` names why (``batch_http_500``,
+    ``batch_expired``, ``batch_cancelled``, ...); a retryable one goes into the next batch."""
+
+    def __init__(self, cause: str, detail: str, retryable: bool) -> None:
+        super().__init__(f"{cause}: {detail}")
+        self.cause, self.detail, self.retryable = cause, detail, retryable
+
+
 def classify(exc: BaseException) -> tuple[bool, str]:
     """``(retryable, cause)`` for an exception raised by a call.
 
@@ -34,6 +43,8 @@ def classify(exc: BaseException) -> tuple[bool, str]:
         return True, exc.reason
     if isinstance(exc, UnusableReply):
         return True, "unusable"
+    if isinstance(exc, BatchLineError):
+        return exc.retryable, exc.cause
     if isinstance(exc, openai.APITimeoutError):
         return True, "timeout"
     if isinstance(exc, openai.APIConnectionError):

@@ -18,10 +18,11 @@ from typing import Any
 
 import jsonschema
 
+from comvint.llm.budget import BUDGET_EXHAUSTED, Budget, BudgetExhausted
 from comvint.llm.cache import ResponseCache, cache_key
 from comvint.llm.client import Backend, Reply
 from comvint.llm.config import LLMConfig
-from comvint.llm.retry import ReplyError, UnusableReply, backoff, classify, retry_after_seconds
+from comvint.llm.retry import BatchLineError, ReplyError, UnusableReply, backoff, classify, retry_after_seconds
 from comvint.llm.throttle import Throttle
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
@@ -108,8 +109,15 @@ def latency_bucket(seconds: float) -> str:
 
 
 def estimate_tokens(messages: list[dict[str, Any]]) -> int:
-    """A cheap prompt-size estimate for the tokens-per-minute limit (4 chars per token)."""
+    """A cheap prompt-size estimate for the tokens-per-minute limit and the cost cap (4 chars per token)."""
     return sum(len(str(m.get("content", ""))) for m in messages) // 4 + 8
+
+
+def call_key(config: LLMConfig, call: Call, model: str) -> str:
+    """The cache key of a call (also its ``custom_id`` in a batch file)."""
+    params = {"temperature": config.temperature_for(call.stage), "max_tokens": config.max_tokens}
+    return cache_key(base_url=config.base_url, model=model, messages=call.messages, params=params, schema=call.schema,
+                     response_format=config.response_format, prompt_version=call.prompt_version)
 
 
 class StageRunner:
@@ -133,11 +141,17 @@ class StageRunner:
         throttle: Throttle | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.config, self.backend, self.cache = config, backend, cache
         self.throttle = throttle or Throttle(min(config.concurrency, START_IN_FLIGHT), config.concurrency, config.rpm, config.tpm)
+        self.budget = budget or Budget(config.max_cost_usd)
+        # A batch backend queues requests into batch files: no request rate, in-flight limit or backoff applies,
+        # since every call of a bundle must be queued before its batch is sent (a retry is the next batch).
+        self.batch = bool(getattr(backend, "batch", False))
         self._sleep, self._rng = sleep, rng or random.Random(0)
-        self._slots = asyncio.Semaphore(config.concurrency)
+        self._slots = asyncio.Semaphore(config.concurrency if not self.batch else 1 << 30)
+        self.finished = 0  # calls that reached their outcome (a batch driver compares it with the backend's queue)
 
     async def run(self, calls: list[Call], check: Check | None = None) -> list[Outcome]:
         """Every call's outcome; ``check(call, reply)`` raises :class:`UnusableReply` for a reply the stage cannot use."""
@@ -150,18 +164,11 @@ class StageRunner:
             except Exception as exc:  # noqa: BLE001 - one call's surprise is that call's dead letter, never the bundle's
                 return Outcome(call, reason=f"{call.stage}_unexpected_error", detail=f"{type(exc).__name__}: {exc}"[:500],
                                usage={"calls": 1, "failures": 1})
+            finally:
+                self.finished += 1
 
     def key(self, call: Call, model: str) -> str:
-        params = {"temperature": self.config.temperature_for(call.stage), "max_tokens": self.config.max_tokens}
-        return cache_key(
-            base_url=self.config.base_url,
-            model=model,
-            messages=call.messages,
-            params=params,
-            schema=call.schema,
-            response_format=self.config.response_format,
-            prompt_version=call.prompt_version,
-        )
+        return call_key(self.config, call, model)
 
     async def run_one(self, call: Call, check: Check | None = None) -> Outcome:
         model = self.config.model_for(call.stage) if self.backend.name != "offline" else "offline"
@@ -206,6 +213,9 @@ class StageRunner:
                 if check is not None:
                     check(call, value)
                 return await self._final(call, key, reply, Outcome(call, value, raw, usage=usage), check)
+            except BudgetExhausted as exc:  # not sent, not paid: a rerun with a higher cap continues from the cache
+                usage["failures"] = 1
+                return Outcome(call, raw=raw, reason=BUDGET_EXHAUSTED, detail=str(exc)[:500], usage=usage)
             except Exception as exc:  # noqa: BLE001 - classified below
                 retryable, cause = classify(exc)
                 raw = getattr(exc, "raw", raw)
@@ -222,7 +232,8 @@ class StageRunner:
                     max_tokens = min(max_tokens * 2, self.config.max_tokens * MAX_TOKENS_GROWTH)
                 if cause == "unusable":
                     seed = attempt + 1  # another sample, not the same request again
-                await self._sleep(backoff(attempt + 1, self.config.backoff_base, self.config.backoff_cap, self._rng, retry_after_seconds(exc)))
+                if not self.batch:
+                    await self._sleep(backoff(attempt + 1, self.config.backoff_base, self.config.backoff_cap, self._rng, retry_after_seconds(exc)))
         raise AssertionError("unreachable")
 
     async def _final(self, call: Call, key: str, reply: Reply, outcome: Outcome, check: Check | None) -> Outcome:
@@ -244,19 +255,25 @@ class StageRunner:
         return replayed
 
     async def _request(self, call: Call, model: str, usage: dict[str, Any], max_tokens: int, seed: int | None) -> Reply:
-        await self.throttle.acquire(estimate_tokens(call.messages) + max_tokens // 4)
+        prompt_tokens = estimate_tokens(call.messages)
+        reserved = self.budget.reserve(self.config.estimated_cost(model, prompt_tokens, max_tokens))
+        if not self.batch:
+            await self.throttle.acquire(prompt_tokens + max_tokens // 4)
         start = time.perf_counter()
         usage["requests"] = usage.get("requests", 0) + 1
-        refused, headers = False, {}
+        refused, headers, cost = False, {}, 0.0
         try:
             reply = await self.backend.complete(call, model, max_tokens=max_tokens, seed=seed)
             headers = reply.headers
+            cost = self.config.cost(model, reply.prompt_tokens, reply.completion_tokens) or 0.0
         except Exception as exc:
             refused = classify(exc)[1] == "rate_limited"
             headers = dict(getattr(getattr(exc, "response", None), "headers", {}) or {})
             raise
         finally:
-            self.throttle.done(refused, headers)
+            self.budget.settle(reserved, cost)
+            if not self.batch:
+                self.throttle.done(refused, headers)
             elapsed = time.perf_counter() - start
             usage["latency_ms"] = usage.get("latency_ms", 0.0) + elapsed * 1000
             histogram, bucket = usage.setdefault("latency_histogram", {}), latency_bucket(elapsed)
@@ -271,11 +288,14 @@ class StageRunner:
 
 def failure_suffix(exc: BaseException, retryable: bool) -> str:
     """How a call's last error names its dead letter: the stage's own reason for an unusable reply,
-    ``exhausted_retries``, ``permanent_error`` (a 4xx), or ``unexpected_error`` (anything else)."""
+    ``exhausted_retries``, ``permanent_error`` (a 4xx), ``batch_cancelled`` / ``batch_failed`` (a batch that
+    ended without the line), or ``unexpected_error`` (anything else)."""
     import openai
 
     if isinstance(exc, UnusableReply):
         return exc.reason
     if retryable:
         return "exhausted_retries"
-    return "permanent_error" if isinstance(exc, (openai.OpenAIError, ReplyError)) else "unexpected_error"
+    if isinstance(exc, BatchLineError) and not exc.cause.startswith("batch_http_"):
+        return exc.cause  # batch_cancelled, batch_failed: the whole batch ended without this line
+    return "permanent_error" if isinstance(exc, (openai.OpenAIError, ReplyError, BatchLineError)) else "unexpected_error"

@@ -147,7 +147,7 @@ def knowledge_type_for(item: dict[str, Any], seed: int) -> str:
     return prompts.KNOWLEDGE_TYPES[rank(seed, item["id"], item["round"]) % len(prompts.KNOWLEDGE_TYPES)]
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=64)
 def _unpack(packed: bytes) -> dict[str, Any]:
     return unpack(packed)
 

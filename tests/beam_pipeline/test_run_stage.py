@@ -13,7 +13,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import FixedWindows, GlobalWindow, TimestampedValue
 
 from beam_pipeline.io import FileSystemsStore
-from beam_pipeline.stages import RunStage, RunStageFn, api_key_from_env
+from beam_pipeline.stages import RunStage, RunStageFn, api_key_from_env, attach_annotation, batch_groups
 from comvint.llm.client import Reply
 from comvint.llm.config import LLMConfig
 from comvint.llm.fake import FakeOpenAI, echo_json, last_user_message
@@ -176,3 +176,35 @@ def test_progress_is_logged_per_stage(caplog, monkeypatch):
     fn.teardown()
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Stage echo:")]
     assert lines and lines[-1].startswith("Stage echo: 3 calls done") and "refusals" in lines[-1] and "$0.00" in lines[-1]
+
+
+def test_a_stage_joins_each_item_to_its_images_record_and_drops_it_from_what_it_emits():
+    class AnnotationStage:
+        name = "verify"
+
+        def calls(self, item):
+            return [Call(item["id"], self.name, [{"role": "user", "content": item["_ann"].decode()}], "s", SCHEMA, "v1",
+                         {"echo": item["_ann"].decode()})]
+
+        def handle(self, item, replies):
+            yield OK, {**item, "seen": replies[0]["echo"]}
+
+    items = [{"id": f"i{k}", "source": "visual_genome", "image_id": str(k % 2)} for k in range(4)]
+    with local_pipeline() as p:
+        anns = p | "Anns" >> beam.Create([("visual_genome/0", b"zero"), ("visual_genome/1", b"one"), ("visual_genome/9", b"unused")])
+        result = p | beam.Create(items) | RunStage(AnnotationStage(), LLMConfig(concurrency=2), backend=EchoBackend, annotations=anns)
+        assert_that(result.ok | beam.Map(lambda r: (r["id"], r["seen"], "_ann" in r)),
+                    equal_to([("i0", "zero", False), ("i1", "one", False), ("i2", "zero", False), ("i3", "one", False)]))
+
+
+@pytest.mark.parametrize("annotations", [[], [b"a", b"b"]])
+def test_an_item_without_exactly_one_image_record_is_a_bug_that_fails_loudly(annotations):
+    with pytest.raises(ValueError, match="annotation records for image"):
+        list(attach_annotation(("visual_genome/0", {"ann": annotations, "items": [{"id": "i0"}]})))
+
+
+def test_batch_groups_follow_both_limits():
+    config = LLMConfig(backend="openai", mode="batch", cache_dir="c", batch_max_requests=100, batch_max_mb=1.0)
+    assert batch_groups((0, 0), config) == 1
+    assert batch_groups((90, 1000), config) == 1 and batch_groups((91, 1000), config) == 2
+    assert batch_groups((10, 3 << 20), config) == 4  # 3 MB at 0.9 MB a file

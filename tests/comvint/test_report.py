@@ -130,7 +130,12 @@ def test_summary_names_every_section():
     assert "12 images and files; accounting identity holds" in lines[1]
     assert re.search(r"cross_modal\s+1\s+2\s+0\s+3$", text, re.M)
     assert "by stage verify 2" in text and "generate_exhausted_retries 1" in text
-    assert re.search(r"generate\s+4\s+1\s+5\s+2\s+0\s+0\s+0\s+\$0\.12$", text, re.M)
+    assert re.search(r"generate\s+4\s+1\s+5\s+2\s+0\s+0\s+0\s+\$0\.1250$", text, re.M)
     assert lines[-1].split() == ["report.html", "out/report.html"]
+    batch = {**stats, "llm_mode": "batch", "llm": {"generate": {**stats["llm"]["generate"], "batches": 2, "batch_lines": 5}}}
+    text = format_summary(batch, [], 1.0)
+    assert "LLM use (Batch API; costs with its discount)" in text
+    assert re.search(r"stage\s+calls\s+cache hits\s+batches\s+batch lines\s+retries", text)
+    assert re.search(r"generate\s+4\s+1\s+2\s+5\s+2\s+0", text, re.M)
     broken = {**stats, "accounting": {"inputs": 12, "identity_holds": False}}
     assert "accounting identity BROKEN" in format_summary(broken, [], 1.0)
