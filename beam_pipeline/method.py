@@ -7,7 +7,6 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 
 from beam_pipeline.stages import RunStage
-from comvint.stats import unit_of as image_key
 from comvint import engine
 from comvint.llm.config import LLMConfig
 from comvint.records import pack
@@ -26,6 +25,7 @@ from comvint.stages.method import (
     reformulate_selected,
     rejection,
 )
+from comvint.stats import unit_of as image_key
 
 
 class MethodResult(NamedTuple):

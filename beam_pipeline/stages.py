@@ -17,7 +17,6 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_pipeline.io import FileSystemsLedgerStore, FileSystemsStore
 from comvint import stats as run_stats
-from comvint.stats import unit_of as image_key
 from comvint.llm.batch import BatchBackend, Ledger, flush_when_waiting
 from comvint.llm.budget import shared_budget
 from comvint.llm.cache import ResponseCache
@@ -28,6 +27,7 @@ from comvint.llm.runner import START_IN_FLIGHT, StageRunner
 from comvint.llm.throttle import shared_throttle
 from comvint.records import stable_int
 from comvint.stages.base import FAILED, OK, REJECTED, SKIPPED, ParseError, Stage, handle_outcomes
+from comvint.stats import unit_of as image_key
 
 _LOGGER = logging.getLogger(__name__)
 USAGE = "usage"

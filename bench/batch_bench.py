@@ -42,6 +42,10 @@ def run_job(server: FakeOpenAI, work: str, flickr: str, vg: str, mode: str) -> d
             "failures": stats["counts"].get("failures", {}).get("total", 0), "llm": stats["llm"]}
 
 
+def money(value: float) -> str:
+    return f"${value:.4f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flickr", type=int, default=100)
@@ -67,7 +71,7 @@ def main() -> None:
     for stage in sorted(batch["llm"]):
         b, o = batch["llm"][stage], online["llm"].get(stage, {})
         print(f"{stage:22}{b.get('batches', 0):>8}{b.get('batch_lines', 0):>8}{sum(b.get('retries', {}).values()):>8}"
-              f"{'$%.4f' % b.get('cost', 0):>12}{o.get('requests', 0):>16}{'$%.4f' % o.get('cost', 0):>12}")
+              f"{money(b.get('cost', 0)):>12}{o.get('requests', 0):>16}{money(o.get('cost', 0)):>12}")
     total = {k: sum(u.get(k, 0) for u in batch["llm"].values()) for k in ("batches", "batch_lines", "cost")}
     online_cost = sum(u.get("cost", 0) for u in online["llm"].values())
     print(f"total: {total['batches']} batches, {total['batch_lines']} lines ({lines_sent} received by the endpoint), "

@@ -62,25 +62,13 @@ def summarise(out: str, images: dict[str, int]) -> dict:
     }
 
 
-def deep_size(value, seen=None) -> int:
-    """Bytes a Python value holds, nested containers included (what a runner pays to keep it decoded)."""
-    seen = set() if seen is None else seen
-    if id(value) in seen:
-        return 0
-    seen.add(id(value))
-    size = sys.getsizeof(value)
-    if isinstance(value, dict):
-        size += sum(deep_size(k, seen) + deep_size(v, seen) for k, v in value.items())
-    elif isinstance(value, (list, tuple, set)):
-        size += sum(deep_size(v, seen) for v in value)
-    return size
-
-
 def item_bytes(flickr: str, vg: str, n: int = 200) -> dict:
-    """Bytes of one round-0 item as it crosses a stage shuffle: its pickle and its decoded size, with the image's
-    annotation record carried as nested dicts (before) and as one pickled bytes value (now)."""
+    """Bytes (pickled) of one round-0 item as it crosses a stage shuffle: as it travels now (without its image's
+    annotation record, which joins it once per image: ``annotation``), with the record packed into every item
+    (``with_packed_record``, the previous layout) and with it as nested dicts (``with_nested_record``, the first)."""
     import pickle
 
+    from beam_pipeline.stages import detach_annotation
     from comvint.readers import flickr30k, visual_genome
     from comvint.stages.method import MethodConfig, Synthesize
 
@@ -94,14 +82,14 @@ def item_bytes(flickr: str, vg: str, n: int = 200) -> dict:
             if k >= n:
                 break
             anns.append(ann)
-    stage, sizes = Synthesize(MethodConfig()), {"pickle": [], "decoded": [], "pickle_before": [], "decoded_before": []}
+    stage, sizes = Synthesize(MethodConfig()), {"item": [], "annotation": [], "with_packed_record": [], "with_nested_record": []}
     for ann in anns:
         item = stage._record(ann, 0, {"instruction": "Which is further to the left: the dog or the bike?", "answer": "The dog.",
                                        "grounding": ["left_of(e:1,e:2)"], "knowledge_topic": ""})
-        before = {**item, "_ann": ann}
-        for label, value in (("", item), ("_before", before)):
-            sizes["pickle" + label].append(len(pickle.dumps(value, pickle.HIGHEST_PROTOCOL)))
-            sizes["decoded" + label].append(deep_size(value))
+        layouts = {"item": detach_annotation(item), "annotation": item["_ann"], "with_packed_record": item,
+                   "with_nested_record": {**item, "_ann": ann}}
+        for label, value in layouts.items():
+            sizes[label].append(len(pickle.dumps(value, pickle.HIGHEST_PROTOCOL)))
     return {k: round(sum(v) / len(v)) for k, v in sizes.items()}
 
 

@@ -97,7 +97,7 @@ class FakeOpenAI:
         self._thread.join(timeout=30)
 
     async def _start(self) -> None:
-        app = web.Application()
+        app = web.Application(client_max_size=1 << 30)  # batch files reach hundreds of MB
         app.router.add_post("/v1/chat/completions", self._handle)
         app.router.add_post("/v1/files", self._upload)
         app.router.add_get("/v1/files/{id}/content", self._file_content)

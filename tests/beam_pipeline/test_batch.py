@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 
-from beam_pipeline import batches, main
+from beam_pipeline import main
 from comvint.llm.fake import FakeOpenAI, schema_json
 from tests.beam_pipeline.helpers import read_jsonl, read_stats
 from tests.conftest import REPO
@@ -139,3 +139,12 @@ def test_cancel_asks_the_endpoint_to_cancel_the_batches_in_flight(tmp_path, caps
 def test_settings_that_cannot_run_together_stop_the_job_before_it_starts(tmp_path, flags, message):
     done = subprocess.run(_command([*flags, "--output", str(tmp_path / "out")]), env=ENV, cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 2 and message in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_batch_mode_on_two_worker_processes_writes_what_one_writes(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-batch-secret")
+    with FakeOpenAI(schema_json) as server:
+        main.run(_job(server, tmp_path / "one", tmp_path / "cache-one"))
+        main.run([*_job(server, tmp_path / "two", tmp_path / "cache-two"), "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+        assert not server.requests
+    assert _files(tmp_path / "two") == _files(tmp_path / "one") != {}
