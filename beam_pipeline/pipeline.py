@@ -13,6 +13,7 @@ from beam_pipeline.export import ExportInstructions, parse_formats
 from beam_pipeline.method import GenerateComplexInstructions, funnel_marks
 from beam_pipeline.options import SAMPLE_FLICKR, SAMPLE_VG, SAMPLE_VG_IMAGE_DATA, ComvintOptions
 from beam_pipeline.report import SampleForReport, write_report
+from beam_pipeline.stages import SpreadPacked
 from beam_pipeline.stats import SummarizeRun
 from comvint import stats as run_stats
 from comvint.filters import FilterConfig
@@ -88,7 +89,7 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
 def run_method(annotations, failures, opts: ComvintOptions) -> tuple[dict[str, beam.PCollection], dict]:
     """The method, quality filters and dedup: the run's sinks (and what stats.json counts) and its settings."""
     llm = config_from_mapping({**opts.get_all_options(), "run_id": uuid.uuid4().hex})
-    method = annotations | "SpreadAnnotations" >> beam.Reshuffle() | "RunMethod" >> GenerateComplexInstructions(
+    method = annotations | "SpreadAnnotations" >> SpreadPacked() | "RunMethod" >> GenerateComplexInstructions(
         method_config(opts, llm), llm
     )
     screened = (
