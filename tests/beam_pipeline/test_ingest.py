@@ -156,10 +156,10 @@ def test_unknown_arguments_are_refused_by_name(capsys, monkeypatch):
     with pytest.raises(main.UsageError, match="--llm_modle"):
         main.run(["--llm_modle", "x", "--output", "/nonexistent"])
     assert main.unknown_flags(["--runner=FnApiRunner", "--project", "p", "--direct_num_workers=2", "--llm", "openai"]) == []
-    monkeypatch.setattr(sys, "argv", ["comvint", "--llm_mode=batch"])
+    monkeypatch.setattr(sys, "argv", ["comvint", "--llm_batch=true"])
     with pytest.raises(SystemExit) as exit_info:
         main.main()
-    assert exit_info.value.code == 2 and "unknown argument(s) --llm_mode" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "unknown argument(s) --llm_batch" in capsys.readouterr().err
 
 
 def test_stages_are_validated():
