@@ -86,7 +86,8 @@ def charts(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def llm_rows(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per LLM stage: calls, cache hits, requests, refusals, retries, tokens, cost, latency."""
+    """One row per LLM stage: calls, cache hits, requests, refusals, retries, tokens, cost, latency (and in batch
+    mode the batches and their lines)."""
     rows = []
     for stage, usage in sorted(stats.get("llm", {}).items()):
         retries = usage.get("retries", {})
@@ -97,6 +98,7 @@ def llm_rows(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
             "prompt_tokens": usage.get("prompt_tokens", 0), "completion_tokens": usage.get("completion_tokens", 0),
             "cost": usage.get("cost"), "mean_latency_ms": round(usage.get("latency_ms", 0) / requests, 1) if requests else None,
             "latency_histogram": usage.get("latency_histogram", {}),
+            **({"batches": usage.get("batches", 0), "batch_lines": usage.get("batch_lines", 0)} if stats.get("llm_mode") == "batch" else {}),
         })
     return rows
 
@@ -128,7 +130,7 @@ def page_data(stats: Mapping[str, Any], entries: list[Mapping[str, Any]], pictur
     return {
         "source": source,
         "overview": {
-            "backend": stats.get("llm_backend"), "stages": stats.get("stages"),
+            "backend": stats.get("llm_backend"), "mode": stats.get("llm_mode"), "stages": stats.get("stages"),
             "inputs": accounting.get("inputs"), "identity_holds": accounting.get("identity_holds"),
             "items_identity_holds": accounting.get("items", {}).get("identity_holds"),
             "kept": counts.get("instructions", {}).get("total", 0), "rejected": counts.get("rejected", {}).get("total", 0),

@@ -161,3 +161,22 @@ def test_report_in_a_real_browser(run, browser):
     shots.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shots / "report.png"), full_page=True)
     assert (shots / "report.png").stat().st_size > 10_000
+
+
+def test_a_batch_run_report_shows_its_batches(run, browser, tmp_path):
+    copy = tmp_path / "batch"
+    shutil.copytree(run, copy)
+    stats = json.loads((copy / "stats.json").read_text(encoding="utf-8"))
+    stats["llm_mode"] = "batch"
+    stats["llm"] = {"generate": {"calls": 9, "requests": 9, "batches": 1, "batch_lines": 9, "cost": 0.5}}
+    (copy / "stats.json").write_text(json.dumps(stats), encoding="utf-8")
+    report.main([str(copy)])
+    page = browser.new_page()
+    problems = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto((copy / "report.html").as_uri())
+    page.wait_for_selector("#llm-table")
+    assert problems == []
+    assert page.locator("#llm-table thead th").all_inner_texts()[3:5] == ["batches", "batch lines"]
+    assert page.locator("#llm-table tbody td").all_inner_texts()[3:5] == ["1", "9"]
+    assert "(Batch API)" in page.locator("#source").inner_text()

@@ -139,3 +139,10 @@ def test_summary_names_every_section():
     assert re.search(r"generate\s+4\s+1\s+2\s+5\s+2\s+0", text, re.M)
     broken = {**stats, "accounting": {"inputs": 12, "identity_holds": False}}
     assert "accounting identity BROKEN" in format_summary(broken, [], 1.0)
+
+
+def test_llm_rows_show_batches_and_lines_in_batch_mode_only():
+    usage = {"generate": {"calls": 4, "requests": 4, "batches": 1, "batch_lines": 4}}
+    (online,) = page.llm_rows({"llm_mode": "online", "llm": usage})
+    (batch,) = page.llm_rows({"llm_mode": "batch", "llm": usage})
+    assert "batches" not in online and (batch["batches"], batch["batch_lines"]) == (1, 4)

@@ -79,7 +79,7 @@ function stackedChart(rows, keys) {
 
 function renderOverview() {
   const o = DATA.overview;
-  document.getElementById("source").textContent = `Output: ${DATA.source} · backend: ${o.backend || "–"} · stages: ${o.stages || "–"}`;
+  document.getElementById("source").textContent = `Output: ${DATA.source} · backend: ${o.backend || "–"}${o.mode === "batch" ? " (Batch API)" : ""} · stages: ${o.stages || "–"}`;
   const stat = (value, label, bad) => h("div", { class: bad ? "stat bad" : "stat" }, h("b", {}, fmt(value)), h("span", {}, label));
   const holds = o.identity_holds && o.items_identity_holds !== false;
   document.getElementById("overview").append(
@@ -117,7 +117,9 @@ function renderLLM() {
     root.append(h("p", { class: "note" }, "No LLM stage ran (an ingest-only run)."));
     return;
   }
-  const cols = ["stage", "calls", "cache_hits", "requests", "refusals", "retries", "failures", "prompt_tokens", "completion_tokens", "cost", "mean_latency_ms"];
+  const batch = DATA.llm.some((r) => r.batches !== undefined);
+  const cols = ["stage", "calls", "cache_hits", ...(batch ? ["batches", "batch_lines"] : []), "requests", "refusals", "retries", "failures",
+    "prompt_tokens", "completion_tokens", "cost", "mean_latency_ms"];
   const head = h("tr", {}, cols.map((c) => h("th", {}, c.replace(/_/g, " "))));
   const rows = DATA.llm.map((r) => h("tr", {}, cols.map((c) => h("td", {}, c === "cost" && r.cost !== undefined && r.cost !== null ? `$${r.cost.toFixed(4)}` : fmt(r[c])))));
   root.append(h("table", { id: "llm-table" }, h("thead", {}, head), h("tbody", {}, rows)));
