@@ -182,13 +182,9 @@ class BatchBackend:
         self._client = client or openai.AsyncOpenAI(api_key=api_key, base_url=config.base_url, max_retries=config.max_retries,
                                                     timeout=max(config.timeout, 600.0))
         self._queue: dict[str, Line] = {}
+        self.waiting = 0  # calls queued for the next flush
         self._resumable: dict[str, LedgerEntry] | None = None  # custom_id -> a batch in flight from an earlier run
         self.batches_submitted = self.lines_submitted = self.batches_resumed = 0
-
-    @property
-    def waiting(self) -> int:
-        """Calls queued for the next flush."""
-        return sum(len(line.futures) for line in self._queue.values())
 
     async def complete(self, call: Any, model: str, max_tokens: int | None = None, seed: int | None = None) -> Reply:
         custom_id = call_key(self._config, call, model)
@@ -197,11 +193,12 @@ class BatchBackend:
             line = self._queue[custom_id] = Line(custom_id, model, request_body(self._config, call, model, max_tokens, seed))
         future = asyncio.get_running_loop().create_future()
         line.futures.append(future)
+        self.waiting += 1
         return await future
 
     async def flush(self, stage: str) -> None:
         """Send every queued line (resuming the batches of an earlier run that hold some) and wait for all of them."""
-        queue, self._queue = self._queue, {}
+        queue, self._queue, self.waiting = self._queue, {}, 0
         if self._resumable is None:
             self._resumable = {cid: e for e in self._ledger.entries() if e.endpoint == self._endpoint and e.stage == stage and e.resumable
                                for cid in e.custom_ids}
@@ -309,13 +306,15 @@ def _as_line_error(exc: BaseException, cause: str) -> BatchLineError:
 
 
 def _resolve(lines: list[Line], results: dict[str, Reply | BatchLineError], missing: BatchLineError) -> None:
+    """Each waiting call gets its line's reply, or its own copy of the line's error (an exception object raised in
+    many tasks would collect every one of their tracebacks)."""
     for line in lines:
         result = results.get(line.custom_id, missing)
         for future in line.futures:
             if future.done():
                 continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
+            if isinstance(result, BatchLineError):
+                future.set_exception(BatchLineError(result.cause, result.detail, result.retryable))
             else:
                 future.set_result(result)
 
