@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import pickle
 from typing import Any, NamedTuple
 
 import apache_beam as beam
+import orjson
 
 from comvint import dedup, filters
+from comvint.records import pack, unpack
 from comvint.stages.base import OK, REJECTED
 from comvint.stages.method import rejection
 
@@ -44,7 +45,7 @@ class FilterInstructions(beam.PTransform):
 
 def _image_decisions(group: tuple[str, Any], threshold: float):
     _, members = group
-    for item, reason, of in dedup.dedup_image(members, threshold):
+    for item, reason, of in dedup.dedup_image(map(orjson.loads, members), threshold):
         yield beam.pvalue.TaggedOutput(DROP, (item["id"], (reason, of))) if reason else item
 
 
@@ -52,8 +53,8 @@ def band_tag(band: int) -> str:
     return f"band{band}"
 
 
-class BandEntriesFn(beam.DoFn):
-    """Member tuple -> ``(shuffle key, packed entry)`` on the output of each LSH band of its MinHash signature."""
+class SketchFn(beam.DoFn):
+    """Member tuple -> its packed sketch (band keys and member, :meth:`dedup.MinHasher.sketch`)."""
 
     def __init__(self, num_perm: int, bands: int) -> None:
         self._num_perm, self._bands = num_perm, bands
@@ -63,8 +64,14 @@ class BandEntriesFn(beam.DoFn):
         self._hasher = dedup.MinHasher(self._num_perm, self._bands)
 
     def process(self, member: dedup.Member):
-        for band, key, entry in self._hasher.band_entries(member):
-            yield beam.pvalue.TaggedOutput(band_tag(band), (key, entry))
+        yield self._hasher.sketch(member)
+
+
+def _band_entries(sketch: bytes, bands: list[int], after=()):
+    """A sketch -> ``(shuffle key, packed entry)`` on the output of each of ``bands`` (``after``: the previous
+    wave's barrier, an empty side input that only makes this step wait for it)."""
+    for band, key, entry in dedup.band_entries(sketch, bands):
+        yield beam.pvalue.TaggedOutput(band_tag(band), (key, entry))
 
 
 def _split_exact(group: tuple[str, Any]):
@@ -113,15 +120,14 @@ def _cluster_decisions(group: tuple[str, Any], keep: int):
 
 
 def _packed(item: dict[str, Any]) -> tuple[str, bytes]:
-    """Keyed by id and pickled: a shuffle holds each value as one object, and an item as a dict costs
-    about 4x the memory of its pickle."""
-    return item["id"], pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
+    """Keyed by id and packed: the items wait, packed, for the whole of dedup."""
+    return item["id"], pack(item)
 
 
 def _apply(joined: tuple[str, dict[str, list]]):
     _, parts = joined
     (packed,) = parts["item"]
-    item = pickle.loads(packed)
+    item = unpack(packed)
     if not parts[DROP]:
         yield item
         return
@@ -134,24 +140,26 @@ class DeduplicateInstructions(beam.PTransform):
 
     Within an image: every pair compared exactly (GroupByKey on the image).
     Across images: exact-text groups (GroupByKey on the text), MinHash LSH over
-    their heads (one GroupByKey per band, on its band keys), verified pairs, connected components
+    their heads (one GroupByKey per band, on its band keys; the bands in ``waves`` groups run one
+    after another), verified pairs, connected components
     by union-find, then at most ``max_per_cluster`` items per
     cluster (GroupByKey on the cluster).
     """
 
     def __init__(self, max_per_cluster: int, threshold: float = dedup.THRESHOLD,
-                 num_perm: int = dedup.NUM_PERM, bands: int = dedup.BANDS) -> None:
+                 num_perm: int = dedup.NUM_PERM, bands: int = dedup.BANDS, waves: int = 1) -> None:
         super().__init__()
         if max_per_cluster < 1 or not 0 < threshold <= 1:
             raise ValueError("need max_per_cluster >= 1 and 0 < threshold <= 1")
         self._keep, self._threshold, self._num_perm, self._bands = max_per_cluster, threshold, num_perm, bands
+        self._waves = waves
 
     def expand(self, items) -> Deduplicated:
         threshold = self._threshold
         compact = items | "Compact" >> beam.Map(lambda it: dedup.compact(it, it["_unit"]))
         per_image = (
             compact
-            | "KeyByImage" >> beam.Map(lambda c: (c["unit"], c))
+            | "KeyByImage" >> beam.Map(lambda c: (c["unit"], orjson.dumps(c)))  # one packed value per item
             | "GroupByImage" >> beam.GroupByKey()
             | "DedupWithinImage" >> beam.FlatMap(_image_decisions, threshold).with_outputs(DROP, main=OK)
         )
@@ -163,17 +171,22 @@ class DeduplicateInstructions(beam.PTransform):
             | "SplitExactGroups" >> beam.FlatMap(_split_exact).with_outputs(MEMBERS, main=OK)
         )
         heads = exact[OK]
-        # One GroupByKey per band (each band is its own hash table): a runner that materialises a
-        # grouped shuffle to hand it to its consumer (the local runner copies it several times)
-        # then holds one band's worth at a time, not all of them.
-        tags = [band_tag(b) for b in range(self._bands)]
-        entries = heads | "BandKeys" >> beam.ParDo(BandEntriesFn(self._num_perm, self._bands)).with_outputs(*tags)
-        pairs = [
-            entries[tag]
-            | f"GroupByBand{b}" >> beam.GroupByKey()
-            | f"VerifyBand{b}" >> beam.FlatMap(lambda kv: dedup.group_pairs(kv[1], threshold))
-            for b, tag in enumerate(tags)
-        ]
+        # One GroupByKey per band (each band is its own hash table), the bands cut into waves: a wave's
+        # band keys are made only once the previous wave's pairs are all found, so a runner that holds
+        # every shuffle in memory (the local one) holds one wave's at a time.
+        sketches = heads | "Sketch" >> beam.ParDo(SketchFn(self._num_perm, self._bands))
+        pairs, after = [], []
+        for w, wave in enumerate(dedup.band_waves(self._bands, self._waves)):
+            tags = [band_tag(b) for b in wave]
+            entries = sketches | f"BandKeys{w}" >> beam.FlatMap(_band_entries, wave, *after).with_outputs(*tags)
+            found = [
+                entries[band_tag(b)]
+                | f"GroupByBand{b}" >> beam.GroupByKey()
+                | f"VerifyBand{b}" >> beam.FlatMap(lambda kv: dedup.group_pairs(kv[1], threshold))
+                for b in wave
+            ]
+            pairs += found
+            after = [beam.pvalue.AsList(tuple(found) | f"Wave{w}Done" >> beam.Flatten() | f"Wave{w}Barrier" >> beam.FlatMap(lambda _: ()))]
         components = (
             tuple(pairs)
             | "MergeBandPairs" >> beam.Flatten()

@@ -34,11 +34,11 @@ def _by_id(record) -> str:
 _AVRO = fastavro.parse_schema(exports.AVRO_SCHEMA)
 
 
-def write_avro_shard(handle, lines: list[str]) -> None:
+def write_avro_shard(handle, lines: list[bytes]) -> None:
     fastavro.writer(handle, _AVRO, (orjson.loads(line) for line in lines), codec="deflate")
 
 
-def write_parquet_shard(handle, lines: list[str]) -> None:
+def write_parquet_shard(handle, lines: list[bytes]) -> None:
     """zstd-compressed Parquet in the standard nested layout, in row groups of at most PARQUET_ROW_GROUP rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import posixpath
+import struct
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -19,7 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from comvint.readers import flickr30k, visual_genome
-from comvint.records import FLICKR, Failure, InputError, to_json_line
+from comvint.records import FLICKR, Failure, InputError, pack_text, to_json_line, unpack_text
 
 _LOGGER = logging.getLogger(__name__)
 OK, FAILED = "ok", "failed"
@@ -239,7 +240,7 @@ class WriteShards(beam.PTransform):
     ``num_shards`` > 0 fixes the count; 0 sizes it from the data (one shard per
     ``target_bytes`` of JSON), so no sink goes through one key and one worker
     holds one shard at a time. ``write(handle, lines)`` writes one shard's sorted
-    JSON lines in its format. With ``gate`` (a one-element PCollection, e.g. the
+    JSON lines (UTF-8 bytes) in its format. With ``gate`` (a one-element PCollection, e.g. the
     checked run statistics) no shard is written before it exists, so a run that
     fails its check leaves no output that looks complete. Output: the written paths.
     """
@@ -252,18 +253,18 @@ class WriteShards(beam.PTransform):
 
     def expand(self, records):
         key, target = self._key, self._target
-        lines = records | "ToJson" >> beam.Map(lambda rec: (key(rec), to_json_line(rec)))
+        lines = records | "ToJson" >> beam.Map(lambda rec: pack_line(key(rec), to_json_line(rec)))
         if self._shards > 0:
             count = records.pipeline | "ShardCount" >> beam.Create([self._shards])
         else:
             count = (
                 lines
-                | "LineBytes" >> beam.Map(lambda kv: len(kv[1]) + 1)
+                | "LineBytes" >> beam.Map(line_size)
                 | "TotalBytes" >> beam.CombineGlobally(sum)
                 | "ShardCount" >> beam.Map(lambda total: max(1, -(-total // target)))
             )
         shards = beam.pvalue.AsSingleton(count)
-        keyed = lines | "KeyByShard" >> beam.Map(lambda kv, n: (stable_shard(kv[0], n), kv), shards)
+        keyed = lines | "KeyByShard" >> beam.Map(lambda line, n: (line_shard(line, n), line), shards)
         empties = count | "EmptyShards" >> beam.FlatMap(lambda n: [(s, None) for s in range(n)])
         gate = [beam.pvalue.AsSingleton(self._gate)] if self._gate is not None else []
         written = (
@@ -279,18 +280,50 @@ class WriteShards(beam.PTransform):
 
 def stable_shard(key: str, shards: int) -> int:
     """A shard number that depends only on the key (not on Python's hash seed)."""
-    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % shards
+    return _key_hash(key) % shards
+
+
+def _key_hash(key: str) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
+
+
+_LINE_HEAD = struct.Struct(">QQ")  # the key's hash, the line's size in the file
+
+
+def pack_line(key: str, line: str) -> bytes:
+    """A record's sort key and JSON line as one shuffle value: a head (key hash, line size) that shard
+    counting and sharding read as is, then key and line compressed. A shard's shuffle holds each record
+    as one bytes object about a third of its line's size."""
+    data, key_data = line.encode("utf-8"), key.encode("utf-8")
+    head = _LINE_HEAD.pack(_key_hash(key), len(data) + 1)
+    return head + pack_text(len(key_data).to_bytes(4, "big") + key_data + data)
+
+
+def unpack_line(value: bytes) -> tuple[str, bytes]:
+    """``pack_line``'s value -> (key, the line's UTF-8 bytes)."""
+    text = unpack_text(value[_LINE_HEAD.size:])
+    size = int.from_bytes(text[:4], "big")
+    return text[4 : 4 + size].decode("utf-8"), text[4 + size :]
+
+
+def line_shard(value: bytes, shards: int) -> int:
+    return _LINE_HEAD.unpack_from(value)[0] % shards
+
+
+def line_size(value: bytes) -> int:
+    """Bytes the line takes in a JSON-lines file, its newline included."""
+    return _LINE_HEAD.unpack_from(value)[1]
 
 
 def shard_path(directory: str, shard: int, shards: int, suffix: str) -> str:
     return join(directory, f"part-{shard:05d}-of-{shards:05d}{suffix}")
 
 
-def write_sorted_shard(group: tuple[int, Iterable[tuple[str, str] | None]], directory: str, write, suffix: str,
+def write_sorted_shard(group: tuple[int, Iterable[bytes | None]], directory: str, write, suffix: str,
                        shards: int, _gate: Any = None) -> str:
     """Write one shard's JSON lines sorted by key, in the format of ``write``; return the path."""
-    shard, items = group
-    lines = [line for _, line in sorted(item for item in items if item is not None)]
+    shard, values = group
+    lines = [line for _, line in sorted(unpack_line(value) for value in values if value is not None)]
     path = shard_path(directory, shard, shards, suffix)
     with FileSystems.create(path, compression_type="uncompressed") as handle:
         write(handle, lines)
@@ -307,9 +340,9 @@ def remove_stale_shards(_, directory: str, suffix: str, written: list[str]) -> l
     return stale
 
 
-def write_jsonl_shard(handle, lines: list[str]) -> None:
+def write_jsonl_shard(handle, lines: list[bytes]) -> None:
     for line in lines:
-        handle.write(line.encode("utf-8") + b"\n")
+        handle.write(line + b"\n")
 
 
 def write_json(path: str, value: Any) -> None:

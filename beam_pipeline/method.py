@@ -9,7 +9,7 @@ import apache_beam as beam
 from beam_pipeline.stages import RunStage
 from comvint import engine
 from comvint.llm.config import LLMConfig
-from comvint.records import pack
+from comvint.records import pack, unpack
 from comvint.stages.base import OK, REJECTED
 from comvint.stages.method import (
     FAMILY,
@@ -117,8 +117,14 @@ class GenerateComplexInstructions(beam.PTransform):
                 steps[f"complicated_round_{r + 1}"] = harder.ok
                 complicated.append(harder.ok)
                 skipped.append(harder.skipped)
-        all_verified = verified | "MergeVerified" >> beam.Flatten()
-        chosen = all_verified | "ChooseForReformulation" >> beam.Filter(reformulate_selected, cfg)
+        # A Flatten's inputs wait, whole, in the local runner's memory until its consumer runs (here: until
+        # the last round is verified), so what crosses one is packed.
+        all_verified = [v | f"PackVerified{r}" >> beam.Map(pack) for r, v in enumerate(verified)] | "MergeVerified" >> beam.Flatten()
+        chosen = (
+            all_verified
+            | "UnpackVerified" >> beam.Map(unpack)
+            | "ChooseForReformulation" >> beam.Filter(reformulate_selected, cfg)
+        )
         closed = chosen | "ReformulateInstructions" >> RunStage(Reformulate(cfg), llm, annotations=anns)
         steps["reformulated"] = closed.ok
         rejected, failed, usage = [*rejected, closed.rejected], [*failed, closed.failed], [*usage, closed.usage]
@@ -128,15 +134,18 @@ class GenerateComplexInstructions(beam.PTransform):
             closed_ok = steps["verified_reformulated"] = judged_closed.ok
         else:
             closed_ok = closed.ok | "InheritVerdicts" >> beam.Map(inherited)
+        created = [generated.ok, *complicated, closed.ok]
         return MethodResult(
-            (all_verified, closed_ok) | "MergeFormats" >> beam.Flatten(),
+            (all_verified, closed_ok | "PackReformulated" >> beam.Map(pack))
+            | "MergeFormats" >> beam.Flatten()
+            | "UnpackInstructions" >> beam.Map(unpack),
             rejected | "MergeRejected" >> beam.Flatten(),
             failed | "MergeFailed" >> beam.Flatten(),
             usage | "MergeUsage" >> beam.Flatten(),
             verdicts | "MergeVerdicts" >> beam.Flatten(),
             funnel_marks(steps) | "MergeFunnel" >> beam.Flatten(),
             (closed.skipped, *skipped) | "MergeSkipped" >> beam.Flatten(),
-            [generated.ok, *complicated, closed.ok] | "MergeCreated" >> beam.Flatten() | "CreatedIds" >> beam.Map(lambda it: it["id"]),
+            [pc | f"CreatedIds{k}" >> beam.Map(lambda it: it["id"]) for k, pc in enumerate(created)] | "MergeCreated" >> beam.Flatten(),
         )
 
 

@@ -77,6 +77,9 @@ class ComvintOptions(PipelineOptions):
         add = parser.add_argument_group("dedup and filters").add_argument
         add("--max_per_cluster", type=int, default=10, help="keep at most K items per near-duplicate cluster across images")
         add("--dedup_threshold", type=float, default=0.7, help="Jaccard similarity (character 5-grams) of near-duplicates")
+        add("--dedup_band_waves", type=int, default=0,
+            help="run the 16 LSH band shuffles in this many waves, one after another (0: one band at a time on the "
+                 "local runner, which holds every shuffle in memory; all at once on any other runner)")
         add("--max_instruction_chars", type=int, default=600, help="quality filter: longest instruction kept")
         add("--max_answer_chars", type=int, default=1000, help="quality filter: longest answer kept")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_pipeline import io
 from beam_pipeline.dedup import DeduplicateInstructions, FilterInstructions
@@ -15,6 +15,7 @@ from beam_pipeline.options import SAMPLE_FLICKR, SAMPLE_VG, SAMPLE_VG_IMAGE_DATA
 from beam_pipeline.report import SampleForReport, write_report
 from beam_pipeline.stages import SpreadPacked
 from beam_pipeline.stats import SummarizeRun
+from comvint import dedup
 from comvint import stats as run_stats
 from comvint.filters import FilterConfig
 from comvint.llm.config import LLMConfig, config_from_mapping
@@ -32,6 +33,19 @@ def method_config(opts: ComvintOptions, llm: LLMConfig) -> MethodConfig:
         max_objects=opts.max_objects,
         verify_reformulations=opts.verify_reformulations,
     )
+
+
+# Runners that hold every shuffle in one process's memory until its consumer runs.
+IN_MEMORY_RUNNERS = {"FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner"}
+
+
+def band_waves(opts: ComvintOptions) -> int:
+    """``--dedup_band_waves``, or when 0: one LSH band at a time on an in-memory runner, all at once elsewhere."""
+    if opts.dedup_band_waves > 0:
+        return opts.dedup_band_waves
+    runner = opts.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    return dedup.BANDS if name.rsplit(".", 1)[-1] in IN_MEMORY_RUNNERS else 1
 
 
 def resolve_sources(opts: ComvintOptions) -> tuple[str | None, str | None, str | None]:
@@ -97,7 +111,9 @@ def run_method(annotations, failures, opts: ComvintOptions) -> tuple[dict[str, b
         | "MarkImages" >> beam.Map(lambda it: {**public_record(it), "_unit": it["_unit"]})
         | "FilterInstructions" >> FilterInstructions(FilterConfig(opts.max_instruction_chars, opts.max_answer_chars))
     )
-    unique = screened.kept | "DeduplicateInstructions" >> DeduplicateInstructions(opts.max_per_cluster, opts.dedup_threshold)
+    unique = screened.kept | "DeduplicateInstructions" >> DeduplicateInstructions(
+        opts.max_per_cluster, opts.dedup_threshold, waves=band_waves(opts)
+    )
     steps = {"images": annotations, "after_filters": screened.kept, "after_dedup": unique.kept}
     sinks = {
         "instructions": unique.kept | "Publish" >> beam.Map(public_record),

@@ -96,16 +96,28 @@ class MinHasher:
         return [int.from_bytes(hashlib.blake2b(rows[i].tobytes(), digest_size=8, salt=i.to_bytes(2, "big")).digest(), "big")
                 for i in range(self.bands)]
 
-    def band_entries(self, member: Member) -> list[tuple[int, int, bytes]]:
-        """``(band, shuffle key, entry)`` per band: the shuffle key is the band key's top
-        :data:`SPREAD_BITS` bits, the entry the band key and the member packed as JSON bytes.
+    def sketch(self, member: Member) -> bytes:
+        """A member with its band keys, packed as JSON bytes ``[[key per band], *member]`` (the signature is
+        computed once; :func:`band_entries` cuts it per band)."""
+        return orjson.dumps([self.band_keys(self.signature(map(zlib.crc32, grams(member[4])))), *member])  # text is normalised
 
-        A shuffle holds each value as one object: a packed entry costs less than
-        half the memory of a tuple of five, and a few thousand shuffle keys per
-        band cost less than one key per LSH bucket (most buckets hold one item).
-        """
-        keys = self.band_keys(self.signature(map(zlib.crc32, grams(member[4]))))  # member text is normalised
-        return [(band, key >> (64 - SPREAD_BITS), orjson.dumps([key, *member])) for band, key in enumerate(keys)]
+
+def band_entries(sketch: bytes, bands: Iterable[int]) -> list[tuple[int, int, bytes]]:
+    """``(band, shuffle key, entry)`` for each of ``bands`` of a :meth:`MinHasher.sketch`: the shuffle key is
+    the band key's top :data:`SPREAD_BITS` bits, the entry the band key and the member packed as JSON bytes.
+
+    A shuffle holds each value as one object: a packed entry costs less than
+    half the memory of a tuple of five, and a few thousand shuffle keys per
+    band cost less than one key per LSH bucket (most buckets hold one item).
+    """
+    keys, *member = orjson.loads(sketch)
+    return [(band, keys[band] >> (64 - SPREAD_BITS), orjson.dumps([keys[band], *member])) for band in bands]
+
+
+def band_waves(bands: int, waves: int) -> list[list[int]]:
+    """The LSH bands split into ``waves`` groups run one after another (``waves`` clipped to 1..bands)."""
+    waves = min(max(1, waves), bands)
+    return [list(range(bands))[w::waves] for w in range(waves)]
 
 
 def candidate_probability(similarity: float, bands: int = BANDS, rows: int = NUM_PERM // BANDS) -> float:

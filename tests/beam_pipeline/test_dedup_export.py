@@ -44,9 +44,9 @@ ITEMS = [
 ]
 
 
-def _run_dedup(items, keep):
+def _run_dedup(items, keep, waves=1):
     with local_pipeline() as p:
-        out = p | beam.Create(items) | DeduplicateInstructions(max_per_cluster=keep)
+        out = p | beam.Create(items) | DeduplicateInstructions(max_per_cluster=keep, waves=waves)
         assert_that(out.kept | "KeptIds" >> beam.Map(lambda r: r["id"]), equal_to(EXPECTED_KEPT[keep]), label="Kept")
         assert_that(
             out.rejected | "Why" >> beam.Map(lambda r: (r["id"], r["stage"], r["reason"], r["duplicate_of"], "_unit" in r)),
@@ -70,6 +70,33 @@ EXPECTED_REJECTED = {
 def test_deduplicate_instructions(keep):
     _run_dedup(ITEMS, keep)
     _run_dedup(ITEMS[::-1], keep)  # survivors do not depend on the input order
+
+
+@pytest.mark.parametrize("waves", [3, 16])
+def test_band_waves_decide_the_same(waves):
+    _run_dedup(ITEMS, 3, waves)
+
+
+def test_a_wave_of_bands_starts_after_the_previous_one_is_verified(monkeypatch):
+    """On the local runner the band shuffles of a wave exist only once the previous wave's pairs are found."""
+    calls = []
+    band_entries, group_pairs = comvint_dedup.band_entries, comvint_dedup.group_pairs
+
+    def logged_entries(sketch, bands):
+        calls.append(("keys", tuple(bands)))
+        return band_entries(sketch, bands)
+
+    def logged_pairs(entries, threshold):
+        calls.append(("verify", None))
+        return group_pairs(entries, threshold)
+
+    monkeypatch.setattr(comvint_dedup, "band_entries", logged_entries)
+    monkeypatch.setattr(comvint_dedup, "group_pairs", logged_pairs)
+    _run_dedup(ITEMS, 3, waves=4)
+    runs = [calls[0]] + [c for prev, c in zip(calls, calls[1:], strict=False) if c != prev]  # consecutive repeats as one
+    waves = [bands for what, bands in runs if what == "keys"]
+    assert waves == [(0, 4, 8, 12), (1, 5, 9, 13), (2, 6, 10, 14), (3, 7, 11, 15)]  # each wave's keys made in one go...
+    assert [what for what, _ in runs] == ["keys", "verify"] * 4  # ...and verified before the next wave's are made
 
 
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa".split()

@@ -181,3 +181,14 @@ def test_help_lists_every_flag_by_group(capsys, monkeypatch):
     flags = [a.option_strings[0] for a in parser._actions if a.option_strings and a.dest != "help"]
     assert len(flags) > 40 and all(flag in text for flag in flags)
     assert "(default: offline)" in text and "beam.apache.org" in text
+
+
+def test_shard_lines_keep_key_size_and_shard_and_sort_as_before():
+    from beam_pipeline.io import line_shard, line_size, pack_line, stable_shard, unpack_line
+
+    records = [("b", '{"id":"b"}'), ("a", '{"id":"a","t":"é"}'), ("a\nz", "{}"), ("", '{"x":1}'), ("ab", '{"y":"«»"}')]
+    values = [pack_line(key, line) for key, line in records]
+    assert [unpack_line(v) for v in values] == [(k, line.encode("utf-8")) for k, line in records]
+    assert [line_size(v) for v in values] == [len(line.encode("utf-8")) + 1 for _, line in records]  # bytes in the file
+    assert [line_shard(v, 7) for v in values] == [stable_shard(k, 7) for k, _ in records]
+    assert [line for _, line in sorted(map(unpack_line, values))] == [line.encode() for _, line in sorted(records)]

@@ -93,13 +93,23 @@ def test_band_entries_meet_under_shuffle_keys_and_pair_up():
     hasher = dedup.MinHasher()
     groups: dict[int, list[bytes]] = {}
     for name, (text, unit) in texts.items():
-        entries = hasher.band_entries(dedup.member(item(name, text, unit=unit)))
+        sketch = hasher.sketch(dedup.member(item(name, text, unit=unit)))
+        entries = dedup.band_entries(sketch, range(dedup.BANDS))
         assert [band for band, _, _ in entries] == list(range(dedup.BANDS))
+        assert dedup.band_entries(sketch, [3, 7]) == [entries[3], entries[7]]
         assert all(0 <= key < 1 << dedup.SPREAD_BITS for _, key, _ in entries)
         for band, key, entry in entries:
             groups.setdefault((band, key), []).append(entry)
     pairs = [pair for entries in groups.values() for pair in dedup.group_pairs(entries, 0.7)]
     assert set(pairs) == {("a", "c"), ("b", "c")}  # verified, cross-image only, whichever band brought them together
+
+
+def test_band_waves_cover_every_band_once():
+    assert dedup.band_waves(16, 1) == [list(range(16))]
+    assert dedup.band_waves(16, 16) == [[b] for b in range(16)]
+    assert dedup.band_waves(16, 0) == [list(range(16))] and dedup.band_waves(4, 99) == [[0], [1], [2], [3]]
+    waves = dedup.band_waves(16, 3)
+    assert len(waves) == 3 and sorted(b for w in waves for b in w) == list(range(16))
 
 
 def test_gram_jaccard_agrees_with_shingle_jaccard():
