@@ -31,14 +31,18 @@ class SummarizeRun(beam.PTransform):
         inputs, llm, items = pcolls["inputs"], pcolls.get("llm"), pcolls.get("items")
         tallied = {k: v for k, v in pcolls.items() if k not in ("inputs", "llm", "items")}
         sinks = {k: v for k, v in tallied.items() if k not in run_stats.COUNT_ONLY}
+        # Counted per sink before the Flatten, whose inputs the local runner holds whole: a few thousand
+        # (key, count) pairs cross it instead of every record's keys.
         counts = [
-            records | f"Count{name.title()}" >> beam.FlatMap(run_stats.stat_keys_of(name))
+            records
+            | f"Count{name.title()}" >> beam.FlatMap(run_stats.stat_keys_of(name))
+            | f"Tally{name.title()}" >> beam.combiners.Count.PerElement()
             for name, records in sorted(tallied.items())
         ]
         counted = (
             counts
             | "FlattenCounts" >> beam.Flatten()
-            | "CountKeys" >> beam.combiners.Count.PerElement()
+            | "CountKeys" >> beam.CombinePerKey(sum)
             | "ListCounts" >> beam.combiners.ToList()
         )
         outputs = [records | f"Units{name.title()}" >> beam.Map(run_stats.unit_of) for name, records in sorted(sinks.items())]

@@ -103,7 +103,7 @@ def generate_family(n: int, path: str, seed: int = 3) -> None:
                                   "parent_id": None, "instruction": text, "answer": "yes", "_unit": f"visual_genome/{k}"}) + "\n")
 
 
-def run_ours(path: str, out_dir: str, keep: int, workers: int) -> dict:
+def run_ours(path: str, out_dir: str, keep: int, workers: int, waves: int) -> dict:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -111,7 +111,7 @@ def run_ours(path: str, out_dir: str, keep: int, workers: int) -> dict:
 
     mode = ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"] if workers else []
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner", *mode])) as p:
-        result = p | beam.io.ReadFromText(path) | beam.Map(json.loads) | DeduplicateInstructions(max_per_cluster=keep)
+        result = p | beam.io.ReadFromText(path) | beam.Map(json.loads) | DeduplicateInstructions(max_per_cluster=keep, waves=waves)
         result.clusters | "FormatClusters" >> beam.MapTuple(lambda i, c: f"{i}\t{c}") | "WriteClusters" >> beam.io.WriteToText(
             os.path.join(out_dir, "clusters"))
         (result.rejected | beam.combiners.Count.Globally() | beam.Map(lambda n: json.dumps({"removed": n}))
@@ -202,13 +202,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=0, help="0: in-process runner; N: multi_processing with N workers")
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "comvint-bench-dedup"))
     parser.add_argument("--only", default="ours,datasketch,floor", help="which runs to make (quality needs ours and datasketch)")
+    parser.add_argument("--waves", type=int, default=dedup.BANDS,
+                        help="LSH band waves (the job's default on the local runner: one band at a time)")
     parser.add_argument("--family", type=int, default=0, help="also time one family of this many near-identical questions")
     parser.add_argument("--role", choices=("main", "ours", "datasketch", "floor"), default="main", help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.role == "ours":
-        print(json.dumps(run_ours(args.input, args.out, args.keep, args.workers)))
+        print(json.dumps(run_ours(args.input, args.out, args.keep, args.workers, args.waves)))
         return
     if args.role == "floor":
         print(json.dumps(run_floor(args.input, args.out)))
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         os.makedirs(work, exist_ok=True)
         path = os.path.join(work, "records.jsonl")
         generate_family(args.family, path)
-        run = measure([os.path.abspath(__file__), "--role", "ours", "--input", path, "--out", work, "--keep", str(args.keep)])
+        run = measure([os.path.abspath(__file__), "--role", "ours", "--input", path, "--out", work, "--keep", str(args.keep), "--waves", str(args.waves)])
         print(json.dumps({"family": args.family, **run, "kept": args.family - run["removed"]}), flush=True)
     for n in (int(s) for s in args.sizes.split(",") if int(s) > 0):
         work = os.path.join(args.work, str(n))
@@ -232,7 +234,8 @@ def main(argv: list[str] | None = None) -> None:
         json.dump(sample, open(os.path.join(work, "sample.json"), "w"))
         me, row = os.path.abspath(__file__), {"records": n}
         if "ours" in only:
-            row["ours"] = measure([me, "--role", "ours", "--input", path, "--out", work, "--keep", str(args.keep), "--workers", str(args.workers)])
+            row["ours"] = measure([me, "--role", "ours", "--input", path, "--out", work, "--keep", str(args.keep), "--workers", str(args.workers),
+                                 "--waves", str(args.waves)])
         if "datasketch" in only:
             row["datasketch"] = measure([me, "--role", "datasketch", "--input", path, "--out", work])
         if "floor" in only:
