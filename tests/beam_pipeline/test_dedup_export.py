@@ -256,3 +256,17 @@ def test_a_rerun_with_other_shards_leaves_no_stale_files(tmp_path):
     assert sorted(os.path.basename(p) for p in glob.glob(f"{out}/instructions/*")) == [
         "part-00000-of-00002.jsonl", "part-00001-of-00002.jsonl"]
     assert sorted(r["id"] for r in read_jsonl(out, "instructions")) == sorted(r["id"] for r in first)
+
+
+def test_band_waves_follow_the_runner_unless_set():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from beam_pipeline.options import ComvintOptions
+    from beam_pipeline.pipeline import band_waves
+
+    def waves(*argv):
+        return band_waves(PipelineOptions(list(argv)).view_as(ComvintOptions))
+
+    assert waves("--runner=FnApiRunner") == comvint_dedup.BANDS  # in memory: one band at a time
+    assert waves("--runner=DataflowRunner") == waves("--runner=FlinkRunner") == 1  # external shuffle: all at once
+    assert waves("--runner=DataflowRunner", "--dedup_band_waves=4") == 4
