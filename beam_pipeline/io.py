@@ -6,7 +6,6 @@ Every reader returns a :class:`Read` pair ``(records, failures)``; failures are
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import posixpath
@@ -20,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from comvint.readers import flickr30k, visual_genome
-from comvint.records import FLICKR, Failure, InputError, pack_text, to_json_line, unpack_text
+from comvint.records import FLICKR, Failure, InputError, pack_text, stable_int, to_json_line, unpack_text
 
 _LOGGER = logging.getLogger(__name__)
 OK, FAILED = "ok", "failed"
@@ -280,11 +279,7 @@ class WriteShards(beam.PTransform):
 
 def stable_shard(key: str, shards: int) -> int:
     """A shard number that depends only on the key (not on Python's hash seed)."""
-    return _key_hash(key) % shards
-
-
-def _key_hash(key: str) -> int:
-    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
+    return stable_int(key) % shards
 
 
 _LINE_HEAD = struct.Struct(">QQ")  # the key's hash, the line's size in the file
@@ -295,7 +290,7 @@ def pack_line(key: str, line: str) -> bytes:
     counting and sharding read as is, then key and line compressed. A shard's shuffle holds each record
     as one bytes object about a third of its line's size."""
     data, key_data = line.encode("utf-8"), key.encode("utf-8")
-    head = _LINE_HEAD.pack(_key_hash(key), len(data) + 1)
+    head = _LINE_HEAD.pack(stable_int(key), len(data) + 1)
     return head + pack_text(len(key_data).to_bytes(4, "big") + key_data + data)
 
 

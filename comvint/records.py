@@ -97,28 +97,34 @@ _PRESET = b"".join(pickle.dumps(o, pickle.HIGHEST_PROTOCOL) for o in _PRESETS)
 _PRESET_JSON = b"\n".join(orjson.dumps(o) for o in _PRESETS)
 
 
+def _compress(data: bytes, preset: bytes) -> bytes:
+    packer = zlib.compressobj(1, zdict=preset)
+    return packer.compress(data) + packer.flush()
+
+
+def _decompress(data: bytes, preset: bytes) -> bytes:
+    unpacker = zlib.decompressobj(zdict=preset)
+    return unpacker.decompress(data) + unpacker.flush()
+
+
 def pack(record: dict[str, Any]) -> bytes:
     """A record as one compressed bytes value (what a shuffle carries): a shuffle holds each value as one
     object, and a record costs several times the memory of its pickle as nested dicts, and about three
     times its packed size (zlib with a preset dictionary of what records share)."""
-    packer = zlib.compressobj(1, zdict=_PRESET)
-    return packer.compress(pickle.dumps(record, pickle.HIGHEST_PROTOCOL)) + packer.flush()
+    return _compress(pickle.dumps(record, pickle.HIGHEST_PROTOCOL), _PRESET)
 
 
 def unpack(packed: bytes) -> dict[str, Any]:
-    unpacker = zlib.decompressobj(zdict=_PRESET)
-    return pickle.loads(unpacker.decompress(packed) + unpacker.flush())
+    return pickle.loads(_decompress(packed, _PRESET))
 
 
 def pack_text(text: bytes) -> bytes:
     """UTF-8 text (JSON lines) compressed the same way, with a preset dictionary of records as JSON."""
-    packer = zlib.compressobj(1, zdict=_PRESET_JSON)
-    return packer.compress(text) + packer.flush()
+    return _compress(text, _PRESET_JSON)
 
 
 def unpack_text(packed: bytes) -> bytes:
-    unpacker = zlib.decompressobj(zdict=_PRESET_JSON)
-    return unpacker.decompress(packed) + unpacker.flush()
+    return _decompress(packed, _PRESET_JSON)
 
 
 def stable_int(*parts: Any) -> int:
