@@ -26,7 +26,7 @@ setuptools.setup(
     description="ComVint: synthesize, complicate, verify and reformulate visual reasoning instructions at scale",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["comvint", "comvint.*", "beam_pipeline", "beam_pipeline.*"]),
-    package_data={"comvint": ["knowledge/*.json", "report/assets/*"]},
+    package_data={"comvint": ["knowledge/*.json", "knowledge/*.json.gz", "knowledge/WORDNET_LICENSE", "report/assets/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest==9.0.3", "gcp-storage-emulator==2026.7.19", "ruff==0.17.5", "playwright==1.65.2"],

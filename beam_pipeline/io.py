@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from comvint.readers import flickr30k, visual_genome
-from comvint.records import FLICKR, Failure, InputError, pack_text, stable_int, to_json_line, unpack_text
+from comvint.records import FLICKR, Failure, InputError, pack, pack_text, stable_int, to_json_line, unpack, unpack_text
 
 _LOGGER = logging.getLogger(__name__)
 OK, FAILED = "ok", "failed"
@@ -157,13 +157,44 @@ class ReadFlickr30k(beam.PTransform):
 
 
 class ReadRegionRangeFn(beam.DoFn):
-    """(path, start, end) -> VG record | TaggedOutput(FAILED, Failure), streaming."""
+    """(path, start, end) -> VG record (or scene part, with ``key``) | TaggedOutput(FAILED, Failure), streaming."""
+
+    def __init__(self, key: str = "regions") -> None:
+        self._key = key
 
     def process(self, element: tuple[str, int, int], image_data: dict | None = None) -> Iterator[Any]:
         path, start, end = element
         with FileSystems.open(path, compression_type="uncompressed") as handle:
-            for item in visual_genome.read_images(handle, path, start, end, image_data):
+            for item in visual_genome.read_images(handle, path, start, end, image_data, self._key):
                 yield beam.pvalue.TaggedOutput(FAILED, item) if isinstance(item, Failure) else item
+
+
+def scene_files(regions: str, objects: str | None, attributes: str | None, relationships: str | None) -> dict[str, str]:
+    """The VG scene files to join to the regions: each flag's file, or the file of that name beside the
+    region file when the flag is unset (``none`` turns one off)."""
+    given = {"objects": objects, "attributes": attributes, "relationships": relationships}
+    found = {}
+    for key, path in given.items():
+        if path is None:
+            path = join(regions.rsplit("/", 1)[0], f"{key}.json") if "/" in regions else f"{key}.json"
+            if not exists(path):
+                continue
+        if path != "none":
+            found[key] = path
+    return found
+
+
+def _join_scene(element: tuple[str, dict[str, list]], limited: bool) -> Iterator[Any]:
+    """(image_id, {regions, parts}) -> the region record with its objects and relationships; parts of an
+    image the region file lacks go to failures (unless ``--limit`` left that image out on purpose)."""
+    image_id, grouped = element
+    records, parts = grouped["regions"], [p for key in visual_genome.SCENE_KEYS for p in grouped[key]]
+    for record in records:
+        yield visual_genome.attach_scene(record, parts)
+    if not records and parts and not limited:
+        yield beam.pvalue.TaggedOutput(FAILED, Failure(
+            stage="ingest", reason="ingest_vg_no_regions", source=visual_genome.VISUAL_GENOME, image_id=image_id,
+            detail=f"objects, attributes or relationships of image {image_id}, which the region file does not have"))
 
 
 def byte_ranges(path: str, split_bytes: int) -> list[tuple[str, int, int]]:
@@ -175,9 +206,11 @@ def byte_ranges(path: str, split_bytes: int) -> list[tuple[str, int, int]]:
 class ReadVisualGenome(beam.PTransform):
     """region_descriptions.json -> Read(records, failures), split into byte ranges across workers."""
 
-    def __init__(self, regions: str, image_data: str | None = None, split_bytes: int = 64 << 20, limit: int = 0):
+    def __init__(self, regions: str, image_data: str | None = None, split_bytes: int = 64 << 20, limit: int = 0,
+                 scene: dict[str, str] | None = None):
         super().__init__()
         self._regions, self._image_data, self._split_bytes, self._limit = regions, image_data, split_bytes, limit
+        self._scene = scene or {}
 
     def expand(self, pbegin) -> Read:
         side = ()
@@ -203,7 +236,30 @@ class ReadVisualGenome(beam.PTransform):
                 | "Limit" >> LimitImages(self._limit)
                 | "DropKey" >> beam.Values()
             )
-        return Read(records, results[FAILED])
+        if not self._scene:
+            return Read(records, results[FAILED])
+        failures, keyed = [results[FAILED]], {"regions": records | "KeyRegions" >> beam.Map(lambda r: (r["image_id"], r))}
+        for key in visual_genome.SCENE_KEYS:
+            if key not in self._scene:
+                keyed[key] = pbegin | f"No{key.title()}" >> beam.Create([])
+                continue
+            parts = (
+                pbegin
+                | f"{key.title()}File" >> beam.Create([self._scene[key]])
+                | f"Split{key.title()}" >> beam.FlatMap(byte_ranges, self._split_bytes)
+                | f"Spread{key.title()}" >> beam.Reshuffle()
+                | f"Read{key.title()}" >> beam.ParDo(ReadRegionRangeFn(key)).with_outputs(FAILED, main=OK)
+            )
+            failures.append(parts[FAILED])
+            keyed[key] = parts[OK] | f"Key{key.title()}" >> beam.Map(lambda p: (p["image_id"], pack(p)))
+        joined = (
+            keyed
+            | "GroupScene" >> beam.CoGroupByKey()
+            | "UnpackScene" >> beam.Map(lambda kv: (kv[0], {k: v if k == "regions" else [unpack(x) for x in v] for k, v in kv[1].items()}))
+            | "AttachScene" >> beam.FlatMap(_join_scene, bool(self._limit)).with_outputs(FAILED, main=OK)
+        )
+        failures.append(joined[FAILED])
+        return Read(joined[OK], failures | "MergeVgFailures" >> beam.Flatten())
 
 
 SHARD_TARGET_BYTES = 100 << 20  # --num_shards 0: about this much JSON per shard

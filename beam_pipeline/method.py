@@ -54,8 +54,8 @@ def _eliminate(item: dict[str, Any]):
 
 
 def image_objects(ann: dict[str, Any]) -> list[str]:
-    """Distinct knowledge-table objects of a Visual Genome image (its 'documents' for IDF)."""
-    return sorted({t.obj for t in engine.scene_of(ann).values() if t.obj})
+    """Distinct head nouns of a Visual Genome image's things (its 'document' for IDF)."""
+    return sorted({t.noun for t in engine.scene_of(ann).things.values() if not t.background})
 
 
 def rarest(objects: list[str], df: dict[str, int]) -> str | None:

@@ -31,6 +31,8 @@ class ComvintOptions(PipelineOptions):
         add("--keep_unrelated_captions", action="store_true", help="keep captions listed as unrelated")
         add("--vg_regions", default=None, help="Visual Genome region_descriptions.json, v1.2 or v1.0 (default: the bundled sample)")
         add("--vg_image_data", default=None, help="Visual Genome image_data.json (sizes, coco_id, flickr_id)")
+        for key in ("objects", "attributes", "relationships"):
+            add(f"--vg_{key}", default=None, help=f"Visual Genome {key}.json (default: {key}.json beside --vg_regions, if there; 'none': not read)")
         add("--vg_split_mb", type=int, default=64, help="byte-range size in MB for splitting the region file")
         add("--limit", type=int, default=0, help="process at most N images per source (0: all)")
         add("--image_root", default=None, help="where the image files are (local or gs://): drawn under the boxes in report.html")
@@ -39,8 +41,9 @@ class ComvintOptions(PipelineOptions):
         add("--stages", default="all", choices=STAGES, help="'ingest' writes only annotations/; 'all' runs the whole method")
         add("--seed", type=int, default=0, help="seed for every sampled choice")
         add("--rounds", type=int, default=2, help="complicate-verify rounds")
-        add("--min_caption_chars", type=int, default=300, help="Flickr image filter: total caption length")
-        add("--max_objects", type=int, default=50, help="VG image filter: at most this many regions")
+        add("--min_caption_chars", type=int, default=240, help="Flickr image filter: total caption length (10th percentile of the real train+val)")
+        add("--max_objects", type=int, default=60,
+            help="VG image filter: at most this many objects (objects.json, merged; the regions when it is absent)")
         add("--reformulate_share", type=float, default=0.5, help="share of verified items also reformulated to Bool and MC")
         add("--verify_reformulations", type=_true_or_false, default=True, metavar="true|false",
             help="judge each Bool and multiple-choice record itself; false: it says it inherits its parent's verdict")

@@ -65,7 +65,9 @@ def read_annotations(p: beam.Pipeline, opts: ComvintOptions) -> io.Read:
         reads.append(p | "ReadFlickr30k" >> io.ReadFlickr30k(flickr_root, split, unrelated, opts.limit))
     if vg_regions:
         reads.append(
-            p | "ReadVisualGenome" >> io.ReadVisualGenome(vg_regions, vg_image_data, opts.vg_split_mb << 20, opts.limit)
+            p | "ReadVisualGenome" >> io.ReadVisualGenome(
+                vg_regions, vg_image_data, opts.vg_split_mb << 20, opts.limit,
+                io.scene_files(vg_regions, opts.vg_objects, opts.vg_attributes, opts.vg_relationships))
         )
     records = [r.records for r in reads] | "MergeAnnotations" >> beam.Flatten()
     failures = [r.failures for r in reads] | "MergeIngestFailures" >> beam.Flatten()

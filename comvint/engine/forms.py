@@ -1,8 +1,8 @@
-"""The engine's question forms: what to ask of a scene, each round, and in closed formats.
+"""The text of a chain: its open question (several phrasings), its answer, and its closed formats.
 
-Every choice (which things, which axis, which phrasing) comes from a seeded hash of the item,
-so the same inputs always give the same questions. The text comes from :mod:`realise`; the
-clauses come from :mod:`program`, and the judge re-derives them.
+Every choice of phrasing comes from a seeded hash of the chain, so the same inputs give the same text.
+A later step names the earlier pick by the comparison that made it ("whichever of the dog and the
+bike is further to the left"), never by its name, so the reader has to look.
 """
 
 from __future__ import annotations
@@ -11,15 +11,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from comvint.engine import realise as en
-from comvint.engine.program import Chain, Clause, fact_value
-from comvint.engine.scene import AXES, Thing, clear, knowledge
+from comvint.engine.program import Chain, Clause, answer_value, value_of
+from comvint.engine.scene import COLOURS, MATERIALS, Scene, Thing, wordnet
 from comvint.records import stable_int as rank
 
-FIELDS = ("used_for", "made_of", "found_in")
-SUPERLATIVE = {"left_of": "furthest to the left", "right_of": "furthest to the right", "above": "highest up in the picture",
-               "below": "lowest down in the picture", "larger": "largest in the picture", "smaller": "smallest in the picture"}
-KNOWLEDGE_TYPE = {"horizontal": "visual", "vertical": "visual", "size": "physical", "used_for": "commonsense",
-                  "made_of": "knowledge-base", "found_in": "knowledge-base"}
+KNOWLEDGE_TYPE = {"position": "visual", "size": "physical", "count": "visual", "relation": "commonsense", "colour": "visual",
+                  "material": "physical", "kind": "knowledge-base"}
+TOPIC = {"colour": "Objects, Materials and Clothing", "material": "Objects, Materials and Clothing"}
+CATEGORY_TOPIC = {"a person": "People and Everyday Life", "food": "Cooking and Food", "a vehicle": "Vehicles and Transportation"}
 
 
 def pick(options: Sequence[Any], *key: Any) -> Any:
@@ -30,121 +29,159 @@ def shuffled(items: Sequence[Any], *key: Any) -> list[Any]:
     return sorted(items, key=lambda x: rank(*key, getattr(x, "id", x)))
 
 
-def axis_of(rel: str) -> str:
-    return next(axis for axis, rels in AXES.items() if rel in rels)
+def _focus_of(step: Clause) -> str:
+    return step.args[2] if step.rel == "rel" else step.args[0]
 
 
-def comparison(a: Thing, b: Thing, axis: str, key: Any) -> Clause | None:
-    """A clear comparison of a and b on an axis, winner first (the relation picked by the key), or None."""
-    for rel in shuffled(AXES[axis], key, axis):
-        if clear(rel, a, b):
-            return Clause(rel, (a.id, b.id))
-        if clear(rel, b, a):
-            return Clause(rel, (b.id, a.id))
-    return None
+def _other(chain: Chain, k: int, scene: Scene) -> Thing:
+    """The new thing step k (k > 0) compares the earlier pick with."""
+    step = chain.steps[k]
+    return scene.things[step.args[1] if step.args[0] == _focus_of(chain.steps[k - 1]) else step.args[0]]
 
 
-# ---- text of a chain ---------------------------------------------------------------------------
-
-
-def _pair(step: Clause, things: dict[str, Thing]) -> tuple[Thing, Thing]:
-    """The two things of a first comparison in the order the question names them (seeded)."""
-    w, loser = things[step.args[0]], things[step.args[1]]
-    return (w, loser) if rank(str(step), "order") % 2 else (loser, w)
-
-
-def _other(step: Clause, focus: str, things: dict[str, Thing]) -> Thing:
-    return things[step.args[1] if step.args[0] == focus else step.args[0]]
-
-
-def hidden_plural(step: Clause, things: dict[str, Thing]) -> bool | None:
-    """Whether the thing a step picked is plural, as far as the reader can know it (None: not without the answer)."""
-    numbers = {things[a].plural for a in step.args if a in things}
-    return numbers.pop() if len(numbers) == 1 else None
-
-
-def that(step: Clause, things: dict[str, Thing]) -> str:
-    """How a later step names the thing an earlier one picked, never giving away which it was by its number."""
-    plural = hidden_plural(step, things)
-    return "your pick" if plural is None else "those" if plural else "that one"
-
-
-def it_is(step: Clause, things: dict[str, Thing]) -> str:
-    """ "is it" / "are they" / "is your pick" for the thing a step picked (number agreement without a giveaway)."""
-    plural = hidden_plural(step, things)
-    return "is your pick" if plural is None else "are they" if plural else "is it"
-
-
-def description(steps: Sequence[Clause], things: dict[str, Thing]) -> str:
-    """How to reach the focus: "whichever of the dog and the bike is further to the left, then ..."."""
-    first = steps[0]
-    if first.rel == "count":
-        parts = [things[first.args[0]].name]
+def lead(chain: Chain, upto: int, scene: Scene) -> str:
+    """Sentences that make steps ``0..upto`` pick a thing without naming it: "Take whichever of the dog and
+    the bike is further to the left. Then take whichever of that one and the bench is higher up in the picture."."""
+    first, t = chain.steps[0], scene.things
+    if first.rel == "rel":
+        subject = t[first.args[0]]
+        parts = [f"Take what {subject.the} {en.be(subject)} {first.args[1].replace('_', ' ')}."]
     else:
-        x, y = _pair(first, things)
-        parts = [f"whichever of {x.name} and {y.name} is {en.RELATION[first.rel]}"]
-    for k, step in enumerate(steps[1:], start=1):
-        other = _other(step, steps[k - 1].args[0], things)
-        parts.append(f"whichever of {that(steps[k - 1], things)} and {other.name} is {en.RELATION[step.rel]}")
-    return ", then ".join(parts)
+        a, b = t[first.args[0]], t[first.args[1]]
+        x, y = (a, b) if rank(str(first), "order") % 2 else (b, a)
+        parts = [f"Take whichever of {x.the} and {y.the} is {en.RELATION[first.rel]}."]
+    for k in range(1, upto + 1):
+        parts.append(f"Then take whichever of that one and {_other(chain, k, scene).the} is {en.RELATION[chain.steps[k].rel]}.")
+    return " ".join(parts)
 
 
-def question(chain: Chain, things: dict[str, Thing]) -> str:
-    """The open question of a chain, in one of several phrasings."""
-    *before, last = chain.steps
-    key = "|".join(chain.clauses)
-    if chain.ask is not None and chain.ask.rel == "attr":
-        desc = description(chain.steps, things)
-        return pick((f"Take {desc}: what colour {it_is(last, things)}?", f"What colour is {desc}?"), key)
-    if chain.ask is not None:
-        verb = en.FIELD[chain.ask.args[2]][0]
-        desc = description(chain.steps, things)
-        return pick((f"Take {desc}: what {it_is(last, things)} {verb}?", f"What is {desc} {verb}?"), key)
+def pick_phrase(chain: Chain, upto: int, scene: Scene) -> str:
+    """A one-step pick as a noun phrase ("whichever of the dog and the bike is further to the left")."""
+    step, t = chain.steps[upto], scene.things
+    if step.rel == "rel":
+        subject = t[step.args[0]]
+        return f"what {subject.the} {en.be(subject)} {step.args[1].replace('_', ' ')}"
+    a, b = t[step.args[0]], t[step.args[1]]
+    x, y = (a, b) if rank(str(step), "order") % 2 else (b, a)
+    return f"whichever of {x.the} and {y.the} is {en.RELATION[step.rel]}"
+
+
+def _ask_text(ask: str, target: str, key: str) -> str:
+    if ask == "colour":
+        return pick((f"What colour is {target}?", f"Look at {target}: what colour is it?"), key)
+    if ask == "material":
+        return pick((f"What is {target} made of?", f"Look at {target}: what material is it made of?"), key)
+    return pick((f"What kind of thing is {target}?", f"Look at {target}: what general kind of thing is it?"), key)
+
+
+def question(chain: Chain, scene: Scene) -> str:
+    """The open question, in one of several phrasings."""
+    t, last, key, n = scene.things, chain.steps[-1], "|".join(map(str, chain.steps)), len(chain.steps)
+    if chain.ask:
+        if n == 1:
+            return _ask_text(chain.ask, pick_phrase(chain, 0, scene), key)
+        return f"{lead(chain, n - 1, scene)} {_ask_text(chain.ask, 'that one', key)}"
     if last.rel == "count":
-        plural = en.group_phrase(things[last.args[0]])
-        return pick((f"How many {plural} are there in the picture?", f"How many {plural} can you see?",
-                     f"Count the {plural} in the picture: how many are there?"), key)
-    if not before:
-        x, y = _pair(last, things)
-        relation = en.RELATION[last.rel]
-        return pick((f"Which is {relation}: {x.name} or {y.name}?", f"Looking at {x.name} and {y.name}, which one is {relation}?",
-                     f"Of {x.name} and {y.name}, which appears {relation}?"), key)
-    other = _other(last, before[-1].args[0], things)
-    desc, relation, it = description(before, things), en.RELATION[last.rel], that(before[-1], things)
-    return pick((f"Take {desc}. Which is {relation}: {it} or {other.name}?",
-                 f"Start from {desc}. Of {it} and {other.name}, which is {relation}?"), key)
+        group = en.group_phrase(t[last.args[0]])
+        return pick((f"How many {group} are there in the picture?", f"How many {group} can you see?",
+                     f"Count the {group}: how many are there?"), key)
+    if last.rel == "rel":
+        subject = t[last.args[0]]
+        verb = last.args[1].replace("_", " ")
+        return pick((f"What {en.be(subject)} {subject.the} {verb}?", f"Look at {subject.the}: what {'are they' if subject.plural else 'is it'} {verb}?"), key)
+    relation = en.RELATION[last.rel]
+    if n == 1:
+        a, b = t[last.args[0]], t[last.args[1]]
+        x, y = (a, b) if rank(str(last), "order") % 2 else (b, a)
+        return pick((f"Which is {relation}: {x.the} or {y.the}?", f"Of {x.the} and {y.the}, which one is {relation}?",
+                     f"Looking at {x.the} and {y.the}, which appears {relation}?"), key)
+    other = _other(chain, n - 1, scene)
+    return f"{lead(chain, n - 2, scene)} " + pick((f"Which is {relation}: that one or {other.the}?",
+                                                    f"Of that one and {other.the}, which is {relation}?"), key)
 
 
-def explanation(chain: Chain, things: dict[str, Thing]) -> str:
-    """Every step as a statement: "the dog is further to the left than the bike, and ..."."""
-    parts = []
+def explanation(chain: Chain, scene: Scene) -> str:
+    """Every step as a statement."""
+    t, parts = scene.things, []
     for step in chain.steps:
         if step.rel == "count":
-            group = things[step.args[0]]
-            parts.append(f"there are {en.count_word(step.value)} {en.plural_noun(group)}")
+            parts.append(f"there are {en.count_word(step.value)} {en.plural_noun(t[step.args[0]].noun)}")
+        elif step.rel == "rel":
+            parts.append(en.relation_statement(t[step.args[0]], step.args[1].replace("_", " "), t[step.args[2]]))
         else:
-            parts.append(en.statement(step.rel, things[step.args[0]], things[step.args[1]]))
-    if chain.ask is not None and chain.ask.rel == "fact":
-        focus = things[chain.focus()]
-        parts.append(en.fact_statement(focus, chain.ask.args[2], fact_value(focus.obj, chain.ask.args[2])))
+            parts.append(en.statement(step.rel, t[step.args[0]], t[step.args[1]]))
+    if chain.ask and answer_value(chain, scene).lower() not in t[chain.focus()].name.split():  # not "the white jacket is white"
+        focus = t[chain.focus()]
+        parts.append(en.property_statement(chain.ask, focus, answer_value(chain, scene)))
     return en.cap(en.join(parts)) + "."
 
 
-def answer(chain: Chain, things: dict[str, Thing]) -> str:
-    """The short answer first, then why."""
-    last = chain.steps[-1]
-    if chain.ask is not None and chain.ask.rel == "attr":
-        short = chain.ask.args[1]
-    elif chain.ask is not None:
-        short = fact_value(things[chain.focus()].obj, chain.ask.args[2])
-    elif last.rel == "count":
-        short = en.count_word(last.value)
-    else:
-        short = things[last.args[0]].name
-    return f"{en.cap(short)}. {explanation(chain, things)}"
+def short_answer(chain: Chain, scene: Scene) -> str:
+    value = answer_value(chain, scene)
+    if chain.ask:
+        return value
+    if chain.steps[-1].rel == "count":
+        return en.count_word(int(value))
+    return scene.things[value].the
 
 
-def item(chain: Chain, things: dict[str, Thing]) -> dict[str, Any]:
-    topic = knowledge()["objects"][things[chain.focus()].obj]["topic"] if chain.ask is not None and chain.ask.rel == "fact" else ""
-    return {"instruction": question(chain, things), "answer": answer(chain, things), "grounding": chain.clauses,
-            "knowledge_topic": topic}
+def item(chain: Chain, scene: Scene) -> dict[str, Any]:
+    topic = ""
+    if chain.ask == "kind":
+        topic = CATEGORY_TOPIC.get(answer_value(chain, scene), "Science and Technology")
+    elif chain.ask:
+        topic = TOPIC[chain.ask]
+    return {"instruction": question(chain, scene), "answer": f"{en.cap(short_answer(chain, scene))}. {explanation(chain, scene)}",
+            "grounding": chain.clauses(scene), "knowledge_topic": topic}
+
+
+# ---- closed formats --------------------------------------------------------------------------------
+
+
+def normal(value: str) -> str:
+    """A value as compared for sameness: no article, singular ("the coast" and "coasts" are one answer)."""
+    from comvint.engine.scene import singular
+
+    words = [w for w in value.lower().split() if w not in ("a", "an", "the")]
+    return " ".join(singular(w)[0] for w in words)
+
+
+def other_values(ask: str, chain: Chain, scene: Scene, key: str) -> list[str]:
+    """Values of the same type as the answer, most telling first: the other candidate's, then the image's, then any."""
+    answer = answer_value(chain, scene)
+    loser = scene.things[chain.steps[-1].args[1]] if chain.steps[-1].rel not in ("rel", "count") else None
+    pool = [value_of(ask, loser)] if loser else []
+    pool += [value_of(ask, t) for t in shuffled(list(scene.things.values()), key, "values")]
+    fixed = {"colour": sorted(COLOURS - {"grey", "tan", "beige", "gold", "silver"}), "material": sorted(set(MATERIALS.values())),
+             "kind": list(wordnet()["categories"])}[ask]
+    pool += shuffled(fixed, key, "fixed")
+    seen, values = {normal(answer)}, []
+    for v in pool:
+        if v and normal(v) not in seen:
+            seen.add(normal(v))
+            values.append(v)
+    return values
+
+
+def bool_question(chain: Chain, scene: Scene, claim: Clause) -> str:
+    """A yes/no question asking whether ``claim`` holds of the chain's pick (or, for a comparison, of its two things)."""
+    t, n = scene.things, len(chain.steps)
+    if claim.rel == "count":
+        return f"Are there {en.count_word(claim.value)} {en.group_phrase(t[claim.args[0]])} in the picture?"
+    if claim.rel in ("colour", "material", "kind"):
+        value = claim.args[1]
+        predicate = {"colour": value, "material": f"made of {value}", "kind": f"a kind of {en.bare(value)}"}[claim.rel]
+        if n == 1:
+            return f"Is {pick_phrase(chain, 0, scene)} {predicate}?"
+        return f"{lead(chain, n - 1, scene)} Is that one {predicate}?"
+    if claim.rel == "rel":
+        subject = t[claim.args[0]]
+        return f"{'Are' if subject.plural else 'Is'} {subject.the} {claim.args[1].replace('_', ' ')} {t[claim.args[2]].the}?"
+    a, b = t[claim.args[0]], t[claim.args[1]]
+    if n == 1:
+        return f"{'Are' if a.plural else 'Is'} {a.the} {en.RELATION[claim.rel]} than {b.the}?"
+    focus = _focus_of(chain.steps[-2])
+    before = lead(chain, n - 2, scene)
+    if a.id == focus:
+        return f"{before} Is that one {en.RELATION[claim.rel]} than {b.the}?"
+    return f"{before} {'Are' if a.plural else 'Is'} {a.the} {en.RELATION[claim.rel]} than that one?"

@@ -1,13 +1,12 @@
 """Question programs: a chain of steps over the scene, written as the grounding clauses the judge re-derives.
 
-A chain starts with a comparison of two things (``left_of(W,L)``: of W and L, W is further to
-the left; the winner comes first) or a count (``count(e:4)=2``). Each further comparison
-involves the previous step's winner (the *focus*) and one new thing, so a later round can only
-be answered through the earlier answer. A chain ends by asking which thing won, how many there
-are, a knowledge-table fact about the focus (``fact(r:7,clock,used_for)``), or its colour
-(``attr(e:2,brown)``, asked only when the two things compared last differ in colour). Negated clauses
-(``not larger(a,b)``, ``not count(g)=3``, ``not fact(r:7,bicycle,used_for)``) state what a Bool
-"no" question or a multiple-choice distractor claims, and must be clearly false.
+Steps pick a thing: a comparison (``left_of(W,L)``: of W and L, W is further to the left; the winner
+first), a stated relation (``rel(S,holding,O)``: the thing S is holding), or a count that ends the chain
+(``count(e:4)=2``). Each later comparison involves the previous pick (the *focus*) and one new thing.
+A chain ends by asking which thing was picked, or a property of the pick: ``colour(X,red)``,
+``material(X,wood)``, ``kind(X,a vehicle)`` (its WordNet category). Negated clauses state what a Bool
+"no" question or a distractor claims and must be clearly false. A chain is kept only if every step
+matters: picking the other thing at any comparison would change the answer (:func:`matters`).
 """
 
 from __future__ import annotations
@@ -15,11 +14,13 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from comvint.engine.scene import INVERSE, knowledge
+from comvint.engine.scene import Scene, Thing, holds
 
-_CLAUSE = re.compile(r"^(not )?(\w+)\(([^)]*)\)(?:=(\d+))?$")
-RELATIONS = tuple(INVERSE)
-ASKS = ("fact", "attr")  # what a chain may finally ask of its focus: a table fact, or the colour it has
+_CLAUSE = re.compile(r"^(not )?(\w+)\(([^()]*)\)(?:=(\d+))?$")
+COMPARE = ("left_of", "right_of", "above", "below", "larger", "smaller")
+INVERSE = {"left_of": "right_of", "right_of": "left_of", "above": "below", "below": "above", "larger": "smaller", "smaller": "larger"}
+AXES = {"horizontal": ("left_of", "right_of"), "vertical": ("above", "below"), "size": ("larger", "smaller")}
+ASKS = ("colour", "material", "kind")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,25 +43,44 @@ def parse(text: str) -> Clause | None:
     return Clause(match.group(2), tuple(a.strip() for a in match.group(3).split(",")), bool(match.group(1)), value)
 
 
-def fact_value(obj: str | None, field: str) -> str | None:
-    """The knowledge table's value of ``field`` for ``obj`` (None when it has none)."""
-    return knowledge()["objects"].get(obj or "", {}).get(field) or None
+def axis_of(rel: str) -> str:
+    return next(axis for axis, rels in AXES.items() if rel in rels)
+
+
+def value_of(ask: str, thing: Thing) -> str | None:
+    """The property a chain may ask of a thing, as the annotations (or WordNet, for its kind) give it."""
+    return {"colour": thing.colour, "material": thing.material, "kind": thing.category}[ask]
 
 
 @dataclasses.dataclass(frozen=True)
 class Chain:
-    """A question program: its steps (count or comparison clauses) and what it finally asks."""
+    """A question program: its steps and what it finally asks (None: which thing was picked, or how many)."""
 
     steps: tuple[Clause, ...]
-    ask: Clause | None = None  # a fact clause; None: ask which thing won (or how many)
-
-    @property
-    def clauses(self) -> list[str]:
-        return [str(c) for c in (*self.steps, *([self.ask] if self.ask else []))]
+    ask: str | None = None
 
     def focus(self) -> str:
-        """The id of the thing the last step picked (the counted group, or the comparison's winner)."""
-        return self.steps[-1].args[0]
+        step = self.steps[-1]
+        return step.args[2] if step.rel == "rel" else step.args[0]
+
+    def clauses(self, scene: Scene) -> list[str]:
+        ask = [str(Clause(self.ask, (self.focus(), answer_value(self, scene))))] if self.ask else []
+        return [str(c) for c in self.steps] + ask
+
+    @property
+    def kind(self) -> str:
+        """What the question finally asks: position, size, count, relation, colour, material or kind."""
+        if self.ask:
+            return self.ask
+        last = self.steps[-1]
+        return {"count": "count", "rel": "relation"}.get(last.rel) or ("size" if axis_of(last.rel) == "size" else "position")
+
+
+def answer_value(chain: Chain, scene: Scene) -> str:
+    """The short answer: the property asked, the count, or the picked thing's id."""
+    if chain.ask:
+        return value_of(chain.ask, scene.things[chain.focus()]) or ""
+    return str(chain.steps[-1].value) if chain.steps[-1].rel == "count" else chain.focus()
 
 
 def chain_of(grounding: list[str]) -> Chain | None:
@@ -68,14 +88,59 @@ def chain_of(grounding: list[str]) -> Chain | None:
     clauses = [parse(c) for c in grounding]
     if not clauses or any(c is None or c.negated for c in clauses):
         return None
-    ask = clauses[-1] if clauses[-1].rel in ASKS else None
+    ask = clauses[-1].rel if clauses[-1].rel in ASKS else None
     steps = tuple(clauses[:-1] if ask else clauses)
-    if not steps or any(c.rel not in RELATIONS and c.rel != "count" for c in steps):
+    if not steps or any(s.rel not in (*COMPARE, "rel", "count") for s in steps):
         return None
-    if any(s.rel == "count" for s in steps[1:]) or any(steps[k - 1].args[0] not in s.args for k, s in enumerate(steps) if k):
-        return None  # a count only starts a chain; every later step involves the previous winner
+    if any(s.rel in ("count", "rel") for s in steps[1:]) or (steps[0].rel == "count" and (len(steps) > 1 or ask)):
+        return None  # a count stands alone; a relation only starts a chain
+    for k, step in enumerate(steps[1:], start=1):
+        before = steps[k - 1]
+        focus = before.args[2] if before.rel == "rel" else before.args[0]
+        if focus not in step.args:
+            return None  # every later step involves the previous pick
     return Chain(steps, ask)
 
 
+def winner(rel: str, a: Thing, b: Thing, scene: Scene) -> Thing | None:
+    """Which of a and b the relation picks, when it is clear either way."""
+    if holds(rel, a, b, scene):
+        return a
+    if holds(rel, b, a, scene):
+        return b
+    return None
+
+
+def outcome(chain: Chain, scene: Scene, swap_at: int) -> str | None:
+    """The chain's answer had step ``swap_at`` (a comparison) picked its other thing; None if that is not clear."""
+    focus = scene.things[chain.steps[swap_at].args[1]]
+    for j in range(swap_at + 1, len(chain.steps)):
+        step, before = chain.steps[j], chain.steps[j - 1].args[0]  # the pick the question actually made there
+        other = scene.things[step.args[1] if step.args[0] == before else step.args[0]]
+        if other.id == focus.id:
+            return None
+        picked = winner(step.rel, focus, other, scene)
+        if picked is None:
+            return None
+        focus = picked
+    return value_of(chain.ask, focus) if chain.ask else focus.id
+
+
+def matters(chain: Chain, scene: Scene) -> bool:
+    """Every comparison matters: had it picked its other thing, the answer would be defined and different."""
+    answer = answer_value(chain, scene)
+    if chain.ask and not answer:
+        return False
+    for k, step in enumerate(chain.steps):
+        if step.rel not in COMPARE:
+            continue
+        if k == len(chain.steps) - 1 and not chain.ask:
+            continue  # the last comparison of a "which" question is the question itself
+        alternative = outcome(chain, scene, k)
+        if alternative is None or alternative == answer:
+            return False
+    return True
+
+
 def participants(chain: Chain) -> set[str]:
-    return {a for s in chain.steps for a in s.args if a.startswith(("e:", "r:"))}
+    return {a for s in chain.steps for a in s.args if a.startswith(("e:", "r:", "o:"))}

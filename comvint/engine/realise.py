@@ -1,4 +1,4 @@
-"""English for the engine's questions and answers: names, number agreement, relations, knowledge clauses."""
+"""English for the engine's questions and answers: names, number agreement, relations, properties."""
 
 from __future__ import annotations
 
@@ -6,29 +6,21 @@ import functools
 
 from comvint.engine.scene import Thing, inflector
 
-RELATION = {  # the comparative a "which" question asks about, and the predicate of a statement
+RELATION = {  # the comparative a "which" question asks about
     "left_of": "further to the left", "right_of": "further to the right",
     "above": "higher up in the picture", "below": "lower down in the picture",
     "larger": "larger in the picture", "smaller": "smaller in the picture",
 }
-THAN = {
-    "left_of": "further to the left than", "right_of": "further to the right than",
-    "above": "higher up in the picture than", "below": "lower down in the picture than",
-    "larger": "larger in the picture than", "smaller": "smaller in the picture than",
-}
-FIELD = {  # (question verb, statement verb) of a knowledge field
-    "used_for": ("typically used for", "typically used for"),
-    "made_of": ("usually made of", "usually made of"),
-    "found_in": ("usually found in", "usually found in"),
-}
-
-
-def be(thing: Thing) -> str:
-    return "are" if thing.plural else "is"
+SUPERLATIVE = {"left_of": "furthest to the left", "right_of": "furthest to the right", "above": "highest up in the picture",
+               "below": "lowest down in the picture", "larger": "largest in the picture", "smaller": "smallest in the picture"}
 
 
 def cap(text: str) -> str:
     return text[:1].upper() + text[1:]
+
+
+def be(thing: Thing) -> str:
+    return "are" if thing.plural else "is"
 
 
 @functools.lru_cache(maxsize=64)
@@ -37,41 +29,45 @@ def count_word(n: int) -> str:
 
 
 @functools.lru_cache(maxsize=8192)
-def _plural(noun: str) -> str:
+def plural_noun(noun: str) -> str:
     return inflector().plural_noun(noun)
 
 
-def plural_noun(thing: Thing) -> str:
-    return _plural(thing.noun)
-
-
-def group_phrase(thing: Thing) -> str:
-    """A counted group without its number: "two open windows" -> "open windows" (the plural noun if nothing else)."""
-    words = thing.phrase.split()
-    if words and words[0] in ("two", "three", "four", "five", "several", "many"):
-        words = words[1:]
-    return " ".join(words) if thing.plural and words else plural_noun(thing)
-
-
 @functools.lru_cache(maxsize=8192)
-def _with_article(noun: str) -> str:
+def with_article(noun: str) -> str:
     return inflector().a(noun)
 
 
-def kind_of(thing: Thing) -> str:
-    """The bare kind with an article, for a general statement: "a clock", "dogs"."""
-    return plural_noun(thing) if thing.plural else _with_article(thing.noun)
+def group_phrase(thing: Thing) -> str:
+    """A counted group without its number: "two open windows" -> "open windows"."""
+    words = thing.name.split()
+    if words and words[0] in ("two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"):
+        words = words[1:]
+    return " ".join(words) if words and words[-1] != thing.noun else plural_noun(thing.noun) if len(words) < 2 else " ".join(words)
 
 
 def statement(rel: str, a: Thing, b: Thing) -> str:
     """ "the dog is further to the left than the bike" (with agreement)."""
-    return f"{a.name} {be(a)} {THAN[rel]} {b.name}"
+    return f"{a.the} {be(a)} {RELATION[rel]} than {b.the}"
 
 
-def fact_statement(thing: Thing, field: str, value: str) -> str:
-    """ "a clock is typically used for telling the time" / "dogs are usually found in homes and parks"."""
-    verb = "are" if thing.plural else "is"
-    return f"{kind_of(thing)} {verb} {FIELD[field][1]} {value}"
+def relation_statement(subject: Thing, pred: str, obj: Thing) -> str:
+    return f"{subject.the} {be(subject)} {pred} {obj.the}"
+
+
+def property_statement(ask: str, thing: Thing, value: str) -> str:
+    """ "the dog is brown" / "the door is made of wood" / "a bike is a kind of vehicle"."""
+    if ask == "colour":
+        return f"{thing.the} {be(thing)} {value}"
+    if ask == "material":
+        return f"{thing.the} {be(thing)} made of {value}"
+    kind = plural_noun(thing.noun) if thing.plural else with_article(thing.noun)
+    return f"{kind} {'are' if thing.plural else 'is'} a kind of {bare(value)}"
+
+
+def bare(value: str) -> str:
+    """A value without its article: "a vehicle" -> "vehicle"."""
+    return value.removeprefix("a ").removeprefix("an ")
 
 
 def join(parts: list[str]) -> str:

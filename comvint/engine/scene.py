@@ -1,15 +1,18 @@
-"""The scene graph the offline engine asks about: boxed things with a head noun, number and name.
+"""The scene the offline engine asks about: things as the annotations define them, and the relations
+between them that are safe to ask about.
 
-A thing is a Flickr30k entity (its most descriptive mention, all its boxes) or a Visual
-Genome region (its phrase, its box). Relations between two things are read from their
-boxes; one margin (:data:`MARGIN`) decides, for the generator and the judge alike, when a
-relation is clear enough to ask about.
+A thing is a Flickr30k entity (every box of its chain, its name from its mentions, its types) or a
+Visual Genome object (``objects.json``: names, synsets, attributes, merged when two annotations
+denote one object); without objects, a region phrase parsed into a noun phrase. A comparison is
+made only between two things that are not scene or background, do not overlap, contain or share a
+box, and whose boxes all lie on one side of each other; sizes only of single boxes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import gzip
 import json
 import pathlib
 import re
@@ -17,23 +20,45 @@ from typing import Any
 
 import inflect
 
-Box = list[int]
-MARGIN = 0.08  # a relation is asked about, and accepted by the judge, only with at least this margin
-DETERMINERS = {"a", "an", "the", "some", "his", "her", "its", "their", "this", "that"}
-NOT_NAMES = {"her", "his", "him", "she", "he", "it", "they", "them", "someone", "everyone", "something", "one", "each",
-             "other", "person", "people"}
+Box = tuple[int, int, int, int]
+MARGIN = 0.08  # a position is asked about only when every box pair differs by this share of the image
+SIZE_RATIO = 1.6  # a size only when one box is this many times the area of the other
+OVERLAP = 0.1  # two things whose boxes overlap by more than this share of the smaller box are never compared
+BACKGROUND_SHARE = 0.4  # a thing covering this share of the image is background
+DETERMINERS = {"a", "an", "the", "some", "his", "her", "its", "their", "this", "that", "these", "those", "another"}
+NUMBERS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+MANY = {"many", "several", "some", "group", "groups", "crowd", "crowds", "lots", "lot", "bunch", "few", "multiple",
+        "couple", "team", "pair", "herd", "flock", "line", "row", "number", "all", "other", "others", "various", "both"}
+NOT_NAMES = {"her", "his", "him", "she", "he", "it", "they", "them", "someone", "something", "one", "each", "other",
+             "person", "people", "thing", "things", "part", "side", "front", "back", "top", "bottom", "edge", "area",
+             "picture", "image", "photo", "view", "this", "that", "background", "foreground", "middle", "center", "left",
+             "right", "end", "piece", "object", "scene"}
 BREAKERS = {"in", "with", "wearing", "on", "of", "by", "under", "near", "next", "behind", "holding", "at", "from", "for",
-            "above", "beside", "along", "while", "that", "who", "is", "are", "to", "and", "full", "parked", "lying",
-            "sitting", "standing", "flying", "hanging", "folded", "burning"}
-COLOURS = frozenset("red blue green yellow brown white black gray grey orange pink purple".split())
-COUNT_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "several": 0, "many": 0}
-SINGULAR_S = {"bus", "glass", "grass", "dress", "canvas", "waves", "class", "sneakers", "shorts", "pants", "jeans"}
-AXES = {
-    "horizontal": ("left_of", "right_of"),
-    "vertical": ("above", "below"),
-    "size": ("larger", "smaller"),
-}
-INVERSE = {"left_of": "right_of", "right_of": "left_of", "above": "below", "below": "above", "larger": "smaller", "smaller": "larger"}
+            "above", "beside", "along", "while", "that", "who", "which", "is", "are", "was", "were", "to", "and", "or",
+            "has", "have", "had", "says", "reads", "can", "be", "being", "looks", "look", "sits", "stands", "hangs",
+            "into", "onto", "over", "around", "through", "against", "across", "between", "inside", "outside", "out",
+            "up", "down", "off", "as", "like", "than", "there", "here", "where", "when", "not", "no", "but", "very"}
+BACKGROUND = {"sky", "ground", "grass", "field", "floor", "wall", "walls", "ceiling", "road", "street", "sidewalk",
+              "pavement", "water", "ocean", "sea", "lake", "river", "beach", "sand", "snow", "dirt", "mountain",
+              "mountains", "hill", "hills", "air", "land", "park", "forest", "woods", "city", "town", "stage", "room",
+              "shore", "surface", "court", "pool", "ice", "track", "trail", "path", "yard", "lawn", "landscape", "weather",
+              "day", "night", "sunlight", "light", "shadow", "shade", "fog", "cloud", "clouds", "outdoors", "outside",
+              "area", "building", "buildings", "crowd", "audience", "pier", "dock", "bridge", "background", "scene",
+              "wave", "waves", "parking", "lot", "hillside", "desert", "countryside", "market", "restaurant", "office",
+              "kitchen", "store", "shop", "gym", "church", "station", "stadium", "arena", "rink", "pitch", "zoo",
+              "leaves", "foliage", "vegetation", "trees", "bushes", "tile", "tiles", "carpet", "rug", "window", "windows"}
+COLOURS = frozenset("red blue green yellow brown white black gray grey orange pink purple tan beige silver gold".split())
+MATERIALS = {"wooden": "wood", "wood": "wood", "metal": "metal", "metallic": "metal", "steel": "steel", "iron": "iron",
+             "glass": "glass", "plastic": "plastic", "brick": "brick", "stone": "stone", "concrete": "concrete",
+             "leather": "leather", "cloth": "cloth", "cotton": "cotton", "wool": "wool", "woolen": "wool", "paper": "paper",
+             "rubber": "rubber", "ceramic": "ceramic", "porcelain": "porcelain", "straw": "straw", "wicker": "wicker",
+             "denim": "denim", "silk": "silk", "marble": "marble", "cement": "cement", "tin": "tin", "aluminum": "aluminum"}
+SINGULAR_S = {"bus", "glass", "grass", "dress", "canvas", "class", "shorts", "pants", "jeans", "trousers", "glasses",
+              "sunglasses", "goggles", "scissors", "overalls", "tights", "leggings", "clothes", "news", "lens", "gas",
+              "cross", "boss", "address", "mattress", "compass", "harness", "bass", "series", "species", "chess",
+              "tennis", "physics", "walrus", "cactus", "octopus", "bonus", "circus", "campus", "business"}
+PAIR_NOUNS = {"shorts", "pants", "jeans", "trousers", "glasses", "sunglasses", "goggles", "scissors", "overalls", "tights",
+              "leggings", "clothes"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -42,134 +67,369 @@ def inflector() -> inflect.engine:
 
 
 @functools.lru_cache(maxsize=1)
-def knowledge() -> dict[str, Any]:
-    """The shipped knowledge table (what common objects are used for, made of, found in)."""
-    return json.loads((pathlib.Path(__file__).parents[1] / "knowledge" / "objects.json").read_text())
+def wordnet() -> dict[str, Any]:
+    """The shipped WordNet 3.0 table (``tools/build_wordnet_table.py``): lemma -> synset, synset -> facts."""
+    path = pathlib.Path(__file__).parents[1] / "knowledge" / "wordnet.json.gz"
+    return json.loads(gzip.decompress(path.read_bytes()))
+
+
+def synset_facts(synset: str | None) -> dict[str, Any] | None:
+    """``{"category", "lexfile", "parts", "substances", "hypernyms"}`` of a WordNet synset, or None."""
+    table = wordnet()
+    row = table["synsets"].get(synset or "")
+    if row is None:
+        return None
+    category = table["categories"][row[0]] if row[0] >= 0 else None
+    return {"category": category, "lexfile": table["lexfiles"][row[1]], "parts": row[2], "substances": row[3],
+            "hypernyms": row[4]}
+
+
+def category_of(synsets: set[str | None]) -> str | None:
+    """The one WordNet category all these synsets share (None if they disagree, or one is unknown)."""
+    found = {(facts or {}).get("category") for facts in map(synset_facts, synsets)}
+    return found.pop() if len(found) == 1 else None
+
+
+def synset_of(noun: str) -> str | None:
+    """The first physical WordNet sense of a (singular) head noun."""
+    return wordnet()["lemmas"].get(noun)
 
 
 @dataclasses.dataclass(frozen=True)
 class Thing:
-    """One boxed thing: ``phrase`` is its description without a leading determiner ("man in a blue apron")."""
+    """One object of the image: ``name`` is its noun phrase without a determiner ("man in a blue apron")."""
 
     id: str
-    phrase: str
-    noun: str  # the head noun, singular ("man", "dog")
-    plural: bool
-    count: int  # boxes (a group "two dogs" has one box per dog)
-    box: Box  # the union of its boxes
-    obj: str | None  # its knowledge-table object, if any
+    name: str
+    noun: str  # the head noun, singular
+    plural: bool  # the name's grammatical number ("the dark hair" is singular though it has two boxes)
+    boxes: tuple[Box, ...]
+    synset: str | None
+    colour: str | None  # the colour the annotation gives the thing itself (not its clothes)
+    material: str | None  # what the annotation says it is made of ("wooden door": wood)
+    background: bool
+    count: int | None  # how many there are, when every annotation of it agrees; None otherwise
+    category: str | None = None  # its WordNet category, when every name the annotations give it agrees
 
     @property
-    def name(self) -> str:
-        return f"the {self.phrase}"
+    def the(self) -> str:
+        return f"the {self.name}"
 
     @property
-    def colour(self) -> str | None:
-        """The colour its own description gives it ("brown dog": brown; "man in a blue apron": none of its own)."""
-        words = self.phrase.split()
-        return next((w for w in words[: head_index(words)] if w in COLOURS), None)
+    def box(self) -> Box:
+        return union(self.boxes)
 
 
-def head_index(words: list[str]) -> int:
-    """Where a phrase's head noun is: the last word before its first preposition or participle."""
-    return next((k for k, w in enumerate(words) if k > 0 and w in BREAKERS), len(words)) - 1
+
+@dataclasses.dataclass(frozen=True)
+class Scene:
+    """The things of one image by id, the image size, and the relations the annotations state."""
+
+    things: dict[str, Thing]
+    width: int
+    height: int
+    relations: tuple[tuple[str, str, str], ...]  # (subject id, predicate as "-ing" phrase, object id)
 
 
-@functools.lru_cache(maxsize=8192)
-def singular(word: str) -> tuple[str, bool]:
-    """(singular form, was plural) of a noun."""
-    if word in SINGULAR_S or word in knowledge()["objects"]:
-        return word, word in ("waves", "sneakers")
-    single = inflector().singular_noun(word)
-    return (single, True) if single else (word, False)
+def union(boxes: tuple[Box, ...] | list[Box]) -> Box:
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
-def parse_phrase(text: str) -> tuple[str, str, bool, int, str] | None:
-    """``"A man in a blue apron"`` -> ("man in a blue apron", "man", plural, counted, head as written); None if no name."""
-    words = re.sub(r"\s+'s\b", "'s", text.lower()).replace(",", " ").split()
-    while words and words[0] in DETERMINERS:
-        words = words[1:]
-    counted = COUNT_WORDS.get(words[0], 1) if words else 1
-    body = [w for w in words if re.fullmatch(r"[a-z][a-z'-]*", w)]
-    cut = next((k for k, w in enumerate(body) if w in ("is", "are", "was", "were")), len(body))
-    body = body[:cut]  # "man is wearing sneakers" names a man
-    if not body or body[0] in NOT_NAMES or len(body) > 8:
-        return None
-    head = body[head_index(body)]
-    if head in NOT_NAMES or head in COUNT_WORDS or head.endswith("'s"):
-        return None
-    noun, plural = singular(head)
-    return " ".join(body), noun, plural or counted != 1, counted, head
-
-
-def union(boxes: list[Box]) -> Box:
-    return [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
-
-
-def table_object(noun: str, head: str) -> str | None:
-    """The knowledge-table object a head noun names (its plural or an alias folded), if any."""
-    table = knowledge()
-    for word in (head, noun):
-        name = table["aliases"].get(word, word)
-        if name in table["objects"]:
-            return name
-    return None
-
-
-def _flickr_things(ann: dict[str, Any]) -> list[Thing]:
-    mentions: dict[str, list[tuple[str, str, bool, int, str]]] = {}
-    for caption in ann.get("captions", []):
-        for phrase in caption["phrases"]:
-            parsed = parse_phrase(phrase["text"])
-            if parsed:
-                mentions.setdefault(phrase["entity_id"], []).append(parsed)
-    things = []
-    for entity in ann.get("entities", []):
-        options = mentions.get(entity["entity_id"])
-        if not entity["boxes"] or entity["scene"] or not options:
-            continue
-        phrase, noun, plural, _, head = max(options, key=lambda o: (min(len(o[0].split()), 6), -len(o[0]), o[0]))
-        things.append(Thing(f"e:{entity['entity_id']}", phrase, noun, plural, len(entity["boxes"]), union(entity["boxes"]),
-                            table_object(noun, head)))
-    return things
-
-
-def _region_things(ann: dict[str, Any]) -> list[Thing]:
-    things = []
-    for region in ann.get("regions", []):
-        parsed = parse_phrase(region["phrase"])
-        if parsed:
-            phrase, noun, plural, counted, head = parsed
-            things.append(Thing(f"r:{region['region_id']}", phrase, noun, plural, counted, region["box"], table_object(noun, head)))
-    return things
-
-
-def build_scene(ann: dict[str, Any]) -> dict[str, Thing]:
-    """Every nameable thing of one annotation record, by id; things whose name is not unique are left out."""
-    things = _flickr_things(ann) + _region_things(ann)
-    names: dict[str, int] = {}
-    for thing in things:
-        names[thing.phrase] = names.get(thing.phrase, 0) + 1
-    return {t.id: t for t in things if names[t.phrase] == 1}
-
-
-def _area(box: Box) -> int:
+def area(box: Box) -> int:
     return max(0, box[2] - box[0]) * max(0, box[3] - box[1])
 
 
-def margin(rel: str, a: Box, b: Box) -> float:
-    """Signed strength of ``rel(a, b)``: the centre distance as a share of the image extent, or the
-    area difference as a share of the larger area (> 0: the relation holds)."""
-    ax, ay, bx, by = (a[0] + a[2]) / 2, (a[1] + a[3]) / 2, (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
-    extent = max(a[2], b[2], a[3], b[3], 1)
-    area = max(_area(a), _area(b), 1)
-    return {
-        "left_of": (bx - ax) / extent, "right_of": (ax - bx) / extent,
-        "above": (by - ay) / extent, "below": (ay - by) / extent,
-        "larger": (_area(a) - _area(b)) / area, "smaller": (_area(b) - _area(a)) / area,
-    }[rel]
+@functools.lru_cache(maxsize=16384)
+def singular(word: str) -> tuple[str, bool]:
+    """(singular form, was plural) of a noun."""
+    if word in PAIR_NOUNS:
+        return word, True
+    if word in SINGULAR_S or word.endswith("ss"):
+        return word, False
+    single = inflector().singular_noun(word)
+    return (single, True) if single and single != word else (word, False)
 
 
-def clear(rel: str, a: Thing, b: Thing) -> bool:
-    """``rel(a, b)`` holds by at least the margin (the one test the generator and the judge share)."""
-    return margin(rel, a.box, b.box) >= MARGIN
+def words_of(text: str) -> list[str]:
+    return re.sub(r"\s+'s\b", "'s", text.lower()).replace(",", " ").replace(".", " ").split()
+
+
+def noun_phrase(text: str, clause_ok: bool = True) -> tuple[str, str, bool, int | None] | None:
+    """``"A man in a blue apron"`` -> (name, singular head, plural, stated number); None if it names nothing.
+
+    A clause is cut where its verb starts ("the sign says" names a sign; "man is wearing sneakers" a man);
+    the head is the last word before the first preposition, verb or participle, and must be a WordNet noun.
+    """
+    words = words_of(text)
+    while words and words[0] in DETERMINERS:
+        words = words[1:]
+    number = NUMBERS.get(words[0]) if words else None
+    if any(w in MANY for w in words[:3]):
+        number = 0
+    body = []
+    for w in words:
+        if not re.fullmatch(r"[a-z][a-z'-]*", w):
+            break
+        if clause_ok is False and w in ("is", "are", "has", "have"):
+            return None
+        body.append(w)
+    cut = next((k for k, w in enumerate(body) if k > 0 and (w in BREAKERS or (w.endswith("ing") and k > 0 and w not in
+                                                                                ("clothing", "building", "ceiling", "railing", "ring", "king", "string", "wing", "painting", "sling", "swing", "icing")))),
+               len(body))
+    head_words = body[:cut]
+    if body and (body[0] in BREAKERS or body[0].endswith("ly") or body[0] in ("closeup", "close-up", "shot")
+                 or head_words and (head_words[-1] in COLOURS or head_words[-1] in MATERIALS)):
+        return None  # "in distance", "brown": no noun phrase
+    if not head_words or len(head_words) > 4 or head_words[0] in NOT_NAMES or head_words[0] in NUMBERS and len(head_words) == 1:
+        return None
+    head = head_words[-1]
+    if head in NOT_NAMES or head in NUMBERS or head in MANY or head.endswith("'s") or "'" in head:
+        return None
+    noun, plural = singular(head)
+    if synset_of(noun) is None and synset_of(head) is None:
+        return None
+    tail = body[cut:]
+    keep_tail = tail and tail[0] in ("in", "with", "wearing", "holding", "on", "of") and len(body) <= 7 and all(
+        re.fullmatch(r"[a-z][a-z-]*", w) for w in tail) and not set(tail) & {"is", "are", "has", "have", "says", "reads", "can"}
+    name = " ".join(body if keep_tail else head_words)
+    return name, noun, plural or bool(number and number > 1), number
+
+
+def _pre_head_colour(name: str, noun: str) -> str | None:
+    words = name.split()
+    head = next((k for k, w in enumerate(words) if singular(w)[0] == noun), len(words))
+    found = {w for w in words[:head] if w in COLOURS}
+    return found.pop() if len(found) == 1 else None
+
+
+def _image_size(ann: dict[str, Any], boxes: list[Box]) -> tuple[int, int]:
+    width = ann.get("width") or max((b[2] for b in boxes), default=1)
+    height = ann.get("height") or max((b[3] for b in boxes), default=1)
+    return max(int(width), 1), max(int(height), 1)
+
+
+def is_background(noun: str, name: str, boxes: tuple[Box, ...], width: int, height: int, types: set[str] = frozenset()) -> bool:
+    """Scene, setting or surface: the ``scene`` type, a background head noun, or a box over much of the image."""
+    if "scene" in types or noun in BACKGROUND or name.split()[-1] in BACKGROUND:
+        return True
+    facts = synset_facts(synset_of(noun))
+    if facts and facts["lexfile"] in ("noun.location", "noun.object", "noun.substance", "noun.phenomenon"):
+        return True
+    return any(area(b) >= BACKGROUND_SHARE * width * height for b in boxes) or area(union(boxes)) >= 0.6 * width * height
+
+
+# ---- Flickr30k Entities ----------------------------------------------------------------------------
+
+
+def _flickr_things(ann: dict[str, Any], width: int, height: int) -> list[Thing]:
+    mentions: dict[str, list[tuple[str, str, bool, int | None]]] = {}
+    types: dict[str, set[str]] = {}
+    texts: dict[str, list[str]] = {}
+    for caption in ann.get("captions", []):
+        for phrase in caption["phrases"]:
+            texts.setdefault(phrase["entity_id"], []).append(phrase["text"])
+            types.setdefault(phrase["entity_id"], set()).update(phrase.get("types", []))
+            parsed = noun_phrase(phrase["text"])
+            mentions.setdefault(phrase["entity_id"], []).append(parsed if parsed else ("", "", False, None))
+    things = []
+    for entity in ann.get("entities", []):
+        options = [m for m in mentions.get(entity["entity_id"], []) if m[0]]
+        if not entity["boxes"] or entity.get("scene") or entity.get("no_box") or not options:
+            continue
+        boxes = tuple(tuple(b) for b in entity["boxes"])
+        name, noun, plural, _ = max(options, key=lambda o: (min(len(o[0].split()), 5), -len(o[0]), o[0]))
+        numbers = {m[3] for m in mentions[entity["entity_id"]]}
+        stated = {NUMBERS[w] for text in texts.get(entity["entity_id"], []) for w in words_of(text) if w in NUMBERS}
+        vague = any(w in MANY for text in texts.get(entity["entity_id"], []) for w in words_of(text))
+        count = stated.pop() if len(stated) == 1 and not vague and 0 not in numbers and len(boxes) > 1 else None
+        count = count if count == len(boxes) else None
+        colours = {_pre_head_colour(m[0], m[1]) for m in options}
+        colour = colours.pop() if len(colours) == 1 else None
+        nouns = {m[1] for m in mentions[entity["entity_id"]]}  # "" for a mention that names nothing: no kind then
+        category = category_of({synset_of(n) for n in nouns})
+        if category is not None and not fits_types(category, types.get(entity["entity_id"], set())):
+            category = None  # WordNet's sense disagrees with what the annotators said the thing is
+        background = any(is_background(m[1], m[0], boxes, width, height, types.get(entity["entity_id"], set())) for m in options)
+        things.append(Thing(f"e:{entity['entity_id']}", name, noun, plural, boxes, synset_of(noun), colour, None, background, count,
+                            category))
+    return things
+
+
+VERBS_ING = re.compile(r"^(?:is |are )?([a-z]+ing)(?: (on|in|with|at|into|onto|over|under|from|to|near|behind))?$")
+INFLECTED = {"wears": "wearing", "holds": "holding", "rides": "riding", "carries": "carrying", "eats": "eating",
+             "watches": "watching", "throws": "throwing", "pushes": "pushing", "pulls": "pulling", "plays": "playing",
+             "uses": "using", "drives": "driving", "reads": "reading", "walks": "walking", "catches": "catching",
+             "kicks": "kicking", "hits": "hitting", "feeds": "feeding", "climbs": "climbing", "wear": "wearing",
+             "hold": "holding", "ride": "riding", "carry": "carrying", "eat": "eating", "watch": "watching"}
+
+
+def predicate(text: str) -> str | None:
+    """A relation worded for "what is X <predicate>?": "holding", "sitting on"; None for other relations."""
+    words = text.lower().split()
+    if words and words[0] in INFLECTED:
+        words = [INFLECTED[words[0]], *words[1:]]
+    match = VERBS_ING.match(" ".join(words))
+    return " ".join(g for g in match.groups() if g) if match else None
+
+
+TYPE_CATEGORIES = {  # Flickr30k Entities types -> the WordNet categories they allow
+    "people": {"a person"}, "animals": {"a bird", "a fish", "an insect", "a mammal", "a reptile", "an animal"},
+    "clothing": {"footwear", "headwear", "a garment", "clothing", "jewelry", "a covering", "a bag"},
+    "bodyparts": {"a body part"}, "instruments": {"a musical instrument"},
+    "vehicles": {"a motor vehicle", "an aircraft", "a boat or ship", "a train", "public transport", "a vehicle"},
+}
+
+
+def fits_types(category: str, types: set[str]) -> bool:
+    """A WordNet category agrees with the annotators' types: a "person" only for people, and so on."""
+    allowed = set().union(*(TYPE_CATEGORIES.get(t, set()) for t in types)) if types else set()
+    if types & set(TYPE_CATEGORIES):
+        return category in allowed
+    return category not in set().union(*TYPE_CATEGORIES.values())
+
+
+def _flickr_relations(ann: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(subject entity, predicate, object entity) where a caption reads "<phrase> <verb> <phrase>" and the
+    subject is people or animals that no preposition governs ("a man in [a shirt] taking ..." is not the shirt's act)."""
+    found = []
+    for caption in ann.get("captions", []):
+        tokens = caption["text"].lower().split()
+        phrases = sorted(caption["phrases"], key=lambda p: p["first_word_index"])
+        for a, b in zip(phrases, phrases[1:], strict=False):
+            if not set(a.get("types", [])) & {"people", "animals"} or (
+                    a["first_word_index"] > 0 and tokens[a["first_word_index"] - 1] in BREAKERS):
+                continue
+            start = a["first_word_index"] + len(a["text"].split())
+            between = " ".join(tokens[start : b["first_word_index"]])
+            pred = predicate(between)
+            if pred and a["entity_id"] != b["entity_id"]:
+                found.append((f"e:{a['entity_id']}", pred, f"e:{b['entity_id']}"))
+    return found
+
+
+# ---- Visual Genome -----------------------------------------------------------------------------------
+
+
+def iou(a: Box, b: Box) -> float:
+    inter = area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+    return inter / max(area(a) + area(b) - inter, 1)
+
+
+def _merge_objects(objects: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Groups of annotations that denote one object: the same synset or name and a box overlap (IoU) of 0.5 or more."""
+    groups: list[list[dict[str, Any]]] = []
+    for obj in objects:
+        key = set(obj["synsets"]) or set(obj["names"])
+        for group in groups:
+            if any((key & (set(o["synsets"]) or set(o["names"]))) and iou(tuple(o["box"]), tuple(obj["box"])) >= 0.5 for o in group):
+                group.append(obj)
+                break
+        else:
+            groups.append([obj])
+    return groups
+
+
+def object_count(ann: dict[str, Any]) -> int:
+    """Objects of a VG record as the engine sees them: ``objects.json`` entries merged when they denote one
+    object; without objects, its regions (each region a candidate object)."""
+    listed = [o for o in ann.get("objects") or [] if not o.get("unlisted")]
+    return len(_merge_objects(listed)) if listed else len(ann.get("regions", []))
+
+
+def _vg_object_things(ann: dict[str, Any], width: int, height: int) -> tuple[list[Thing], dict[str, str]]:
+    things, owner = [], {}
+    for group in _merge_objects([o for o in ann["objects"] if not o.get("unlisted")]):
+        first = group[0]
+        parsed = next((p for o in group for n in o["names"] if (p := noun_phrase(n, clause_ok=False))), None)
+        for obj in group:
+            owner[obj["object_id"]] = f"o:{first['object_id']}"
+        if parsed is None:
+            continue
+        name, noun, plural, number = parsed
+        attributes = {a for o in group for a in o.get("attributes", [])}
+        colours = {w for a in attributes for w in a.split() if w in COLOURS} | ({_pre_head_colour(name, noun)} - {None})
+        materials = {MATERIALS[w] for a in attributes for w in a.split() if w in MATERIALS} | {
+            MATERIALS[w] for w in name.split()[:-1] if w in MATERIALS}
+        synset = next((s for o in group for s in o["synsets"]), None) or synset_of(noun)
+        boxes = tuple(dict.fromkeys(tuple(max(0, v) for v in o["box"]) for o in group))
+        synsets = {s for o in group for s in o["synsets"]} or {synset}
+        things.append(Thing(f"o:{first['object_id']}", name, noun, plural, boxes, synset,
+                            colours.pop() if len(colours) == 1 else None, materials.pop() if len(materials) == 1 else None,
+                            is_background(noun, name, boxes, width, height), None, category_of(synsets)))
+    return things, owner
+
+
+def _vg_region_things(ann: dict[str, Any], width: int, height: int) -> list[Thing]:
+    things = []
+    for region in ann.get("regions", []):
+        parsed = noun_phrase(region["phrase"])
+        if parsed:
+            name, noun, plural, number = parsed
+            box = tuple(max(0, v) for v in region["box"])
+            things.append(Thing(f"r:{region['region_id']}", name, noun, plural, (box,), synset_of(noun),
+                                _pre_head_colour(name, noun), None, is_background(noun, name, (box,), width, height), None,
+                                category_of({synset_of(noun)})))
+    return things
+
+
+def build_scene(ann: dict[str, Any]) -> Scene:
+    """Every nameable thing of one annotation record; a thing whose name (or, for VG, head noun) another
+    thing shares is left out, since "the man" would not say which man."""
+    boxes = [tuple(b) for e in ann.get("entities", []) for b in e["boxes"]] + [tuple(r["box"]) for r in ann.get("regions", [])]
+    boxes += [tuple(o["box"]) for o in ann.get("objects") or []]
+    width, height = _image_size(ann, boxes)
+    relations: list[tuple[str, str, str]] = []
+    if ann["source"] == "flickr30k_entities":
+        things = _flickr_things(ann, width, height)
+        relations = _flickr_relations(ann)
+        key = lambda t: t.name  # noqa: E731 - Flickr names are whole descriptions
+    elif ann.get("objects"):
+        things, owner = _vg_object_things(ann, width, height)
+        for rel in ann.get("relationships", []):
+            pred = predicate(rel["predicate"])
+            if pred and rel["subject_id"] in owner and rel["object_id"] in owner and owner[rel["subject_id"]] != owner[rel["object_id"]]:
+                relations.append((owner[rel["subject_id"]], pred, owner[rel["object_id"]]))
+        key = lambda t: t.noun  # noqa: E731
+    else:
+        things = _vg_region_things(ann, width, height)
+        key = lambda t: t.noun  # noqa: E731
+    seen: dict[str, int] = {}
+    for thing in things:
+        seen[key(thing)] = seen.get(key(thing), 0) + 1
+    kept = {t.id: t for t in things if seen[key(t)] == 1}
+    return Scene(kept, width, height, tuple(dict.fromkeys(r for r in relations if r[0] in kept and r[2] in kept)))
+
+
+# ---- what may be compared -------------------------------------------------------------------------------
+
+
+def entangled(a: Thing, b: Thing) -> bool:
+    """One contains, largely overlaps or shares a box with the other (part/whole, member/group, one object twice)."""
+    for p in a.boxes:
+        for q in b.boxes:
+            inter = area((max(p[0], q[0]), max(p[1], q[1]), min(p[2], q[2]), min(p[3], q[3])))
+            if inter > OVERLAP * max(min(area(p), area(q)), 1):
+                return True
+    return False
+
+
+def comparable(a: Thing, b: Thing) -> bool:
+    return a.id != b.id and not a.background and not b.background and not entangled(a, b)
+
+
+def holds(rel: str, a: Thing, b: Thing, scene: Scene) -> bool:
+    """``rel(a, b)`` is clear: for a position, every box of a lies on that side of every box of b (centre by the
+    margin, both edges no further the other way); for a size, both are one box and a is the larger by the ratio."""
+    if not comparable(a, b):
+        return False
+    if rel in ("larger", "smaller"):
+        if len(a.boxes) > 1 or len(b.boxes) > 1 or a.plural or b.plural:
+            return False
+        big, small = (a, b) if rel == "larger" else (b, a)
+        return area(big.boxes[0]) >= SIZE_RATIO * max(area(small.boxes[0]), 1)
+    axis, extent = (0, scene.width) if rel in ("left_of", "right_of") else (1, scene.height)
+    first, second = (a, b) if rel in ("left_of", "above") else (b, a)
+    return all(
+        (p[axis] + p[axis + 2]) / 2 + MARGIN * extent <= (q[axis] + q[axis + 2]) / 2 and p[axis] <= q[axis] and p[axis + 2] <= q[axis + 2]
+        for p in first.boxes for q in second.boxes
+    )

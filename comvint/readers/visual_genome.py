@@ -31,7 +31,7 @@ _SEPARATORS = re.compile(r"[\s,]*")
 _DECODER = json.JSONDecoder()
 # Where a range starts mid-file, a candidate worth reading on is an image object's first key: `{"`
 # alone also ends a string whose last character is `{` ("a sign saying {", "x": ...).
-_IMAGE_OBJECT_START = re.compile(r'\{\s*"(?:regions|id|image_id)"\s*:')
+_IMAGE_OBJECT_START = re.compile(r'\{\s*"(?:regions|objects|attributes|relationships|id|image_id)"\s*:')
 MAX_UNSYNCED = 16 << 20  # lookahead bound for a candidate before the first image of a range
 
 
@@ -209,8 +209,12 @@ def read_images(
     start: int = 0,
     end: int | None = None,
     image_data: dict[str, dict[str, Any]] | None = None,
+    key: str = "regions",
 ) -> Iterator[dict[str, Any] | Failure]:
     """Yield the records (and failures) of the image objects starting in ``[start, end)``.
+
+    ``key`` names the per-image list the file holds: ``regions`` (region descriptions: annotation
+    records), or ``objects``, ``attributes``, ``relationships`` (scene parts, see :func:`scene_part`).
 
     A damaged tail yields what was read before it, then one ``ingest_vg_truncated``
     (or ``ingest_invalid_utf8``) failure naming the byte offset.
@@ -219,13 +223,13 @@ def read_images(
     end = size if end is None else min(end, size)
     try:
         window = _TextWindow(stream, start)
-        yield from _read_objects(window, path, start, end, end >= size, image_data or {})
+        yield from _read_objects(window, path, start, end, end >= size, image_data or {}, key)
     except UnicodeDecodeError as err:
         yield _file_failure(path, "ingest_invalid_utf8", f"invalid UTF-8 near byte {err.start}")
 
 
 def _read_objects(
-    window: _TextWindow, path: str, start: int, end: int, last: bool, image_data: dict
+    window: _TextWindow, path: str, start: int, end: int, last: bool, image_data: dict, key: str = "regions"
 ) -> Iterator[dict[str, Any] | Failure]:
     synced = start == 0
     if synced and window.next_token() != "[":
@@ -244,7 +248,7 @@ def _read_objects(
         window.advance(j)
         if window.byte >= end:
             return
-        fast = _decode_typed(window, image_data) if synced else None
+        fast = _decode_typed(window, image_data) if synced and key == "regions" else None
         if fast is not None:
             record, stop = fast
             yield record
@@ -259,11 +263,11 @@ def _read_objects(
                 return
             window.advance(window.i + 1)
             continue
-        if not synced and not (isinstance(obj, dict) and "regions" in obj):
+        if not synced and not (isinstance(obj, dict) and key in obj and "object_id" not in obj):  # an attribute list is inside objects too
             window.advance(window.i + 1)
             continue
         synced = True
-        yield _to_record(obj, path, image_data)
+        yield _to_record(obj, path, image_data) if key == "regions" else _to_part(obj, path, key)
         window.advance(stop)
 
 
@@ -331,6 +335,78 @@ def _to_record(obj: Any, path: str, image_data: dict) -> dict[str, Any] | Failur
         return build_record(obj, image_data.get(image_id or ""))
     except InputError as err:
         return Failure(stage="ingest", reason=err.reason, source=VISUAL_GENOME, image_id=image_id, path=path, detail=err.detail)
+
+
+SCENE_KEYS = ("objects", "attributes", "relationships")
+
+
+def _name_of(raw: dict[str, Any]) -> list[str]:
+    names = raw.get("names") if raw.get("names") is not None else [raw.get("name")]
+    return [" ".join(str(n).lower().split()) for n in names if isinstance(n, str) and n.strip()]
+
+
+def scene_object(raw: dict[str, Any]) -> dict[str, Any]:
+    """One VG object (as ``objects.json``, ``attributes.json`` or a relationship's end writes it), normalised:
+    string id, lower-case names, synsets, ``[x1, y1, x2, y2]`` box, merged ids, attributes."""
+    x, y, w, h = raw["x"], raw["y"], raw["w"], raw["h"]
+    if any(type(v) is not int for v in (x, y, w, h)) or w < 0 or h < 0:
+        raise InputError("ingest_bad_box", f"object {raw.get('object_id')}: box {[x, y, w, h]}")
+    obj = {"object_id": str(raw["object_id"]), "names": _name_of(raw), "synsets": [str(s) for s in raw.get("synsets") or []],
+           "box": [x, y, x + w, y + h], "merged_ids": [str(m) for m in raw.get("merged_object_ids") or []]}
+    attributes = [" ".join(str(a).lower().split()) for a in raw.get("attributes") or [] if isinstance(a, str) and a.strip()]
+    return {**obj, "attributes": attributes} if attributes else obj
+
+
+def scene_part(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    """``{"image_id", key: [...]}`` of one image of ``objects.json``, ``attributes.json`` or ``relationships.json``."""
+    image_id = image_id_of(obj)
+    if image_id is None:
+        raise InputError("ingest_missing_image_id", f"an image object of {key} without id")
+    try:
+        if key == "relationships":
+            items = [{"predicate": " ".join(str(r["predicate"]).lower().split()), "subject": scene_object(r["subject"]),
+                      "object": scene_object(r["object"])} for r in obj[key]]
+        else:
+            items = [scene_object(o) for o in obj[key]]
+    except (KeyError, TypeError) as err:
+        raise InputError(f"ingest_bad_{key[:-1]}", f"image {image_id}: missing field {err}") from None
+    return {"image_id": image_id, key: items}
+
+
+def _to_part(obj: Any, path: str, key: str) -> dict[str, Any] | Failure:
+    image_id = image_id_of(obj) if isinstance(obj, dict) else None
+    try:
+        return scene_part(obj, key)
+    except InputError as err:
+        return Failure(stage="ingest", reason=err.reason, source=VISUAL_GENOME, image_id=image_id, path=path, detail=err.detail)
+
+
+def attach_scene(record: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """A region record with its image's objects (attributes merged in, one entry per object id) and
+    relationships (``{"subject_id", "predicate", "object_id"}``; an end missing from ``objects`` is added)."""
+    objects: dict[str, dict[str, Any]] = {}
+    alias: dict[str, str] = {}
+
+    def add(obj: dict[str, Any], listed: bool = False) -> str:
+        known = objects.get(alias.get(obj["object_id"], obj["object_id"]))
+        if known is None:  # an object only an attribute or relationship names is kept, marked as not listed in objects.json
+            known = objects[obj["object_id"]] = {**obj, "attributes": list(obj.get("attributes", [])), **({} if listed else {"unlisted": True})}
+            for merged in obj["merged_ids"]:
+                alias.setdefault(merged, obj["object_id"])
+        else:
+            known["attributes"] = list(dict.fromkeys(known["attributes"] + obj.get("attributes", [])))
+        return known["object_id"]
+
+    by_key = {k: [x for p in parts for x in p.get(k, [])] for k in SCENE_KEYS}
+    for obj in by_key["objects"]:
+        add(obj, listed=True)
+    for obj in by_key["attributes"]:
+        add(obj)
+    relations = []
+    for rel in by_key["relationships"]:
+        relations.append({"subject_id": add(rel["subject"]), "predicate": rel["predicate"], "object_id": add(rel["object"])})
+    return {**record, "objects": sorted(objects.values(), key=lambda o: (len(o["object_id"]), o["object_id"])),
+            "relationships": relations}
 
 
 def _file_failure(path: str, reason: str, detail: str) -> Failure:

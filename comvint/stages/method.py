@@ -21,6 +21,7 @@ from typing import Any
 
 from comvint import prompts
 from comvint.dedup import canonical_image
+from comvint.engine.scene import object_count
 from comvint.llm.runner import Call
 from comvint.readers.flickr30k import convert_record
 from comvint.records import pack, unpack
@@ -57,8 +58,8 @@ class MethodConfig:
     rounds: int = 2
     per_image: int = 3
     reformulate_share: float = 0.5
-    min_caption_chars: int = 300
-    max_objects: int = 50
+    min_caption_chars: int = 240
+    max_objects: int = 60
     verify_reformulations: bool = True
 
     def __post_init__(self) -> None:
@@ -92,7 +93,7 @@ def image_filter(ann: dict[str, Any], cfg: MethodConfig) -> str | None:
         return None if chars >= cfg.min_caption_chars else "filter_short_captions"
     if not ann["regions"]:
         return "filter_no_regions"
-    return None if len(ann["regions"]) <= cfg.max_objects else "filter_too_many_objects"
+    return None if object_count(ann) <= cfg.max_objects else "filter_too_many_objects"
 
 
 class Synthesize:
