@@ -176,7 +176,7 @@ def scene_files(regions: str, objects: str | None, attributes: str | None, relat
     found = {}
     for key, path in given.items():
         if path is None:
-            path = join(regions.rsplit("/", 1)[0], f"{key}.json") if "/" in regions else f"{key}.json"
+            path = join(posixpath.dirname(regions), f"{key}.json")
             if not exists(path):
                 continue
         if path != "none":
@@ -188,7 +188,7 @@ def _join_scene(element: tuple[str, dict[str, list]], limited: bool) -> Iterator
     """(image_id, {regions, parts}) -> the region record with its objects and relationships; parts of an
     image the region file lacks go to failures (unless ``--limit`` left that image out on purpose)."""
     image_id, grouped = element
-    records, parts = grouped["regions"], [p for key in visual_genome.SCENE_KEYS for p in grouped[key]]
+    records, parts = grouped["regions"], [p for key in visual_genome.SCENE_KEYS for p in grouped.get(key, [])]
     for record in records:
         yield visual_genome.attach_scene(record, parts)
     if not records and parts and not limited:
@@ -239,10 +239,7 @@ class ReadVisualGenome(beam.PTransform):
         if not self._scene:
             return Read(records, results[FAILED])
         failures, keyed = [results[FAILED]], {"regions": records | "KeyRegions" >> beam.Map(lambda r: (r["image_id"], r))}
-        for key in visual_genome.SCENE_KEYS:
-            if key not in self._scene:
-                keyed[key] = pbegin | f"No{key.title()}" >> beam.Create([])
-                continue
+        for key in self._scene:
             parts = (
                 pbegin
                 | f"{key.title()}File" >> beam.Create([self._scene[key]])

@@ -9,40 +9,48 @@ makes) and ``judge`` (an independent re-derivation of every clause from the raw 
 
 from __future__ import annotations
 
-import pickle
-from collections import OrderedDict
+import functools
 from typing import Any
 
 from comvint.engine import judge, rounds
 from comvint.engine.scene import Scene, build_scene
-from comvint.records import unpack
+from comvint.records import pack, unpack
 
-_SCENES: OrderedDict[bytes, Scene] = OrderedDict()
-SCENE_CACHE = 64  # images whose scene a worker keeps (a stage gets the items of an image together, joined to its record)
+CACHE = 64  # images a worker keeps the scene and judge's reading of (a stage gets an image's items together, joined to its record)
+
+
+@functools.lru_cache(maxsize=CACHE)
+def _scene(packed: bytes) -> Scene:
+    return build_scene(unpack(packed))
+
+
+@functools.lru_cache(maxsize=CACHE)
+def _reading(packed: bytes) -> judge.Record:
+    return judge.Record(unpack(packed))
+
+
+def _packed(ann: dict[str, Any] | bytes) -> bytes:
+    """The record as the caches key it: its packed bytes (as items carry it), so two datasets that reuse an
+    image id never share a scene."""
+    return ann if isinstance(ann, bytes) else pack(ann)
 
 
 def scene_of(ann: dict[str, Any] | bytes) -> Scene:
-    """The scene of an annotation record (or of its pickle), built once per worker while it is in use.
+    """The scene of an annotation record (or of its packed bytes), built once per worker while it is in use."""
+    return _scene(_packed(ann))
 
-    Keyed by the record's content, so two datasets that reuse an image id never share a scene.
-    """
-    key = ann if isinstance(ann, bytes) else pickle.dumps(ann, pickle.HIGHEST_PROTOCOL)
-    if key in _SCENES:
-        _SCENES.move_to_end(key)
-        return _SCENES[key]
-    things = _SCENES[key] = build_scene(unpack(key) if isinstance(ann, bytes) else ann)
-    if len(_SCENES) > SCENE_CACHE:
-        _SCENES.popitem(last=False)
-    return things
+
+def clear_caches() -> None:
+    _scene.cache_clear()
+    _reading.cache_clear()
 
 
 def answer(stage: str, context: dict[str, Any]) -> dict[str, Any]:
-    """The reply of one call: ``context`` holds the annotation record (``ann``, or its pickle) and what the stage is about."""
-    things = scene_of(context["ann"])
+    """The reply of one call: ``context`` holds the annotation record (``ann``, or its packed bytes) and what the stage is about."""
     if stage in ("verify", "verify_reformulated"):
-        ann = context["ann"] if isinstance(context["ann"], dict) else unpack(context["ann"])
-        passed, evidence = judge.judge(context["item"], ann)
+        passed, evidence = judge.judge(context["item"], _reading(_packed(context["ann"])))
         return {"evidence": evidence, "verdict": "yes" if passed else "no"}
+    things = scene_of(context["ann"])
     if stage == "generate":
         return {"items": rounds.synthesize(things, context["family"], context.get("topic"), context["n"], context["key"])}
     if stage == "complicate":

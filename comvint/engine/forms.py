@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from comvint.engine import realise as en
-from comvint.engine.program import Chain, Clause, answer_value, value_of
-from comvint.engine.scene import COLOURS, MATERIALS, Scene, Thing, wordnet
+from comvint.engine.program import Chain, Clause, answer_value, pick_of, value_of
+from comvint.engine.scene import COLOURS, MATERIALS, Scene, Thing, singular, wordnet
 from comvint.records import stable_int as rank
 
 KNOWLEDGE_TYPE = {"position": "visual", "size": "physical", "count": "visual", "relation": "commonsense", "colour": "visual",
@@ -29,41 +29,36 @@ def shuffled(items: Sequence[Any], *key: Any) -> list[Any]:
     return sorted(items, key=lambda x: rank(*key, getattr(x, "id", x)))
 
 
-def _focus_of(step: Clause) -> str:
-    return step.args[2] if step.rel == "rel" else step.args[0]
-
-
 def _other(chain: Chain, k: int, scene: Scene) -> Thing:
     """The new thing step k (k > 0) compares the earlier pick with."""
     step = chain.steps[k]
-    return scene.things[step.args[1] if step.args[0] == _focus_of(chain.steps[k - 1]) else step.args[0]]
+    return scene.things[step.args[1] if step.args[0] == pick_of(chain.steps[k - 1]) else step.args[0]]
+
+
+def named_pair(step: Clause, scene: Scene) -> tuple[Thing, Thing]:
+    """A comparison's two things in the order the text names them (seeded, so the winner is not always first)."""
+    a, b = scene.things[step.args[0]], scene.things[step.args[1]]
+    return (a, b) if rank(str(step), "order") % 2 else (b, a)
+
+
+def first_pick(chain: Chain, scene: Scene) -> str:
+    """The first step's pick as a noun phrase: "whichever of the dog and the bike is further to the left",
+    "what the man is holding"."""
+    step = chain.steps[0]
+    if step.rel == "rel":
+        subject = scene.things[step.args[0]]
+        return f"what {subject.the} {en.be(subject)} {step.args[1].replace('_', ' ')}"
+    x, y = named_pair(step, scene)
+    return f"whichever of {x.the} and {y.the} is {en.RELATION[step.rel]}"
 
 
 def lead(chain: Chain, upto: int, scene: Scene) -> str:
     """Sentences that make steps ``0..upto`` pick a thing without naming it: "Take whichever of the dog and
     the bike is further to the left. Then take whichever of that one and the bench is higher up in the picture."."""
-    first, t = chain.steps[0], scene.things
-    if first.rel == "rel":
-        subject = t[first.args[0]]
-        parts = [f"Take what {subject.the} {en.be(subject)} {first.args[1].replace('_', ' ')}."]
-    else:
-        a, b = t[first.args[0]], t[first.args[1]]
-        x, y = (a, b) if rank(str(first), "order") % 2 else (b, a)
-        parts = [f"Take whichever of {x.the} and {y.the} is {en.RELATION[first.rel]}."]
+    parts = [f"Take {first_pick(chain, scene)}."]
     for k in range(1, upto + 1):
         parts.append(f"Then take whichever of that one and {_other(chain, k, scene).the} is {en.RELATION[chain.steps[k].rel]}.")
     return " ".join(parts)
-
-
-def pick_phrase(chain: Chain, upto: int, scene: Scene) -> str:
-    """A one-step pick as a noun phrase ("whichever of the dog and the bike is further to the left")."""
-    step, t = chain.steps[upto], scene.things
-    if step.rel == "rel":
-        subject = t[step.args[0]]
-        return f"what {subject.the} {en.be(subject)} {step.args[1].replace('_', ' ')}"
-    a, b = t[step.args[0]], t[step.args[1]]
-    x, y = (a, b) if rank(str(step), "order") % 2 else (b, a)
-    return f"whichever of {x.the} and {y.the} is {en.RELATION[step.rel]}"
 
 
 def _ask_text(ask: str, target: str, key: str) -> str:
@@ -79,7 +74,7 @@ def question(chain: Chain, scene: Scene) -> str:
     t, last, key, n = scene.things, chain.steps[-1], "|".join(map(str, chain.steps)), len(chain.steps)
     if chain.ask:
         if n == 1:
-            return _ask_text(chain.ask, pick_phrase(chain, 0, scene), key)
+            return _ask_text(chain.ask, first_pick(chain, scene), key)
         return f"{lead(chain, n - 1, scene)} {_ask_text(chain.ask, 'that one', key)}"
     if last.rel == "count":
         group = en.group_phrase(t[last.args[0]])
@@ -91,8 +86,7 @@ def question(chain: Chain, scene: Scene) -> str:
         return pick((f"What {en.be(subject)} {subject.the} {verb}?", f"Look at {subject.the}: what {'are they' if subject.plural else 'is it'} {verb}?"), key)
     relation = en.RELATION[last.rel]
     if n == 1:
-        a, b = t[last.args[0]], t[last.args[1]]
-        x, y = (a, b) if rank(str(last), "order") % 2 else (b, a)
+        x, y = named_pair(last, scene)
         return pick((f"Which is {relation}: {x.the} or {y.the}?", f"Of {x.the} and {y.the}, which one is {relation}?",
                      f"Looking at {x.the} and {y.the}, which appears {relation}?"), key)
     other = _other(chain, n - 1, scene)
@@ -110,9 +104,9 @@ def explanation(chain: Chain, scene: Scene) -> str:
             parts.append(en.relation_statement(t[step.args[0]], step.args[1].replace("_", " "), t[step.args[2]]))
         else:
             parts.append(en.statement(step.rel, t[step.args[0]], t[step.args[1]]))
-    if chain.ask and answer_value(chain, scene).lower() not in t[chain.focus()].name.split():  # not "the white jacket is white"
-        focus = t[chain.focus()]
-        parts.append(en.property_statement(chain.ask, focus, answer_value(chain, scene)))
+    value = answer_value(chain, scene)
+    if chain.ask and value.lower() not in t[chain.focus()].name.split():  # not "the white jacket is white"
+        parts.append(en.property_statement(chain.ask, t[chain.focus()], value))
     return en.cap(en.join(parts)) + "."
 
 
@@ -140,8 +134,6 @@ def item(chain: Chain, scene: Scene) -> dict[str, Any]:
 
 def normal(value: str) -> str:
     """A value as compared for sameness: no article, singular ("the coast" and "coasts" are one answer)."""
-    from comvint.engine.scene import singular
-
     words = [w for w in value.lower().split() if w not in ("a", "an", "the")]
     return " ".join(singular(w)[0] for w in words)
 
@@ -172,7 +164,7 @@ def bool_question(chain: Chain, scene: Scene, claim: Clause) -> str:
         value = claim.args[1]
         predicate = {"colour": value, "material": f"made of {value}", "kind": f"a kind of {en.bare(value)}"}[claim.rel]
         if n == 1:
-            return f"Is {pick_phrase(chain, 0, scene)} {predicate}?"
+            return f"Is {first_pick(chain, scene)} {predicate}?"
         return f"{lead(chain, n - 1, scene)} Is that one {predicate}?"
     if claim.rel == "rel":
         subject = t[claim.args[0]]
@@ -180,7 +172,7 @@ def bool_question(chain: Chain, scene: Scene, claim: Clause) -> str:
     a, b = t[claim.args[0]], t[claim.args[1]]
     if n == 1:
         return f"{'Are' if a.plural else 'Is'} {a.the} {en.RELATION[claim.rel]} than {b.the}?"
-    focus = _focus_of(chain.steps[-2])
+    focus = pick_of(chain.steps[-2])
     before = lead(chain, n - 2, scene)
     if a.id == focus:
         return f"{before} Is that one {en.RELATION[claim.rel]} than {b.the}?"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from comvint.engine.scene import synset_facts, synset_of
+from comvint.engine.scene import MATERIALS, synset_facts, synset_of
 
 MARGIN = 0.08
 SIZE_RATIO = 1.6
@@ -138,8 +138,6 @@ class Record:
         return words & COLOUR_WORDS
 
     def materials(self, tid: str) -> set[str]:
-        from comvint.engine.scene import MATERIALS
-
         thing = self.things[tid]
         words = {w for text in thing["texts"] for w in _lead(text)[:-1]} | {w for a in thing["attributes"] for w in a.split()}
         return {MATERIALS[w] for w in words if w in MATERIALS}
@@ -257,13 +255,13 @@ def _mentions(text: str, rec: Record, tid: str) -> bool:
     return bool(said) and (any(pattern.search(n) for n in _names(rec, tid)) or said in rec.heads(tid))
 
 
-def judge(record: dict[str, Any], ann: dict[str, Any]) -> tuple[bool, str]:
-    """(passed, evidence) for one record: every clause, every step mattering, the answer and the options."""
+def judge(record: dict[str, Any], rec: Record) -> tuple[bool, str]:
+    """(passed, evidence) for one record against the judge's reading of its image's annotations: every clause,
+    every step mattering, the answer and the options."""
     grounding = list(record.get("grounding") or [])
     clauses = [_parse(c) for c in grounding]
     if not grounding or any(c is None for c in clauses):
         return False, f"cannot read the clauses {grounding}"
-    rec = Record(ann)
     checks = [check(c, rec) for c in clauses]
     evidence = "; ".join(f"{g} -> {'ok' if ok else 'FAILS'} ({why})" for g, (ok, why) in zip(grounding, checks, strict=True))
     if not all(ok for ok, _ in checks):
@@ -293,7 +291,7 @@ def judge(record: dict[str, Any], ann: dict[str, Any]) -> tuple[bool, str]:
         options = [re.sub(r"^(the|a|an) ", "", o.lower()) for o in record.get("options") or []]
         if len({_stem(o) for o in options}) != len(options):
             return False, f"{evidence}; two options are one answer {record.get('options')}"
-        if len([c for c in clauses if c[0]]) + 1 < len(options) and last[1] not in ("left_of", "right_of", "above", "below", "larger", "smaller"):
+        if len([c for c in clauses if c[0]]) + 1 < len(options):
             return False, f"{evidence}; a distractor has no clause that shows it wrong"
     return True, evidence
 

@@ -52,6 +52,11 @@ def value_of(ask: str, thing: Thing) -> str | None:
     return {"colour": thing.colour, "material": thing.material, "kind": thing.category}[ask]
 
 
+def pick_of(step: Clause) -> str:
+    """The thing a step picks: a relation's object, a comparison's winner, the counted group."""
+    return step.args[2] if step.rel == "rel" else step.args[0]
+
+
 @dataclasses.dataclass(frozen=True)
 class Chain:
     """A question program: its steps and what it finally asks (None: which thing was picked, or how many)."""
@@ -60,8 +65,8 @@ class Chain:
     ask: str | None = None
 
     def focus(self) -> str:
-        step = self.steps[-1]
-        return step.args[2] if step.rel == "rel" else step.args[0]
+        """The id of the thing the last step picked."""
+        return pick_of(self.steps[-1])
 
     def clauses(self, scene: Scene) -> list[str]:
         ask = [str(Clause(self.ask, (self.focus(), answer_value(self, scene))))] if self.ask else []
@@ -95,9 +100,7 @@ def chain_of(grounding: list[str]) -> Chain | None:
     if any(s.rel in ("count", "rel") for s in steps[1:]) or (steps[0].rel == "count" and (len(steps) > 1 or ask)):
         return None  # a count stands alone; a relation only starts a chain
     for k, step in enumerate(steps[1:], start=1):
-        before = steps[k - 1]
-        focus = before.args[2] if before.rel == "rel" else before.args[0]
-        if focus not in step.args:
+        if pick_of(steps[k - 1]) not in step.args:
             return None  # every later step involves the previous pick
     return Chain(steps, ask)
 
@@ -115,7 +118,7 @@ def outcome(chain: Chain, scene: Scene, swap_at: int) -> str | None:
     """The chain's answer had step ``swap_at`` (a comparison) picked its other thing; None if that is not clear."""
     focus = scene.things[chain.steps[swap_at].args[1]]
     for j in range(swap_at + 1, len(chain.steps)):
-        step, before = chain.steps[j], chain.steps[j - 1].args[0]  # the pick the question actually made there
+        step, before = chain.steps[j], pick_of(chain.steps[j - 1])  # the pick the question actually made there
         other = scene.things[step.args[1] if step.args[0] == before else step.args[0]]
         if other.id == focus.id:
             return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from comvint.engine.scene import Thing, inflector
+from comvint.engine.scene import NUMBERS, Thing, inflector
 
 RELATION = {  # the comparative a "which" question asks about
     "left_of": "further to the left", "right_of": "further to the right",
@@ -41,9 +41,9 @@ def with_article(noun: str) -> str:
 def group_phrase(thing: Thing) -> str:
     """A counted group without its number: "two open windows" -> "open windows"."""
     words = thing.name.split()
-    if words and words[0] in ("two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"):
+    if words and words[0] in NUMBERS:
         words = words[1:]
-    return " ".join(words) if words and words[-1] != thing.noun else plural_noun(thing.noun) if len(words) < 2 else " ".join(words)
+    return plural_noun(thing.noun) if words in ([], [thing.noun]) else " ".join(words)
 
 
 def statement(rel: str, a: Thing, b: Thing) -> str:

@@ -17,10 +17,10 @@ from comvint.engine.program import (
     ASKS,
     AXES,
     COMPARE,
-    INVERSE,
     Chain,
     Clause,
     answer_value,
+    axis_of,
     chain_of,
     matters,
     participants,
@@ -64,7 +64,7 @@ def compare(a: Thing, b: Thing, axes: list[str], scene: Scene, key: str) -> Clau
     return None
 
 
-def round_zero(kind: str, scene: Scene, family: str, used: set[str], key: str) -> Chain | None:
+def round_zero(kind: str, scene: Scene, used: set[str], key: str) -> Chain | None:
     """One round-0 chain of a kind, about things no earlier question of the image used; None if none fits."""
     if kind == "count":
         for t in shuffled(list(scene.things.values()), key, "count"):
@@ -98,13 +98,12 @@ def round_zero(kind: str, scene: Scene, family: str, used: set[str], key: str) -
 
 def synthesize(scene: Scene, family: str, topic: str | None, n: int, key: str) -> list[dict[str, Any]]:
     """Up to n round-0 questions of different kinds (the topic object's questions first, when it has any)."""
-    kinds = list(PREFERENCE[family])
     chains: list[Chain] = []
     used: set[str] = set()
-    for kind in kinds:
+    for kind in PREFERENCE[family]:
         if len(chains) >= n:
             break
-        chain = round_zero(kind, scene, family, used, key)
+        chain = round_zero(kind, scene, used, key)
         if chain is not None:
             chains.append(chain)
             used.update(participants(chain))
@@ -127,7 +126,7 @@ def hops(chain: Chain, scene: Scene, key: str) -> Iterator[Chain]:
         for ask in shuffled(list(ASKS), key, "ask"):
             if value_of(ask, focus):
                 yield Chain(chain.steps, ask)
-    last_axis = None if last.rel == "rel" else next(a for a, rels in AXES.items() if last.rel in rels)
+    last_axis = None if last.rel == "rel" else axis_of(last.rel)
     axes = shuffled([a for a in AXES if a != last_axis], key, "axes")
     for other in shuffled(list(scene.things.values()), key, "hop"):
         if other.id in participants(chain) or other.background:
@@ -228,8 +227,6 @@ def reformulate(grounding: list[str], scene: Scene, key: str) -> dict[str, Any]:
         return dict(EMPTY_CLOSED)
     prefix = clauses[:-1]
     negated = Clause(false_claim.rel, false_claim.args, True, false_claim.value)
-    if false_claim.rel in INVERSE:  # a reversed comparison is false because the comparison holds: say that
-        negated = Clause(false_claim.rel, false_claim.args, True)
     closed = {
         "bool_positive": bool_question(chain, scene, true_claim), "bool_positive_grounding": clauses,
         "bool_negative": bool_question(chain, scene, false_claim), "bool_negative_grounding": [*prefix, str(negated)],

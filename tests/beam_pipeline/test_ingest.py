@@ -192,3 +192,18 @@ def test_shard_lines_keep_key_size_and_shard_and_sort_as_before():
     assert [line_size(v) for v in values] == [len(line.encode("utf-8")) + 1 for _, line in records]  # bytes in the file
     assert [line_shard(v, 7) for v in values] == [stable_shard(k, 7) for k, _ in records]
     assert [line for _, line in sorted(map(unpack_line, values))] == [line.encode() for _, line in sorted(records)]
+
+
+def test_visual_genome_scene_files_are_joined_by_image_and_orphans_are_failures(tmp_path):
+    regions = [{"id": 1, "regions": [{"region_id": 10, "x": 0, "y": 0, "width": 5, "height": 5, "phrase": "a dog"}]}]
+    objects = [{"image_id": 1, "objects": [{"object_id": 3, "names": ["dog"], "synsets": ["dog.n.01"], "x": 0, "y": 0, "w": 5, "h": 5}]},
+               {"image_id": 2, "objects": [{"object_id": 4, "names": ["cat"], "synsets": [], "x": 0, "y": 0, "w": 5, "h": 5}]}]
+    (tmp_path / "region_descriptions.json").write_text(json.dumps(regions))
+    (tmp_path / "objects.json").write_text(json.dumps(objects))
+    out = str(tmp_path / "out")
+    main.run(["--vg_regions", str(tmp_path / "region_descriptions.json"), "--stages", "ingest", "--output", out])
+    [record] = read_jsonl(out, "annotations")
+    assert [o["object_id"] for o in record["objects"]] == ["3"] and record["relationships"] == []
+    assert [(f["reason"], f["image_id"]) for f in read_jsonl(out, "failures")] == [("ingest_vg_no_regions", "2")]
+    main.run(["--vg_regions", str(tmp_path / "region_descriptions.json"), "--vg_objects", "none", "--stages", "ingest", "--output", out])
+    assert "objects" not in read_jsonl(out, "annotations")[0]

@@ -143,10 +143,10 @@ MUTATIONS = {  # one generator rule broken at a time -> what the judge must say 
 def test_the_judge_rejects_what_a_broken_generator_makes(name, flickr_val, real_samples, monkeypatch):
     anns = flickr_records(flickr_val, 250) + vg_records(real_samples / "visual_genome_1_50")
     before = [e for _, e in verdicts(anns) if MUTATIONS[name][1] in e]
-    engine._SCENES.clear()
+    engine.clear_caches()
     MUTATIONS[name][0](monkeypatch)
     after = [e for _, e in verdicts(anns) if MUTATIONS[name][1] in e]
-    engine._SCENES.clear()
+    engine.clear_caches()
     assert len(after) > len(before) + 2, (name, len(before), len(after))
 
 

@@ -165,3 +165,33 @@ def test_a_string_ending_in_a_brace_does_not_make_a_range_read_ahead():
     stream = _CountingStream(data)
     first = next(iter(vg.read_images(stream, "r.json", start, start + 100)))
     assert first["image_id"] == "1" and stream.furthest - start < 4 * vg.LOOKAHEAD  # not towards 256 MB
+
+
+@pytest.mark.parametrize("key", vg.SCENE_KEYS)
+def test_real_scene_files_read_the_same_whole_and_by_byte_range(real_samples, key):
+    data = (real_samples / "visual_genome_1_50" / f"{key}.json").read_bytes()
+    whole = list(vg.read_images(io.BytesIO(data), key, key=key))
+    assert [p["image_id"] for p in whole] == [str(i) for i in range(1, 51)] and all(isinstance(p, dict) for p in whole)
+    for target in (7_777, 50_000):  # many ranges start inside an image (and inside an object's own attribute list)
+        parts = [p for s, e in vg.split_ranges(len(data), target) for p in vg.read_images(io.BytesIO(data), key, s, e, key=key)]
+        assert parts == whole
+
+
+def test_scene_parts_attach_to_their_image_merged_ids_and_attributes_included():
+    obj = {"object_id": 1, "names": ["Sidewalk "], "synsets": ["sidewalk.n.01"], "x": 0, "y": 5, "w": 10, "h": 20, "merged_object_ids": [7]}
+    parts = [vg.scene_part({"image_id": 3, "objects": [obj]}, "objects"),
+             vg.scene_part({"image_id": 3, "attributes": [{**obj, "object_id": 7, "attributes": ["Brick"]}]}, "attributes"),
+             vg.scene_part({"image_id": 3, "relationships": [{"predicate": "ON", "subject": {**obj, "object_id": 9, "names": None, "name": "man"},
+                                                              "object": {**obj, "object_id": 7}}]}, "relationships")]
+    record = vg.attach_scene({"image_id": "3", "regions": []}, parts)
+    assert [o["object_id"] for o in record["objects"]] == ["1", "9"]
+    assert record["objects"][0]["names"] == ["sidewalk"] and record["objects"][0]["box"] == [0, 5, 10, 25]
+    assert record["objects"][0]["attributes"] == ["brick"] and record["objects"][1]["unlisted"]
+    assert record["relationships"] == [{"subject_id": "9", "predicate": "on", "object_id": "1"}]
+
+
+def test_a_bad_scene_object_is_a_failure_naming_its_image():
+    bad = json.dumps([{"image_id": 4, "objects": [{"object_id": 1, "names": ["cat"], "x": 0, "y": 0, "w": -3, "h": 2}]},
+                      {"image_id": 5, "objects": [{"object_id": 2, "names": ["dog"]}]}]).encode()
+    out = list(vg.read_images(io.BytesIO(bad), "objects.json", key="objects"))
+    assert [(f.reason, f.image_id) for f in out] == [("ingest_bad_box", "4"), ("ingest_bad_object", "5")]
