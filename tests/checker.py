@@ -160,7 +160,7 @@ def flags(item: dict, image) -> set[str]:
     match = re.match(r"^(Is|Are) the ([a-z' -]+?) (further|higher|lower|larger|smaller|made|a kind|wearing|holding|sitting|standing)\b", question)
     if match:
         head = _head(match.group(2))
-        plural = head in PLURAL_ONLY or (head.endswith("s") and not head.endswith("ss")) or head in (
+        plural = head in PLURAL_ONLY or (head.endswith("s") and not head.endswith(("ss", "us"))) or head in (
             "men", "women", "children", "people", "feet", "teeth", "mice", "geese")
         if plural != (match.group(1) == "Are"):
             found.add("agreement")

@@ -5,7 +5,8 @@ Reads the Princeton WordNet 3.0 database files (Debian: ``apt-get install wordne
 WordNet's ``wndb(5)``), and keeps, for every physical noun sense a head noun or a Visual Genome synset
 can name: its category (the nearest of a fixed list of everyday categories among its hypernyms), its
 lexicographer file, its own part meronyms, its substance meronyms (own and its direct hypernyms'),
-and the names of its direct hypernyms. Run: ``python tools/build_wordnet_table.py [/usr/share/wordnet]``.
+and the names of its direct hypernyms; for every single-word lemma, its first physical sense and the
+category the bare noun names (:func:`lemma_category`: none when its senses disagree). Run: ``python tools/build_wordnet_table.py [/usr/share/wordnet]``.
 """
 
 from __future__ import annotations
@@ -62,8 +63,7 @@ def parse(root: pathlib.Path) -> tuple[dict[str, list[str]], dict[str, dict]]:
     for line in (root / "data.noun").read_text(encoding="latin-1").splitlines():
         if line.startswith(" "):
             continue
-        head, _, gloss = line.partition("|")
-        f = head.split()
+        f = line.partition("|")[0].split()
         words = int(f[3], 16)
         lemmas = [f[4 + 2 * k].lower() for k in range(words)]
         k = 4 + 2 * words
@@ -71,9 +71,29 @@ def parse(root: pathlib.Path) -> tuple[dict[str, list[str]], dict[str, dict]]:
         for _ in range(int(f[k])):
             pointers.append((f[k + 1], f[k + 2], f[k + 3]))
             k += 4
-        synsets[f[0]] = {"lemmas": lemmas, "lex": LEXFILES[int(f[1])], "gloss": gloss.strip().split(";")[0].strip(),
-                         "ptr": [(s, o) for s, o, pos in pointers if pos == "n"]}
+        synsets[f[0]] = {"lemmas": lemmas, "lex": LEXFILES[int(f[1])], "ptr": [(s, o) for s, o, pos in pointers if pos == "n"]}
     return index, synsets
+
+
+def tag_counts(root: pathlib.Path) -> dict[tuple[str, str], int]:
+    """(lemma, noun synset offset) -> how often that sense was tagged in WordNet's semantic concordance."""
+    counts = {}
+    for line in (root / "index.sense").read_text(encoding="latin-1").splitlines():
+        key, offset, _, count = line.split()
+        lemma, _, kind = key.partition("%")
+        if kind.startswith("1:"):
+            counts[(lemma, offset)] = int(count)
+    return counts
+
+
+def lemma_category(senses: list[tuple[int, int]]) -> int:
+    """The category a bare noun names, from its physical senses in order as (tag count, category): the first
+    sense's, when it dominates (tagged at least 4 times as often as the senses of other categories together,
+    or, untagged, when no sense disagrees); -1 when the noun is ambiguous ("plant": a factory or a flora)."""
+    (count, category), others = senses[0], [c for c, cat in senses[1:] if cat != senses[0][1]]
+    if category < 0 or (count == 0 and others) or 4 * sum(others) > count > 0:
+        return -1
+    return category
 
 
 def build(root: pathlib.Path) -> dict:
@@ -103,27 +123,38 @@ def build(root: pathlib.Path) -> dict:
     def words(offs: list[str]) -> list[str]:
         return sorted({synsets[o]["lemmas"][0].replace("_", " ") for o in offs})
 
+    counts = tag_counts(root)
     table, lemmas = {}, {}
     for lemma, offsets in index.items():
         if not lemma.isascii() or lemma[0].isdigit():
             continue
-        for k, off in enumerate(offsets[:MAX_SENSES]):
+        senses = []  # (tag count, category) of the lemma's physical senses
+        for off in offsets[:MAX_SENSES]:
             anc = ancestors(off)
             if physical not in anc:
                 continue
-            if "_" not in lemma and "-" not in lemma:
-                lemmas.setdefault(lemma, name.get(off, f"{lemma}.n.{k + 1:02d}"))
-            key = name.get(off)
-            if key is None or key in table:
-                continue
             cat = min(((d, categories[a]) for a, d in anc.items() if a in categories), default=None)
+            senses.append((counts.get((lemma, off), 0), cat[1] if cat else -1))
+            if len(senses) == 1 and "_" not in lemma and "-" not in lemma:
+                lemmas[lemma] = [name[off]]
+            key = name[off]
+            if key in table:
+                continue
             near = [o for o, d in anc.items() if d <= 1]
             parts = words([o for s, o in synsets[off]["ptr"] if s == "%p"])
             stuff = words([o for a in near for s, o in synsets[a]["ptr"] if s == "%s"])
             table[key] = [cat[1] if cat else -1, LEXFILES.index(synsets[off]["lex"]), parts[:6], stuff[:4],
                           [synsets[h]["lemmas"][0].replace("_", " ") for h in up(off)][:2]]
+        if lemma in lemmas and len(lemmas[lemma]) == 1:
+            lemmas[lemma].append(lemma_category(senses))
+    labels = [label for _, label in CATEGORIES]
+    ancestry = [sorted({labels.index(CATEGORIES[categories[a]][1]) for a in ancestors(by_name[s]) if a in categories} - {labels.index(label)})
+                for s, label in CATEGORIES]
     return {"source": "Princeton WordNet 3.0 (see comvint/knowledge/WORDNET_LICENSE)", "lexfiles": LEXFILES,
-            "fields": ["category", "lexfile", "parts", "substances", "hypernyms"], "categories": [label for _, label in CATEGORIES], "lemmas": lemmas, "synsets": table}
+            "category_ancestors": ancestry,
+            "fields": ["category", "lexfile", "parts", "substances", "hypernyms"], "categories": [label for _, label in CATEGORIES],
+            "lemma_fields": ["synset of the first physical sense", "category the bare noun names (-1: ambiguous)"],
+            "lemmas": lemmas, "synsets": table}
 
 
 def main() -> None:

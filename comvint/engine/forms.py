@@ -12,7 +12,7 @@ from typing import Any
 
 from comvint.engine import realise as en
 from comvint.engine.program import Chain, Clause, answer_value, pick_of, value_of
-from comvint.engine.scene import COLOURS, MATERIALS, Scene, Thing, singular, wordnet
+from comvint.engine.scene import COLOURS, MATERIALS, Scene, Thing, same_answer, singular, wordnet
 from comvint.records import stable_int as rank
 
 KNOWLEDGE_TYPE = {"position": "visual", "size": "physical", "count": "visual", "relation": "commonsense", "colour": "visual",
@@ -83,7 +83,7 @@ def question(chain: Chain, scene: Scene) -> str:
     if last.rel == "rel":
         subject = t[last.args[0]]
         verb = last.args[1].replace("_", " ")
-        return pick((f"What {en.be(subject)} {subject.the} {verb}?", f"Look at {subject.the}: what {'are they' if subject.plural else 'is it'} {verb}?"), key)
+        return f"What {en.be(subject)} {subject.the} {verb}?"  # no "what is it ...": the subject is a person or an animal
     relation = en.RELATION[last.rel]
     if n == 1:
         x, y = named_pair(last, scene)
@@ -147,10 +147,9 @@ def other_values(ask: str, chain: Chain, scene: Scene, key: str) -> list[str]:
     fixed = {"colour": sorted(COLOURS - {"grey", "tan", "beige", "gold", "silver"}), "material": sorted(set(MATERIALS.values())),
              "kind": list(wordnet()["categories"])}[ask]
     pool += shuffled(fixed, key, "fixed")
-    seen, values = {normal(answer)}, []
+    values: list[str] = []
     for v in pool:
-        if v and normal(v) not in seen:
-            seen.add(normal(v))
+        if v and not any(same_answer(ask, v, w) or normal(v) == normal(w) for w in (answer, *values)):
             values.append(v)
     return values
 

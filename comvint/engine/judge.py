@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from comvint.engine.scene import MATERIALS, synset_facts, synset_of
+from comvint.engine.scene import MATERIALS, kind_of, same_answer, synset_facts, synset_of
 
 MARGIN = 0.08
 SIZE_RATIO = 1.6
@@ -143,9 +143,8 @@ class Record:
         return {MATERIALS[w] for w in words if w in MATERIALS}
 
     def kind(self, tid: str) -> str | None:
-        """The WordNet category every name of the thing agrees on."""
-        found = {(facts or {}).get("category") for facts in map(synset_facts, self.synsets(tid))}
-        return found.pop() if len(found) == 1 else None
+        """The WordNet category every name of the thing agrees on (its annotated synsets, else its head nouns)."""
+        return kind_of(set(self.things[tid]["synsets"]), self.heads(tid))
 
     def value(self, ask: str, tid: str) -> str | None:
         if ask == "kind":
@@ -203,7 +202,7 @@ def check(clause: tuple[bool, str, list[str], int | None], rec: Record) -> tuple
         own = rec.value(rel, args[0])
         if own is None:
             return False, f"the annotations give no single {rel} of {args[0]}"
-        same = own.lower() == args[1].lower()
+        same = own.lower() == args[1].lower() if not negated else same_answer(rel, own, args[1])  # a "no" must be clearly wrong
         return (not same) if negated else same, f"{args[0]} {rel}: {own}"
     if rel == "rel":
         stated = rec.related(args[0], args[1], args[2])
@@ -239,7 +238,7 @@ def _steps_matter(clauses: list[tuple[bool, str, list[str], int | None]], rec: R
                 continue
             return False, f"with the other pick at step {k + 1} the answer is not defined"
         alternative = answer(focus)
-        if alternative is None or actual is None or alternative.lower() == actual.lower():
+        if alternative is None or actual is None or (same_answer(ask[1], alternative, actual) if ask else alternative == actual):
             return False, f"step {k + 1} does not matter: the other pick gives the same answer"
     return True, ""
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from comvint.engine.scene import Scene, Thing, holds
+from comvint.engine.scene import Scene, Thing, holds, same_answer
 
 _CLAUSE = re.compile(r"^(not )?(\w+)\(([^()]*)\)(?:=(\d+))?$")
 COMPARE = ("left_of", "right_of", "above", "below", "larger", "smaller")
@@ -140,7 +140,7 @@ def matters(chain: Chain, scene: Scene) -> bool:
         if k == len(chain.steps) - 1 and not chain.ask:
             continue  # the last comparison of a "which" question is the question itself
         alternative = outcome(chain, scene, k)
-        if alternative is None or alternative == answer:
+        if alternative is None or (same_answer(chain.ask, alternative, answer) if chain.ask else alternative == answer):
             return False
     return True
 

@@ -28,7 +28,7 @@ from comvint.engine.program import (
     winner,
 )
 from comvint.engine.realise import SUPERLATIVE
-from comvint.engine.scene import Scene, Thing, entangled, holds
+from comvint.engine.scene import Scene, Thing, entangled, holds, same_answer
 
 MAX_WORDS = 30  # the longest question made (LLaVA's complex questions have about 12 words)
 MAX_PAIRS = 400  # pairs of things tried per image and kind
@@ -85,7 +85,7 @@ def round_zero(kind: str, scene: Scene, used: set[str], key: str) -> Chain | Non
     for a, b in pairs(scene, f"{key}|{kind}"):
         if a.id in used or b.id in used:
             continue
-        if kind in ASKS and (not value_of(kind, a) or not value_of(kind, b) or forms.normal(value_of(kind, a)) == forms.normal(value_of(kind, b))):
+        if kind in ASKS and (not value_of(kind, a) or not value_of(kind, b) or same_answer(kind, value_of(kind, a), value_of(kind, b))):
             continue
         step = compare(a, b, axes, scene, key)
         if step is None:
@@ -120,7 +120,7 @@ def hops(chain: Chain, scene: Scene, key: str) -> Iterator[Chain]:
         loser = scene.things[last.args[1]]
         for ask in shuffled(list(ASKS), key, "ask"):
             mine, theirs = value_of(ask, focus), value_of(ask, loser)
-            if mine and theirs and forms.normal(mine) != forms.normal(theirs):
+            if mine and theirs and not same_answer(ask, mine, theirs):
                 yield Chain(chain.steps, ask)
     if chain.ask is None and last.rel == "rel":
         for ask in shuffled(list(ASKS), key, "ask"):

@@ -47,6 +47,7 @@ BACKGROUND = {"sky", "ground", "grass", "field", "floor", "wall", "walls", "ceil
               "wave", "waves", "parking", "lot", "hillside", "desert", "countryside", "market", "restaurant", "office",
               "kitchen", "store", "shop", "gym", "church", "station", "stadium", "arena", "rink", "pitch", "zoo",
               "leaves", "foliage", "vegetation", "trees", "bushes", "tile", "tiles", "carpet", "rug", "window", "windows"}
+BODY_PART = "a body part"  # parts are named without their owner ("the feet"): never a thing to ask about
 ING_NOUNS = {"clothing", "building", "ceiling", "railing", "ring", "king", "string", "wing", "painting", "sling", "swing", "icing"}
 COLOURS = frozenset("red blue green yellow brown white black gray grey orange pink purple tan beige silver gold".split())
 MATERIALS = {"wooden": "wood", "wood": "wood", "metal": "metal", "metallic": "metal", "steel": "steel", "iron": "iron",
@@ -83,15 +84,45 @@ def synset_facts(synset: str | None) -> dict[str, Any] | None:
             "hypernyms": row[4]}
 
 
-def category_of(synsets: set[str | None]) -> str | None:
-    """The one WordNet category all these synsets share (None if they disagree, or one is unknown)."""
-    found = {(facts or {}).get("category") for facts in map(synset_facts, synsets)}
-    return found.pop() if len(found) == 1 else None
+def lemma_category(noun: str) -> str | None:
+    """The category a bare noun names: its first physical sense's, unless its senses disagree ("plant")."""
+    table = wordnet()
+    row = table["lemmas"].get(noun)
+    return table["categories"][row[1]] if row and row[1] >= 0 else None
+
+
+def kind_of(synsets: set[str], nouns: set[str]) -> str | None:
+    """The WordNet category of a thing: the one its annotated synsets share, else the one all its names name
+    (None if they disagree, one is unknown, or it only restates the name: "a lamp is a kind of lamp")."""
+    found = {(synset_facts(s) or {}).get("category") for s in synsets} if synsets else {lemma_category(n) for n in nouns}
+    category = found.pop() if len(found) == 1 else None
+    return None if category is None or category.split()[-1] in nouns else category
+
+
+MATERIAL_FAMILY = {"steel": "metal", "iron": "metal", "tin": "metal", "aluminum": "metal", "cement": "concrete",
+                   "cotton": "cloth", "wool": "cloth", "silk": "cloth", "denim": "cloth", "porcelain": "ceramic", "wicker": "straw"}
+
+
+def same_answer(ask: str, a: str | None, b: str | None) -> bool:
+    """Whether two values of an asked property are one answer to a reader: equal, a spelling of each other
+    ("gray"/"grey"), one a kind of the other ("a garment" is clothing; steel is a metal)."""
+    if a is None or b is None:
+        return a is b
+    a, b = a.lower(), b.lower()
+    if ask == "kind":
+        table = wordnet()
+        labels, ancestry = table["categories"], table["category_ancestors"]
+        related = {labels[j] for k, label in enumerate(labels) if label in (a, b) for j in ancestry[k]}
+        return a == b or a in related or b in related
+    if ask == "material":
+        return MATERIAL_FAMILY.get(a, a) == MATERIAL_FAMILY.get(b, b)
+    return a == b or {a, b} == {"gray", "grey"}
 
 
 def synset_of(noun: str) -> str | None:
     """The first physical WordNet sense of a (singular) head noun."""
-    return wordnet()["lemmas"].get(noun)
+    row = wordnet()["lemmas"].get(noun)
+    return row[0] if row else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +173,9 @@ def singular(word: str) -> tuple[str, bool]:
     if word in SINGULAR_S or word.endswith("ss"):
         return word, False
     single = inflector().singular_noun(word)
-    return (single, True) if single and single != word else (word, False)
+    if not single or single == word or synset_of(word) and not synset_of(single):
+        return word, False  # "asparagus" is a noun of its own, not the plural of "asparagu"
+    return single, True
 
 
 def words_of(text: str) -> list[str]:
@@ -179,6 +212,8 @@ def noun_phrase(text: str, clause_ok: bool = True) -> tuple[str, str, bool, int 
     if head in NOT_NAMES or head in NUMBERS or head in MANY or head.endswith("'s") or "'" in head:
         return None
     noun, plural = singular(head)
+    if head in PAIR_NOUNS and body[cut : cut + 1] == ["of"]:  # "glasses of wine" are glasses, not spectacles
+        noun = inflector().singular_noun(head) or head
     if synset_of(noun) is None and synset_of(head) is None:
         return None
     tail = body[cut:]
@@ -238,8 +273,10 @@ def _flickr_things(ann: dict[str, Any], width: int, height: int) -> list[Thing]:
         count = count if count == len(boxes) else None
         colours = {_pre_head_colour(m[0], m[1]) for m in options}
         colour = colours.pop() if len(colours) == 1 else None
+        if "bodyparts" in types.get(entity["entity_id"], set()):
+            continue  # "the feet", "the heads": a part named without its owner does not say whose
         nouns = {m[1] for m in mentions[entity["entity_id"]]}  # "" for a mention that names nothing: no kind then
-        category = category_of({synset_of(n) for n in nouns})
+        category = kind_of(set(), nouns)
         if category is not None and not fits_types(category, types.get(entity["entity_id"], set())):
             category = None  # WordNet's sense disagrees with what the annotators said the thing is
         background = any(is_background(m[1], m[0], boxes, width, height, types.get(entity["entity_id"], set())) for m in options)
@@ -256,13 +293,19 @@ INFLECTED = {"wears": "wearing", "holds": "holding", "rides": "riding", "carries
              "hold": "holding", "ride": "riding", "carry": "carrying", "eat": "eating", "watch": "watching"}
 
 
+POSTURES = {"standing", "sitting", "walking", "running", "posing", "lying", "laying", "waiting", "smiling", "laughing",
+            "dancing", "talking", "looking", "kneeling", "leaning", "crouching", "squatting"}
+
+
 def predicate(text: str) -> str | None:
     """A relation worded for "what is X <predicate>?": "holding", "sitting on"; None for other relations."""
     words = text.lower().split()
     if words and words[0] in INFLECTED:
         words = [INFLECTED[words[0]], *words[1:]]
     match = VERBS_ING.match(" ".join(words))
-    return " ".join(g for g in match.groups() if g) if match else None
+    if not match or match.group(2) == "with" and match.group(1) in POSTURES:
+        return None  # "standing with her feet" says how, not what with
+    return " ".join(g for g in match.groups() if g)
 
 
 TYPE_CATEGORIES = {  # Flickr30k Entities types -> the WordNet categories they allow
@@ -345,10 +388,12 @@ def _vg_object_things(ann: dict[str, Any], width: int, height: int) -> tuple[lis
             MATERIALS[w] for w in name.split()[:-1] if w in MATERIALS}
         synset = next((s for o in group for s in o["synsets"]), None) or synset_of(noun)
         boxes = tuple(dict.fromkeys(tuple(max(0, v) for v in o["box"]) for o in group))
-        synsets = {s for o in group for s in o["synsets"]} or {synset}
+        category = kind_of({s for o in group for s in o["synsets"]}, {noun})
+        if category == BODY_PART:
+            continue
         things.append(Thing(f"o:{first['object_id']}", name, noun, plural, boxes, synset,
                             colours.pop() if len(colours) == 1 else None, materials.pop() if len(materials) == 1 else None,
-                            is_background(noun, name, boxes, width, height), None, category_of(synsets)))
+                            is_background(noun, name, boxes, width, height), None, category))
     return things, owner
 
 
@@ -356,18 +401,19 @@ def _vg_region_things(ann: dict[str, Any], width: int, height: int) -> list[Thin
     things = []
     for region in ann.get("regions", []):
         parsed = noun_phrase(region["phrase"])
-        if parsed:
+        if parsed and (category := kind_of(set(), {parsed[1]})) != BODY_PART:
             name, noun, plural, number = parsed
             box = tuple(max(0, v) for v in region["box"])
             things.append(Thing(f"r:{region['region_id']}", name, noun, plural, (box,), synset_of(noun),
                                 _pre_head_colour(name, noun), None, is_background(noun, name, (box,), width, height), None,
-                                category_of({synset_of(noun)})))
+                                category))
     return things
 
 
 def build_scene(ann: dict[str, Any]) -> Scene:
     """Every nameable thing of one annotation record; a thing whose name (or, for VG, head noun) another
-    thing shares is left out, since "the man" would not say which man."""
+    thing shares is left out, since "the man" would not say which man, and so is a bare noun ("the tv")
+    when another thing is of the same noun or sense ("the tv screens", "the television")."""
     boxes = [tuple(b) for e in ann.get("entities", []) for b in e["boxes"]] + [tuple(r["box"]) for r in ann.get("regions", [])]
     boxes += [tuple(o["box"]) for o in ann.get("objects") or []]
     width, height = _image_size(ann, boxes)
@@ -389,7 +435,12 @@ def build_scene(ann: dict[str, Any]) -> Scene:
     seen: dict[str, int] = {}
     for thing in things:
         seen[key(thing)] = seen.get(key(thing), 0) + 1
-    kept = {t.id: t for t in things if seen[key(t)] == 1}
+    kinds: dict[str, int] = {}
+    for thing in things:
+        for mark in {thing.noun, thing.synset} - {None}:
+            kinds[mark] = kinds.get(mark, 0) + 1
+    kept = {t.id: t for t in things if seen[key(t)] == 1
+            and (len(t.name.split()) > 1 or all(kinds[m] == 1 for m in {t.noun, t.synset} - {None}))}  # "the tv" beside "the tv screens"
     return Scene(kept, width, height, tuple(dict.fromkeys(r for r in relations if r[0] in kept and r[2] in kept)))
 
 

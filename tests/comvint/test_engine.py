@@ -162,3 +162,40 @@ def test_the_wordnet_table_answers_offline():
     assert scene.synset_facts("clock.n.01")["category"] == "a timepiece"
     assert scene.synset_facts("dog.n.01")["category"] == "a mammal" or scene.synset_facts("dog.n.01")["category"] == "an animal"
     assert json.dumps(scene.wordnet()["source"]).startswith('"Princeton WordNet 3.0')
+
+
+def test_one_answer_under_two_names_is_never_a_wrong_option():
+    assert scene.same_answer("kind", "a garment", "clothing") and scene.same_answer("kind", "a mammal", "an animal")
+    assert not scene.same_answer("kind", "a garment", "footwear") and not scene.same_answer("kind", "a person", "an animal")
+    assert scene.same_answer("material", "steel", "metal") and not scene.same_answer("material", "wood", "metal")
+    assert scene.same_answer("colour", "gray", "grey") and not scene.same_answer("colour", "red", "orange")
+
+
+def test_a_bare_noun_names_a_kind_only_when_its_senses_agree():
+    assert scene.lemma_category("dog") == "an animal" and scene.lemma_category("chair") == "a seat"
+    assert scene.lemma_category("plant") is None and scene.lemma_category("crane") is None  # a factory or a flora; a bird or a machine
+    assert scene.kind_of(set(), {"lamp"}) is None  # "a lamp is a kind of lamp" says nothing
+    assert scene.kind_of({"mug.n.04"}, {"mug"}) == "a container"  # an annotated synset is taken as the annotator's sense
+
+
+def test_parts_without_their_owner_and_postures_are_not_asked_about():
+    ann = {"image_id": "9", "source": "flickr30k_entities", "width": 500, "height": 375, "image": "9.jpg", "regions": [],
+           "captions": [{"text": "A girl is standing with her feet in the water .", "phrases": [
+               {"text": "A girl", "entity_id": "1", "types": ["people"], "first_word_index": 0},
+               {"text": "her feet", "entity_id": "2", "types": ["bodyparts"], "first_word_index": 5}]}],
+           "entities": [{"entity_id": "1", "boxes": [[10, 10, 200, 300]], "scene": False, "no_box": False},
+                        {"entity_id": "2", "boxes": [[300, 300, 340, 370]], "scene": False, "no_box": False}]}
+    built = scene.build_scene(ann)
+    assert list(built.things) == ["e:1"] and built.relations == ()
+    assert scene.predicate("standing with") is None and scene.predicate("playing with") == "playing with"
+    assert scene.noun_phrase("glasses of wine")[1] == "glass" and scene.noun_phrase("the sunglasses")[1] == "sunglasses"
+    assert scene.singular("asparagus") == ("asparagus", False)
+
+
+def test_a_bare_noun_is_not_a_name_when_another_thing_is_of_that_sense():
+    phrases = [("A man", "1", "people", 0), ("a tv", "2", "other", 3), ("the television", "3", "other", 7)]
+    ann = {"image_id": "9", "source": "flickr30k_entities", "width": 500, "height": 375, "image": "9.jpg", "regions": [],
+           "captions": [{"text": "A man watches a tv near the television .", "phrases": [
+               {"text": t, "entity_id": e, "types": [ty], "first_word_index": i} for t, e, ty, i in phrases]}],
+           "entities": [{"entity_id": str(k), "boxes": [[100 * k, 10, 100 * k + 50, 60]], "scene": False, "no_box": False} for k in (1, 2, 3)]}
+    assert sorted(t.name for t in scene.build_scene(ann).things.values()) == ["man"]  # "the tv" and "the television": which?
