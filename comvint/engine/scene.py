@@ -47,7 +47,6 @@ BACKGROUND = {"sky", "ground", "grass", "field", "floor", "wall", "walls", "ceil
               "wave", "waves", "parking", "lot", "hillside", "desert", "countryside", "market", "restaurant", "office",
               "kitchen", "store", "shop", "gym", "church", "station", "stadium", "arena", "rink", "pitch", "zoo",
               "leaves", "foliage", "vegetation", "trees", "bushes", "tile", "tiles", "carpet", "rug", "window", "windows"}
-BODY_PART = "a body part"  # parts are named without their owner ("the feet"): never a thing to ask about
 ING_NOUNS = {"clothing", "building", "ceiling", "railing", "ring", "king", "string", "wing", "painting", "sling", "swing", "icing"}
 COLOURS = frozenset("red blue green yellow brown white black gray grey orange pink purple tan beige silver gold".split())
 MATERIALS = {"wooden": "wood", "wood": "wood", "metal": "metal", "metallic": "metal", "steel": "steel", "iron": "iron",
@@ -117,6 +116,13 @@ def same_answer(ask: str, a: str | None, b: str | None) -> bool:
     if ask == "material":
         return MATERIAL_FAMILY.get(a, a) == MATERIAL_FAMILY.get(b, b)
     return a == b or {a, b} == {"gray", "grey"}
+
+
+def body_part(nouns: set[str], synsets: set[str] = frozenset()) -> bool:
+    """Any name or sense of the thing is a body part (WordNet's noun.body): named without its owner ("the feet",
+    "the head of his opponent", "the hair"), it does not say whose, so it is never asked about."""
+    senses = set(synsets) | {synset_of(n) for n in nouns}
+    return any((synset_facts(s) or {}).get("lexfile") == "noun.body" for s in senses)
 
 
 def synset_of(noun: str) -> str | None:
@@ -273,9 +279,9 @@ def _flickr_things(ann: dict[str, Any], width: int, height: int) -> list[Thing]:
         count = count if count == len(boxes) else None
         colours = {_pre_head_colour(m[0], m[1]) for m in options}
         colour = colours.pop() if len(colours) == 1 else None
-        if "bodyparts" in types.get(entity["entity_id"], set()):
-            continue  # "the feet", "the heads": a part named without its owner does not say whose
         nouns = {m[1] for m in mentions[entity["entity_id"]]}  # "" for a mention that names nothing: no kind then
+        if "bodyparts" in types.get(entity["entity_id"], set()) or body_part(nouns):
+            continue
         category = kind_of(set(), nouns)
         if category is not None and not fits_types(category, types.get(entity["entity_id"], set())):
             category = None  # WordNet's sense disagrees with what the annotators said the thing is
@@ -388,9 +394,10 @@ def _vg_object_things(ann: dict[str, Any], width: int, height: int) -> tuple[lis
             MATERIALS[w] for w in name.split()[:-1] if w in MATERIALS}
         synset = next((s for o in group for s in o["synsets"]), None) or synset_of(noun)
         boxes = tuple(dict.fromkeys(tuple(max(0, v) for v in o["box"]) for o in group))
-        category = kind_of({s for o in group for s in o["synsets"]}, {noun})
-        if category == BODY_PART:
+        synsets = {s for o in group for s in o["synsets"]}
+        if body_part({noun}, synsets):
             continue
+        category = kind_of(synsets, {noun})
         things.append(Thing(f"o:{first['object_id']}", name, noun, plural, boxes, synset,
                             colours.pop() if len(colours) == 1 else None, materials.pop() if len(materials) == 1 else None,
                             is_background(noun, name, boxes, width, height), None, category))
@@ -401,8 +408,9 @@ def _vg_region_things(ann: dict[str, Any], width: int, height: int) -> list[Thin
     things = []
     for region in ann.get("regions", []):
         parsed = noun_phrase(region["phrase"])
-        if parsed and (category := kind_of(set(), {parsed[1]})) != BODY_PART:
+        if parsed and not body_part({parsed[1]}):
             name, noun, plural, number = parsed
+            category = kind_of(set(), {noun})
             box = tuple(max(0, v) for v in region["box"])
             things.append(Thing(f"r:{region['region_id']}", name, noun, plural, (box,), synset_of(noun),
                                 _pre_head_colour(name, noun), None, is_background(noun, name, (box,), width, height), None,

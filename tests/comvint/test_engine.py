@@ -190,6 +190,7 @@ def test_parts_without_their_owner_and_postures_are_not_asked_about():
     assert scene.predicate("standing with") is None and scene.predicate("playing with") == "playing with"
     assert scene.noun_phrase("glasses of wine")[1] == "glass" and scene.noun_phrase("the sunglasses")[1] == "sunglasses"
     assert scene.singular("asparagus") == ("asparagus", False)
+    assert scene.body_part({"head"}) and scene.body_part({"hair"}) and not scene.body_part({"hat"})  # whatever the annotators typed it
 
 
 def test_a_bare_noun_is_not_a_name_when_another_thing_is_of_that_sense():
