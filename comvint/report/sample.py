@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from comvint.records import Failure, image_key, stable_int
+from comvint.records import VISUAL_GENOME, Failure, image_key, stable_int
 
 MAX_BOXES = 100  # boxes drawn per image (a filtered VG image may have hundreds of regions)
 MAX_TEXT = 600  # characters kept of evidence and failure details
-_IDS = re.compile(r"\b([er]:[^,()\s;]+)")
+_IDS = re.compile(r"\b([eor]:[^,()\s;]+)")
 CARD_FIELDS = (
     "id", "parent_id", "family", "format", "round", "instruction", "answer", "options", "answer_index",
     "knowledge_type", "knowledge_topic", "reason", "stage", "duplicate_of",
@@ -31,8 +31,9 @@ def rank(seed: int, unit: str) -> int:
 def geometry(ann: dict[str, Any]) -> dict[str, Any]:
     """What the report draws of one annotation record: its size and labelled boxes."""
     boxes: list[dict[str, Any]] = []
-    if ann["regions"]:
-        boxes = [{"id": f"r:{r['region_id']}", "label": r["phrase"][:80], "box": r["box"]} for r in ann["regions"]]
+    if ann["source"] == VISUAL_GENOME:  # its objects first: what the engine's questions refer to
+        boxes = [{"id": f"o:{o['object_id']}", "label": " / ".join(o["names"])[:80], "box": o["box"]} for o in ann.get("objects") or []]
+        boxes += [{"id": f"r:{r['region_id']}", "label": r["phrase"][:80], "box": r["box"]} for r in ann["regions"]]
     else:
         labels: dict[str, str] = {}
         for caption in ann["captions"]:
@@ -48,7 +49,7 @@ def geometry(ann: dict[str, Any]) -> dict[str, Any]:
 
 
 def grounded_ids(grounding: list[str] | None) -> list[str]:
-    """Entity and region ids (``e:…``, ``r:…``) named by a record's grounding clauses."""
+    """Entity, object and region ids (``e:…``, ``o:…``, ``r:…``) named by a record's grounding clauses."""
     found: list[str] = []
     for clause in grounding or []:
         found += [i for i in _IDS.findall(clause) if i not in found]

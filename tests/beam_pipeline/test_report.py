@@ -38,7 +38,8 @@ def run(tmp_path_factory) -> pathlib.Path:
     pictures.mkdir(parents=True)
     for k in range(1, 8):
         (pictures / f"90000{k}.jpg").write_bytes(png(50, 37))  # a PNG under a .jpg name, as happens
-    main.run(["--output", str(root / "out"), "--image_root", str(root / "images"), "--report_images_per_source", "3"])
+    main.run(["--output", str(root / "out"), "--image_root", str(root / "images"), "--report_images_per_source", "3",
+              "--reformulate_share", "1"])  # every open item reformulated: every format and round among the report's few images
     return root / "out"
 
 

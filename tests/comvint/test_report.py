@@ -146,3 +146,9 @@ def test_llm_rows_show_batches_and_lines_in_batch_mode_only():
     (online,) = page.llm_rows({"llm_mode": "online", "llm": usage})
     (batch,) = page.llm_rows({"llm_mode": "batch", "llm": usage})
     assert "batches" not in online and (batch["batches"], batch["batch_lines"]) == (1, 4)
+
+
+def test_a_visual_genome_image_draws_its_objects_which_the_questions_name():
+    vg = {**VG, "objects": [{"object_id": "7", "names": ["car"], "synsets": ["car.n.01"], "box": [1, 2, 11, 22], "merged_ids": []}]}
+    assert [b["id"] for b in sample.geometry(vg)["boxes"]] == ["o:7", "r:11"]
+    assert sample.grounded_ids(["left_of(o:7,o:9)", "not colour(o:7,red)", "above(r:11,e:2)"]) == ["o:7", "o:9", "r:11", "e:2"]
