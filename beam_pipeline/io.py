@@ -238,7 +238,7 @@ class ReadVisualGenome(beam.PTransform):
             )
         if not self._scene:
             return Read(records, results[FAILED])
-        failures, keyed = [results[FAILED]], {"regions": records | "KeyRegions" >> beam.Map(lambda r: (r["image_id"], r))}
+        failures, keyed = [results[FAILED]], {"regions": records | "KeyRegions" >> beam.Map(lambda r: (r["image_id"], pack(r)))}
         for key in self._scene:
             parts = (
                 pbegin
@@ -252,7 +252,7 @@ class ReadVisualGenome(beam.PTransform):
         joined = (
             keyed
             | "GroupScene" >> beam.CoGroupByKey()
-            | "UnpackScene" >> beam.Map(lambda kv: (kv[0], {k: v if k == "regions" else [unpack(x) for x in v] for k, v in kv[1].items()}))
+            | "UnpackScene" >> beam.Map(lambda kv: (kv[0], {k: [unpack(x) for x in v] for k, v in kv[1].items()}))  # packed across the shuffle
             | "AttachScene" >> beam.FlatMap(_join_scene, bool(self._limit)).with_outputs(FAILED, main=OK)
         )
         failures.append(joined[FAILED])

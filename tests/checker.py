@@ -21,7 +21,9 @@ SCENERY = {"sky", "ground", "grass", "field", "floor", "wall", "ceiling", "road"
            "lake", "river", "beach", "sand", "snow", "dirt", "mountain", "mountains", "hill", "background", "area", "air",
            "park", "city", "stage", "room", "crowd", "trees", "building", "buildings"}
 COLOURS = {"red", "blue", "green", "yellow", "brown", "white", "black", "gray", "grey", "orange", "pink", "purple"}
-PLURAL_ONLY = {"jeans", "pants", "shorts", "glasses", "sunglasses", "trousers", "scissors", "clothes", "goggles"}
+SINGULAR_S = {"gas", "canvas", "lens", "upstairs", "news", "series", "species", "bus", "chess", "tennis"}
+PLURAL_ONLY = {"jeans", "pants", "shorts", "glasses", "sunglasses", "trousers", "scissors", "clothes", "goggles", "sweatpants",
+               "scrubs", "binoculars", "fatigues", "knickers", "tongs"}
 ENTITY = re.compile(r"\[/EN#(\d+)/([^\s]+) ([^\]]+)\]")
 
 
@@ -157,11 +159,12 @@ def flags(item: dict, image) -> set[str]:
     if item["format"] == "multiple_choice" and len({_norm(o) for o in item["options"]}) < len(item["options"]):
         found.add("variant_option")
     question = item["instruction"]
-    match = re.match(r"^(Is|Are) the ([a-z' -]+?) (further|higher|lower|larger|smaller|made|a kind|wearing|holding|sitting|standing)\b", question)
+    match = re.match(r"^(Is|Are) the ([a-z' -]+?) (further to|higher up|lower down|larger in|smaller in|made of|a kind of|wearing|holding|sitting|standing)\b",
+                     question)
     if match:
         head = _head(match.group(2))
-        plural = head in PLURAL_ONLY or (head.endswith("s") and not head.endswith(("ss", "us"))) or head in (
-            "men", "women", "children", "people", "feet", "teeth", "mice", "geese")
+        plural = head in PLURAL_ONLY or (head.endswith("s") and not head.endswith(("ss", "us")) and head not in SINGULAR_S) or head.endswith(
+            "men") or head in ("children", "people", "feet", "teeth", "mice", "geese", "oxen", "dice")
         if plural != (match.group(1) == "Are"):
             found.add("agreement")
     asks = [m for m in clauses if not m.group(1) and m.group(2) == "colour"]

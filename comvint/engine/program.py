@@ -18,7 +18,6 @@ from comvint.engine.scene import Scene, Thing, holds, same_answer
 
 _CLAUSE = re.compile(r"^(not )?(\w+)\(([^()]*)\)(?:=(\d+))?$")
 COMPARE = ("left_of", "right_of", "above", "below", "larger", "smaller")
-INVERSE = {"left_of": "right_of", "right_of": "left_of", "above": "below", "below": "above", "larger": "smaller", "smaller": "larger"}
 AXES = {"horizontal": ("left_of", "right_of"), "vertical": ("above", "below"), "size": ("larger", "smaller")}
 ASKS = ("colour", "material", "kind")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from comvint.engine.scene import NUMBERS, Thing, inflector
+from comvint.engine.scene import NUMBERS, PAIR_NOUNS, Thing, inflector
 
 RELATION = {  # the comparative a "which" question asks about
     "left_of": "further to the left", "right_of": "further to the right",
@@ -30,7 +30,7 @@ def count_word(n: int) -> str:
 
 @functools.lru_cache(maxsize=8192)
 def plural_noun(noun: str) -> str:
-    return inflector().plural_noun(noun)
+    return noun if noun in PAIR_NOUNS else inflector().plural_noun(noun)  # "shorts", not "shortss"
 
 
 @functools.lru_cache(maxsize=8192)

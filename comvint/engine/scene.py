@@ -32,7 +32,7 @@ MANY = {"many", "several", "some", "group", "groups", "crowd", "crowds", "lots",
 NOT_NAMES = {"her", "his", "him", "she", "he", "it", "they", "them", "someone", "something", "one", "each", "other",
              "person", "people", "thing", "things", "part", "side", "front", "back", "top", "bottom", "edge", "area",
              "picture", "image", "photo", "view", "this", "that", "background", "foreground", "middle", "center", "left",
-             "right", "end", "piece", "object", "scene"}
+             "right", "end", "piece", "object", "scene", "more", "same", "colors", "colours", "color", "colour"}
 BREAKERS = {"in", "with", "wearing", "on", "of", "by", "under", "near", "next", "behind", "holding", "at", "from", "for",
             "above", "beside", "along", "while", "that", "who", "which", "is", "are", "was", "were", "to", "and", "or",
             "has", "have", "had", "says", "reads", "can", "be", "being", "looks", "look", "sits", "stands", "hangs",
@@ -57,7 +57,9 @@ MATERIALS = {"wooden": "wood", "wood": "wood", "metal": "metal", "metallic": "me
 SINGULAR_S = {"bus", "canvas", "news", "lens", "gas", "series", "species", "tennis", "physics", "walrus", "cactus", "octopus",
               "bonus", "circus", "campus"}  # singular nouns ending in s (those ending in ss are found by their ending)
 PAIR_NOUNS = {"shorts", "pants", "jeans", "trousers", "glasses", "sunglasses", "goggles", "scissors", "overalls", "tights",
-              "leggings", "clothes"}
+              "leggings", "clothes", "sweatpants", "scrubs", "binoculars", "fatigues", "knickers", "tongs", "pliers", "trunks",
+              "briefs", "panties", "slacks", "pajamas", "pyjamas", "suspenders", "headphones", "earphones", "earmuffs",
+              "khakis", "capris", "boxers", "dungarees", "chaps"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -118,11 +120,21 @@ def same_answer(ask: str, a: str | None, b: str | None) -> bool:
     return a == b or {a, b} == {"gray", "grey"}
 
 
-def body_part(nouns: set[str], synsets: set[str] = frozenset()) -> bool:
-    """Any name or sense of the thing is a body part (WordNet's noun.body): named without its owner ("the feet",
-    "the head of his opponent", "the hair"), it does not say whose, so it is never asked about."""
+def in_lexfile(lexfile: str, nouns: set[str], synsets: set[str] = frozenset()) -> bool:
+    """Any name or sense of the thing is in this WordNet lexicographer file."""
     senses = set(synsets) | {synset_of(n) for n in nouns}
-    return any((synset_facts(s) or {}).get("lexfile") == "noun.body" for s in senses)
+    return any((synset_facts(s) or {}).get("lexfile") == lexfile for s in senses)
+
+
+def body_part(nouns: set[str], synsets: set[str] = frozenset()) -> bool:
+    """A body part (``noun.body``): named without its owner ("the feet", "the head of his opponent", "the hair"),
+    it does not say whose, so it is never asked about."""
+    return in_lexfile("noun.body", nouns, synsets)
+
+
+def person(nouns: set[str], synsets: set[str] = frozenset()) -> bool:
+    """A person (``noun.person``): a colour word before a person's name ("a white male") is no colour of anything."""
+    return in_lexfile("noun.person", nouns, synsets)
 
 
 def synset_of(noun: str) -> str | None:
@@ -179,7 +191,7 @@ def singular(word: str) -> tuple[str, bool]:
     if word in SINGULAR_S or word.endswith("ss"):
         return word, False
     single = inflector().singular_noun(word)
-    if not single or single == word or synset_of(word) and not synset_of(single):
+    if not single or single == word or single.endswith("u"):
         return word, False  # "asparagus" is a noun of its own, not the plural of "asparagu"
     return single, True
 
@@ -218,6 +230,8 @@ def noun_phrase(text: str, clause_ok: bool = True) -> tuple[str, str, bool, int 
     if head in NOT_NAMES or head in NUMBERS or head in MANY or head.endswith("'s") or "'" in head:
         return None
     noun, plural = singular(head)
+    if number and number > 1 and not plural:
+        return None  # "two accordion", "three tiered cake": the number does not count this noun
     if head in PAIR_NOUNS and body[cut : cut + 1] == ["of"]:  # "glasses of wine" are glasses, not spectacles
         noun = inflector().singular_noun(head) or head
     if synset_of(noun) is None and synset_of(head) is None:
@@ -278,7 +292,8 @@ def _flickr_things(ann: dict[str, Any], width: int, height: int) -> list[Thing]:
         count = stated.pop() if len(stated) == 1 and not vague and 0 not in numbers and len(boxes) > 1 else None
         count = count if count == len(boxes) else None
         colours = {_pre_head_colour(m[0], m[1]) for m in options}
-        colour = colours.pop() if len(colours) == 1 else None
+        people = "people" in types.get(entity["entity_id"], set()) or person({m[1] for m in options})
+        colour = colours.pop() if len(colours) == 1 and not people else None
         nouns = {m[1] for m in mentions[entity["entity_id"]]}  # "" for a mention that names nothing: no kind then
         if "bodyparts" in types.get(entity["entity_id"], set()) or body_part(nouns):
             continue
@@ -399,7 +414,8 @@ def _vg_object_things(ann: dict[str, Any], width: int, height: int) -> tuple[lis
             continue
         category = kind_of(synsets, {noun})
         things.append(Thing(f"o:{first['object_id']}", name, noun, plural, boxes, synset,
-                            colours.pop() if len(colours) == 1 else None, materials.pop() if len(materials) == 1 else None,
+                            colours.pop() if len(colours) == 1 and not person({noun}, synsets) else None,
+                            materials.pop() if len(materials) == 1 else None,
                             is_background(noun, name, boxes, width, height), None, category))
     return things, owner
 
@@ -413,7 +429,8 @@ def _vg_region_things(ann: dict[str, Any], width: int, height: int) -> list[Thin
             category = kind_of(set(), {noun})
             box = tuple(max(0, v) for v in region["box"])
             things.append(Thing(f"r:{region['region_id']}", name, noun, plural, (box,), synset_of(noun),
-                                _pre_head_colour(name, noun), None, is_background(noun, name, (box,), width, height), None,
+                                None if person({noun}) else _pre_head_colour(name, noun), None,
+                                is_background(noun, name, (box,), width, height), None,
                                 category))
     return things
 

@@ -11,7 +11,7 @@ import tarfile
 import pytest
 
 from comvint import engine
-from comvint.engine import program, rounds, scene
+from comvint.engine import program, realise, rounds, scene
 from comvint.readers import flickr30k
 from comvint.readers import visual_genome as vg
 
@@ -189,8 +189,13 @@ def test_parts_without_their_owner_and_postures_are_not_asked_about():
     assert list(built.things) == ["e:1"] and built.relations == ()
     assert scene.predicate("standing with") is None and scene.predicate("playing with") == "playing with"
     assert scene.noun_phrase("glasses of wine")[1] == "glass" and scene.noun_phrase("the sunglasses")[1] == "sunglasses"
-    assert scene.singular("asparagus") == ("asparagus", False)
+    assert scene.singular("asparagus") == ("asparagus", False) and scene.singular("sweatpants") == ("sweatpants", True)
+    assert scene.noun_phrase("three tiered cake") is None and scene.noun_phrase("the same colors") is None  # no thing, or no count
     assert scene.body_part({"head"}) and scene.body_part({"hair"}) and not scene.body_part({"hat"})  # whatever the annotators typed it
+    people = {**ann, "captions": [{"text": "A white male sits .", "phrases": [
+        {"text": "A white male", "entity_id": "1", "types": ["people"], "first_word_index": 0}]}], "entities": ann["entities"][:1]}
+    assert scene.build_scene(people).things["e:1"].colour is None  # "white" is no colour of his
+    assert realise.plural_noun("shorts") == "shorts"
 
 
 def test_a_bare_noun_is_not_a_name_when_another_thing_is_of_that_sense():
