@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "orjson==3.13.0",
     "msgspec==0.22.0",
     "numpy>=1.26,<2.5",  # MinHash signatures (already a Beam dependency; pinned to Beam's range)
+    "pillow>=12.1.1,<13",  # pictures sent to the model: decode, downsize, JPEG (already a Beam dependency)
 ]
 
 setuptools.setup(
@@ -30,7 +31,7 @@ setuptools.setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest==9.0.3", "gcp-storage-emulator==2026.7.19", "ruff==0.17.5", "playwright==1.65.2"],
-        "bench": ["datasketch==2.0.0", "psutil==7.2.2"],
+        "bench": ["datasketch==2.0.0", "psutil==7.2.2", "bpe-openai==0.1.4"],
     },
     entry_points={"console_scripts": ["comvint=beam_pipeline.main:main"]},
 )

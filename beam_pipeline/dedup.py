@@ -12,7 +12,7 @@ from comvint.records import pack, unpack
 from comvint.stages.base import OK, REJECTED
 from comvint.stages.method import rejection
 
-DROP, MEMBERS = "drop", "members"
+DROP, MEMBERS, CLUSTERS = "drop", "members", "clusters"
 
 
 class Screened(NamedTuple):
@@ -23,7 +23,7 @@ class Screened(NamedTuple):
 class Deduplicated(NamedTuple):
     kept: beam.PCollection
     rejected: beam.PCollection
-    clusters: beam.PCollection  # (item id, cluster id) of every within-image survivor
+    clusters: beam.PCollection  # (item id, its leader's id) of every within-image survivor
 
 
 def _filter(item: dict[str, Any], cfg: filters.FilterConfig):
@@ -75,10 +75,10 @@ def _band_entries(sketch: bytes, bands: list[int], after=()):
 
 
 def _split_exact(group: tuple[str, Any]):
-    head, members = dedup.exact_groups(group[1])
+    """Items of one text -> the head (for LSH), and ``(head id, (text, order keys))`` once per group."""
+    head, keys = dedup.exact_groups(group[1])
     yield head
-    for head_id, key in members:
-        yield beam.pvalue.TaggedOutput(MEMBERS, (head_id, key))
+    yield beam.pvalue.TaggedOutput(MEMBERS, (head[2], (head[4], keys)))
 
 
 class ConnectComponentsFn(beam.CombineFn):
@@ -106,17 +106,20 @@ class ConnectComponentsFn(beam.CombineFn):
         return dedup.component_roots(parent)
 
 
-def _cluster_of(joined: tuple[str, dict[str, list]]):
-    """(head id, {label, member}) -> (cluster id, order key) for each member of the head's exact group."""
+def _component_of(joined: tuple[str, dict[str, list]]):
+    """(head id, {label, member}) -> (component id, (text, order keys)) of the head's exact group."""
     _, parts = joined
     (label,) = parts["label"]
-    for key in parts["member"]:
-        yield label, key
+    (group,) = parts["member"]
+    yield label, group
 
 
-def _cluster_decisions(group: tuple[str, Any], keep: int):
-    for item_id, reason, of in dedup.cap_cluster(group[1], keep):
-        yield item_id, (reason, of)
+def _cluster_decisions(component: tuple[str, Any], keep: int, threshold: float):
+    """A component's exact groups -> drops ``(id, (reason, leader))``, and ``(id, leader)`` of every item."""
+    for item_id, reason, leader in dedup.cap_cluster(component[1], keep, threshold):
+        if reason:
+            yield item_id, (reason, leader)
+        yield beam.pvalue.TaggedOutput(CLUSTERS, (item_id, leader))
 
 
 def _packed(item: dict[str, Any]) -> tuple[str, bytes]:
@@ -142,8 +145,8 @@ class DeduplicateInstructions(beam.PTransform):
     Across images: exact-text groups (GroupByKey on the text), MinHash LSH over
     their heads (one GroupByKey per band, on its band keys; the bands in ``waves`` groups run one
     after another), verified pairs, connected components
-    by union-find, then at most ``max_per_cluster`` items per
-    cluster (GroupByKey on the cluster).
+    by union-find, then leaders within each component and at most ``max_per_cluster`` items per
+    leader (GroupByKey on the component).
     """
 
     def __init__(self, max_per_cluster: int, threshold: float = dedup.THRESHOLD,
@@ -166,7 +169,7 @@ class DeduplicateInstructions(beam.PTransform):
         survivors = per_image[OK]
         exact = (
             survivors
-            | "KeyByText" >> beam.Map(lambda c: (c["text"], dedup.member(c)))
+            | "KeyByText" >> beam.Map(dedup.member) | "TextKey" >> beam.WithKeys(lambda m: m[4])
             | "GroupByText" >> beam.GroupByKey()
             | "SplitExactGroups" >> beam.FlatMap(_split_exact).with_outputs(MEMBERS, main=OK)
         )
@@ -198,21 +201,18 @@ class DeduplicateInstructions(beam.PTransform):
             | "MergeLabels" >> beam.Flatten()
             | "SmallestLabel" >> beam.CombinePerKey(min)
         )
-        clusters = (
+        across = (
             {"label": labels, "member": exact[MEMBERS]}
             | "JoinHeadLabels" >> beam.CoGroupByKey()
-            | "ClusterOf" >> beam.FlatMap(_cluster_of)
+            | "ComponentGroups" >> beam.FlatMap(_component_of)
+            | "GroupByComponent" >> beam.GroupByKey()
+            | "CapClusters" >> beam.FlatMap(_cluster_decisions, self._keep, threshold).with_outputs(CLUSTERS, main=DROP)
         )
-        across = (
-            clusters
-            | "GroupByCluster" >> beam.GroupByKey()
-            | "CapClusters" >> beam.FlatMap(_cluster_decisions, self._keep)
-        )
-        drops = (per_image[DROP], across) | "MergeDrops" >> beam.Flatten()
+        drops = (per_image[DROP], across[DROP]) | "MergeDrops" >> beam.Flatten()
         out = (
             {"item": items | "KeyItems" >> beam.Map(_packed), DROP: drops}
             | "JoinDrops" >> beam.CoGroupByKey()
             | "Apply" >> beam.FlatMap(_apply).with_outputs(REJECTED, main=OK)
         )
-        ids = clusters | "ClusterIds" >> beam.Map(lambda kv: (kv[1][2], kv[0]))
+        ids = across[CLUSTERS]
         return Deduplicated(out[OK], out[REJECTED], ids)

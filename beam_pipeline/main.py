@@ -14,7 +14,7 @@ from apache_beam.runners.runner import PipelineResult
 
 from beam_pipeline import io
 from beam_pipeline.export import FORMATS
-from beam_pipeline.options import ComvintOptions
+from beam_pipeline.options import SAMPLE_IMAGES, ComvintOptions
 from beam_pipeline.pipeline import build_pipeline
 from beam_pipeline.report import REPORT_FILE, SAMPLE_DIR
 from comvint.llm.config import ConfigError
@@ -48,6 +48,9 @@ def make_options(argv: list[str] | None) -> PipelineOptions:
     standard = options.view_as(StandardOptions)
     if not standard.runner or standard.runner == "DirectRunner":
         standard.runner = LOCAL_RUNNER
+    job = options.view_as(ComvintOptions)
+    if not job.flickr_root and not job.vg_regions and job.image_root is None:
+        job.image_root = SAMPLE_IMAGES  # the bundled sample comes with its pictures
     return options
 
 

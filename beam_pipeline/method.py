@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 
 from beam_pipeline.stages import RunStage
-from comvint import engine
+from comvint import topics
 from comvint.llm.config import LLMConfig
 from comvint.records import pack, unpack
 from comvint.stages.base import OK, REJECTED
@@ -53,28 +53,19 @@ def _eliminate(item: dict[str, Any]):
     yield beam.pvalue.TaggedOutput(REJECTED, rejection(item, reason, "eliminate")) if reason else item
 
 
-def image_objects(ann: dict[str, Any]) -> list[str]:
-    """Distinct head nouns of a Visual Genome image's things (its 'document' for IDF)."""
-    return sorted({t.noun for t in engine.scene_of(ann).things.values() if not t.background})
-
-
-def rarest(objects: list[str], df: dict[str, int]) -> str | None:
-    """The object with the highest IDF (lowest document frequency), ties alphabetical."""
-    return min(objects, key=lambda o: (df.get(o, 0), o)) if objects else None
-
-
 class AttachTopics(beam.PTransform):
-    """Annotation records -> the same, VG ones with ``_topic``: the rarest object by corpus-wide IDF."""
+    """Annotation records -> the same, VG ones with ``_topic``: the rarest object by corpus-wide document frequency
+    (:mod:`comvint.topics`; the frequencies are a side input)."""
 
     def expand(self, anns):
         df = (
             anns
             | "OnlyVisualGenome" >> beam.Filter(lambda a: a["source"] == "visual_genome")
-            | "ObjectsPerImage" >> beam.FlatMap(image_objects)
+            | "ObjectsPerImage" >> beam.FlatMap(lambda a: list(topics.object_terms(a)))
             | "DocumentFrequency" >> beam.combiners.Count.PerElement()
         )
         return anns | "PickTopic" >> beam.Map(
-            lambda a, freq: {**a, "_topic": rarest(image_objects(a), freq)} if a["source"] == "visual_genome" else a,
+            lambda a, freq: {**a, "_topic": topics.rarest(topics.object_terms(a), freq)} if a["source"] == "visual_genome" else a,
             beam.pvalue.AsDict(df),
         )
 

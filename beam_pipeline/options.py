@@ -10,6 +10,7 @@ PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_FLICKR = os.path.join(PACKAGE_ROOT, "data", "flickr30k_entities")
 SAMPLE_VG = os.path.join(PACKAGE_ROOT, "data", "visual_genome", "region_descriptions.json")
 SAMPLE_VG_IMAGE_DATA = os.path.join(PACKAGE_ROOT, "data", "visual_genome", "image_data.json")
+SAMPLE_IMAGES = os.path.join(PACKAGE_ROOT, "data", "images")  # pictures of the sample, drawn by tools/draw_sample_images.py
 STAGES = ("all", "ingest")
 
 
@@ -35,7 +36,7 @@ class ComvintOptions(PipelineOptions):
             add(f"--vg_{key}", default=None, help=f"Visual Genome {key}.json (default: {key}.json beside --vg_regions, if there; 'none': not read)")
         add("--vg_split_mb", type=int, default=64, help="byte-range size in MB for splitting the region file")
         add("--limit", type=int, default=0, help="process at most N images per source (0: all)")
-        add("--image_root", default=None, help="where the image files are (local or gs://): drawn under the boxes in report.html")
+        add("--image_root", default=None, help="where the image files are (local or gs://): sent to the judges (see --llm_image_stages) and drawn in report.html")
 
         add = parser.add_argument_group("method").add_argument
         add("--stages", default="all", choices=STAGES, help="'ingest' writes only annotations/; 'all' runs the whole method")
@@ -44,6 +45,8 @@ class ComvintOptions(PipelineOptions):
         add("--min_caption_chars", type=int, default=240, help="Flickr image filter: total caption length (10th percentile of the real train+val)")
         add("--max_objects", type=int, default=60,
             help="VG image filter: at most this many objects (objects.json, merged; the regions when it is absent)")
+        add("--llm_max_regions", type=int, default=40,
+            help="region lines a call shows of a Visual Genome image: regions of one object merged, the most informative first")
         add("--reformulate_share", type=float, default=0.5, help="share of verified items also reformulated to Bool and MC")
         add("--verify_reformulations", type=_true_or_false, default=True, metavar="true|false",
             help="judge each Bool and multiple-choice record itself; false: it says it inherits its parent's verdict")
@@ -75,6 +78,16 @@ class ComvintOptions(PipelineOptions):
         add("--llm_batch_max_requests", type=int, default=50_000, help="batch mode: most lines per batch file")
         add("--llm_batch_max_mb", type=float, default=200.0, help="batch mode: largest batch file in MB")
         add("--llm_batch_discount", type=float, default=0.5, help="batch mode: price cut of the Batch API for the cost estimate (OpenAI: 0.5)")
+        add("--llm_server_cmd", default=None, metavar="'CMD ... {port} ...'",
+            help="start this OpenAI-compatible server (e.g. vllm serve ... --port {port}) once per worker machine and "
+                 "send every stage to it (with --llm openai)")
+        add("--llm_server_startup_s", type=float, default=600.0, help="how long a --llm_server_cmd server may take to answer GET /v1/models")
+        add("--llm_image_stages", default="", metavar="STAGES|all|none",
+            help="stages whose calls carry the picture (from --image_root): default the judges (verify,verify_reformulated) "
+                 "when --image_root is set; 'all' adds generate, complicate and reformulate")
+        add("--llm_image_detail", default="low", choices=("low", "high", "auto"), help="the detail the pictures are sent at")
+        add("--llm_image_max_px", type=int, default=0, help="cap the longest side of a sent picture (0: the detail's own fit)")
+        add("--llm_image_tokens", type=int, default=0, help="prompt tokens per picture, for a model with no known formula")
         add("--cache_dir", default=None, help="response cache directory (local or gs://): reruns pay nothing for what finished")
 
         add = parser.add_argument_group("dedup and filters").add_argument

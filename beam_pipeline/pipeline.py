@@ -32,6 +32,7 @@ def method_config(opts: ComvintOptions, llm: LLMConfig) -> MethodConfig:
         min_caption_chars=opts.min_caption_chars,
         max_objects=opts.max_objects,
         verify_reformulations=opts.verify_reformulations,
+        max_regions=opts.llm_max_regions,
     )
 
 

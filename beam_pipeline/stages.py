@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -13,10 +15,13 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.utils.multi_process_shared import MultiProcessShared
 from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_pipeline.io import FileSystemsLedgerStore, FileSystemsStore
+from beam_pipeline.pictures import Pictures
 from comvint import stats as run_stats
+from comvint.images import ImageError, image_tokens, picture_id, with_picture
 from comvint.llm.batch import BatchBackend, Ledger, flush_when_waiting
 from comvint.llm.budget import shared_budget
 from comvint.llm.cache import ResponseCache
@@ -24,9 +29,10 @@ from comvint.llm.client import Backend, OfflineBackend, OpenAIBackend
 from comvint.llm.config import LLMConfig
 from comvint.llm.retry import UnusableReply
 from comvint.llm.runner import START_IN_FLIGHT, StageRunner
+from comvint.llm.server import LocalServer
 from comvint.llm.throttle import shared_throttle
 from comvint.records import pack, stable_int, unpack
-from comvint.stages.base import FAILED, OK, REJECTED, SKIPPED, ParseError, Stage, handle_outcomes
+from comvint.stages.base import FAILED, OK, REJECTED, SKIPPED, ParseError, Stage, failure, handle_outcomes
 from comvint.stats import unit_of as image_key
 
 _LOGGER = logging.getLogger(__name__)
@@ -66,7 +72,15 @@ def api_key(config: LLMConfig, read_secret: Callable[[str], str] = read_gcp_secr
         if not key:
             raise RuntimeError(f"the secret {config.api_key_secret} is empty")
         return key
+    if config.server_cmd and not os.environ.get(API_KEY_ENV):
+        return "local"  # a self-hosted server asks for no key unless it was started with one
     return api_key_from_env()
+
+
+def shared_server(config: LLMConfig) -> MultiProcessShared:
+    """The one :class:`LocalServer` of this worker machine for ``--llm_server_cmd`` (its SDK processes share it)."""
+    tag = "comvint-llm-server-" + hashlib.sha256(config.server_cmd.encode()).hexdigest()[:16]
+    return MultiProcessShared(lambda: LocalServer(config.server_cmd, config.server_startup_s), tag=tag, always_proxy=True)
 
 
 class RunStageFn(beam.DoFn):
@@ -102,17 +116,27 @@ class RunStageFn(beam.DoFn):
         self._logged_at = time.monotonic()
         cache = ResponseCache(FileSystemsStore(self._config.cache_dir)) if self._config.cache_dir else None
         self._runner = self._loop.run_until_complete(self._make_runner(cache))
+        config = self._config
+        self._pictures = Pictures(config.image_root, config.image_detail, config.image_max_px) if self._stage.name in config.image_stages else None
 
     async def _make_runner(self, cache: ResponseCache | None) -> StageRunner:
         config = self._config
+        endpoint = config  # where requests go; the cache key still names config.endpoint
+        if config.server_cmd and self._backend is None:
+            self._shared_server = shared_server(config)
+            self._server = self._shared_server.acquire()
+            endpoint = dataclasses.replace(config, base_url=self._server.attach(), server_cmd=None)
+            _LOGGER.info("Stage %s: model %s on the worker's own server at %s", self._stage.name, config.model_for(self._stage.name),
+                         endpoint.base_url)
         if self._backend is not None:
             backend = self._backend()
         elif config.mode == "batch":
             backend = BatchBackend(config, api_key(config, self._read_secret), Ledger(FileSystemsLedgerStore(config.cache_dir)))
             _LOGGER.info("Stage %s: model %s through the Batch API at %s", self._stage.name, config.model_for(self._stage.name), config.base_url)
         elif config.backend == "openai":
-            backend = OpenAIBackend(config, api_key(config, self._read_secret))
-            _LOGGER.info("Stage %s: model %s at %s", self._stage.name, config.model_for(self._stage.name), config.base_url)
+            backend = OpenAIBackend(endpoint, api_key(config, self._read_secret))
+            if not config.server_cmd:
+                _LOGGER.info("Stage %s: model %s at %s", self._stage.name, config.model_for(self._stage.name), config.base_url)
         else:
             backend, cache = OfflineBackend(), None
         # One throttle per worker process and endpoint: a refusal slows every stage of the worker.
@@ -144,12 +168,30 @@ class RunStageFn(beam.DoFn):
 
     def process(self, item: Any, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam) -> Iterator[Any]:
         calls = self._stage.calls(item)
+        if self._pictures is not None:
+            try:
+                calls = self._show_picture(item, calls)
+            except ImageError as err:  # never a silent text-only call: the item is a dead letter
+                self._count(FAILED)
+                record = failure(self._stage.name, item, f"{self._stage.name}_image_missing", str(err))
+                yield beam.pvalue.TaggedOutput(FAILED, WindowedValue(record, timestamp, (window,)))
+                return
         check = self._check(item) if len(calls) == 1 else None
         self._pending[self._loop.create_task(self._runner.run(calls, check))] = (item, len(calls), window, timestamp)
         self._queued += len(calls)
         self._issued += len(calls)
         while self._queued > self._backlog and not self._runner.batch:  # batch mode: queue the whole bundle first
             yield from self._collect(asyncio.FIRST_COMPLETED)
+
+    def _show_picture(self, item: Any, calls: list) -> list:
+        """The calls with the item's picture (read once per worker); their records will say this stage saw it."""
+        config = self._config
+        pic = self._pictures.get(item["image"])
+        tokens = 0 if config.backend == "offline" else image_tokens(
+            config.model_for(self._stage.name), pic.width, pic.height, config.image_detail, config.image_tokens)
+        return [dataclasses.replace(call, messages=with_picture(call.messages, pic, config.image_detail),
+                                    images=(*call.images, picture_id(pic, config.image_detail)), image_tokens=call.image_tokens + tokens)
+                for call in calls]
 
     def finish_bundle(self) -> Iterator[Any]:
         if self._runner.batch:
@@ -187,6 +229,8 @@ class RunStageFn(beam.DoFn):
             self._log_progress()
             for tag, record in handle_outcomes(self._stage, item, outcomes):
                 self._count(tag)
+                if self._pictures is not None and tag in (OK, REJECTED):
+                    record = {**record, "image_stages": sorted({*(record.get("image_stages") or ()), self._stage.name})}
                 value = WindowedValue(record, timestamp, (window,))
                 yield value if tag == OK else beam.pvalue.TaggedOutput(tag, value)
 
@@ -223,6 +267,10 @@ class RunStageFn(beam.DoFn):
             if hasattr(self, "_runner"):
                 loop.run_until_complete(self._runner.backend.close())
             loop.close()
+        if getattr(self, "_server", None) is not None:  # the last stage of the machine to let go stops the server
+            self._server.detach()
+            self._shared_server.release(self._server)
+            self._server = None
 
 
 class SpreadPacked(beam.PTransform):

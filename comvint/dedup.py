@@ -6,13 +6,16 @@ function here. Two scopes:
 * within one image (:func:`dedup_image`): every pair of an image's items is
   compared by exact Jaccard similarity (an image has tens of items, so no
   sketch is needed and recall is exact);
-* across the corpus: items with the same normalised text form one group
+* across the corpus: items with the same normalised question and answer form one group
   (:func:`exact_groups`); the groups' heads get MinHash signatures cut into
   bands; heads sharing a band key meet in one bucket, where candidate pairs
-  are verified by exact Jaccard (:func:`bucket_pairs`); clusters are the
-  connected components of verified pairs (single linkage), found exactly by
-  union-find (:func:`union`, :func:`merge_components`), each named by its
-  smallest id. At most K items per cluster are kept (:func:`cap_cluster`).
+  are verified by exact Jaccard (:func:`bucket_pairs`); the connected
+  components of verified pairs are found exactly by union-find (:func:`union`,
+  :func:`merge_components`). Within a component, items gather around leaders
+  (:func:`cap_cluster`): in order, an item joins the first leader it is a near
+  duplicate of, or leads a cluster of its own; at most K items per leader are
+  kept. Leaders, not chains: a template drifting one word at a time links the
+  whole corpus into one component, but its two ends are different questions.
 
 An item's "order" decides the survivor everywhere: lower round first, then
 open-ended before Bool before multiple choice, then id.
@@ -21,7 +24,6 @@ open-ended before Bool before multiple choice, then id.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import re
 import zlib
 from collections import defaultdict
@@ -38,6 +40,7 @@ THRESHOLD = 0.7
 NUM_PERM = 64
 BANDS = 16
 MAX_COMPARE = 32
+MAX_LEADERS = 256  # the most recent leaders of a component an item is compared with
 SPREAD_BITS = 12  # a band's keys meet under their top 12 bits: 4,096 shuffle keys per band, each many LSH buckets
 _PRIME = (1 << 31) - 1
 _FORMAT_RANK = {"open_ended": 0, "bool": 1, "multiple_choice": 2}
@@ -180,19 +183,24 @@ def dedup_image(items: Iterable[dict[str, Any]], threshold: float = THRESHOLD) -
 
 
 def member(item: dict[str, Any]) -> Member:
-    """The compact tuple the corpus-wide steps move around: order key, image, text."""
-    return (*order_key(item), item["unit"], item["text"])
+    """The compact tuple the corpus-wide steps move around: order key, image, and the text compared.
+
+    Across images the text compared is the whole item, question then answer: one
+    question asked of many pictures with different grounded answers ("What is the
+    man wearing?" -> a wetsuit / an apron) teaches something each time; the same
+    question with the same answer over and over does not.
+    """
+    return (*order_key(item), item["unit"], f"{item['text']} {item['answer']}".strip())
 
 
-def exact_groups(members: Iterable[Member]) -> tuple[Member, list[tuple[str, OrderKey]]]:
-    """Items with one normalised text -> (the group's head, ``(head id, order key)`` of every member).
+def exact_groups(members: Iterable[Member]) -> tuple[Member, list[OrderKey]]:
+    """Items with one normalised text -> (the group's head, the order key of every member, best first).
 
     Only heads enter LSH: a question repeated over 100,000 images costs one
     sketch, not 100,000 pairwise checks.
     """
     ordered = sorted(members)
-    head = ordered[0]
-    return head, [(head[2], m[:3]) for m in ordered]
+    return ordered[0], [m[:3] for m in ordered]
 
 
 def bucket_pairs(members: Iterable[Member], threshold: float = THRESHOLD, max_compare: int = MAX_COMPARE,
@@ -261,11 +269,26 @@ def component_roots(parent: dict[str, str]) -> dict[str, str]:
     return {node: find(parent, node) for node in list(parent)}
 
 
-def cap_cluster(keys: Iterable[OrderKey], keep: int) -> list[tuple[str, str, str]]:
-    """The order keys of one cluster -> ``(id, "template_repeat", duplicate_of)`` beyond the first ``keep``.
+def cap_cluster(groups: Iterable[tuple[str, list[OrderKey]]], keep: int, threshold: float = THRESHOLD,
+                max_leaders: int = MAX_LEADERS) -> list[tuple[str, str | None, str]]:
+    """The exact groups ``(text, order keys)`` of one component -> ``(id, reason, leader id)`` of every item.
 
-    ``keys`` may be a large iterable: it is read twice and never held whole.
+    Groups are taken best first; a group joins the most recent of the last ``max_leaders`` leaders
+    whose text it is a near duplicate of (exact Jaccard >= ``threshold``), or leads a cluster
+    itself. Of each leader's cluster the first ``keep`` items (by order) stay (reason None); the
+    rest are ``template_repeat`` of the leader, the first item kept.
     """
-    first = heapq.nsmallest(keep, keys)
-    kept_ids = {key[2] for key in first}
-    return [(key[2], TEMPLATE, first[0][2]) for key in keys if key[2] not in kept_ids]
+    leaders: list[tuple[frozenset[bytes], list[OrderKey]]] = []
+    for text, keys in sorted(groups, key=lambda g: min(g[1])):
+        sh = grams(text)
+        home = next((members for lsh, members in reversed(leaders[-max_leaders:]) if jaccard(sh, lsh) >= threshold), None)
+        if home is None:
+            leaders.append((sh, list(keys)))
+        else:
+            home.extend(keys)
+    decisions = []
+    for _, members in leaders:
+        ordered = sorted(members)
+        first = ordered[0][2]
+        decisions += [(key[2], None if rank < keep else TEMPLATE, first) for rank, key in enumerate(ordered)]
+    return decisions

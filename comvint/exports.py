@@ -91,6 +91,7 @@ AVRO_SCHEMA: dict[str, Any] = {
         {"name": "llm", "type": {"type": "record", "name": "LLM", "fields": [
             {"name": "backend", "type": "string"}, {"name": "model", "type": "string"}, {"name": "prompt_version", "type": "string"}]}},
         {"name": "grounding", "type": _STRINGS, "default": []},
+        {"name": "image_stages", "type": _nullable(_STRINGS), "default": None},
     ],
 }
 FIELDS = tuple(f["name"] for f in AVRO_SCHEMA["fields"])
@@ -122,4 +123,5 @@ def arrow_schema():
         ("verification", pa.struct([("passed", pa.bool_()), ("evidence", pa.string()), ("inherited_from", pa.string())])),
         required("llm", pa.struct([required(n, pa.string()) for n in ("backend", "model", "prompt_version")])),
         required("grounding", strings()),
+        ("image_stages", strings()),
     ])

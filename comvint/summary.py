@@ -39,14 +39,16 @@ def _kept(counts: Mapping[str, Any]) -> list[str]:
 
 def _llm(llm: Mapping[str, Mapping[str, Any]], batch: bool) -> list[str]:
     rows = []
+    pictures = any(u.get("images") for u in llm.values())
     for stage, u in sorted(llm.items()):
         cost = u.get("cost")
         sent = [u.get("batches", 0), u.get("batch_lines", 0)] if batch else [u.get("requests", 0)]
         rows.append([stage, u.get("calls", 0), u.get("cache_hits", 0), *sent, sum(u.get("retries", {}).values()),
-                     u.get("failures", 0), u.get("prompt_tokens", 0), u.get("completion_tokens", 0),
-                     "-" if cost is None else f"${cost:,.4f}" if cost < 1 else f"${cost:,.2f}"])
+                     u.get("failures", 0), *([u.get("images", 0)] if pictures else []), u.get("prompt_tokens", 0),
+                     u.get("completion_tokens", 0), "-" if cost is None else f"${cost:,.4f}" if cost < 1 else f"${cost:,.2f}"])
     sent_heads = ["batches", "batch lines"] if batch else ["requests"]
-    return _table(["stage", "calls", "cache hits", *sent_heads, "retries", "failed", "tokens in", "tokens out", "est. cost"], rows)
+    return _table(["stage", "calls", "cache hits", *sent_heads, "retries", "failed", *(["pictures"] if pictures else []),
+                   "tokens in", "tokens out", "est. cost"], rows)
 
 
 def format_summary(stats: Mapping[str, Any], outputs: Sequence[tuple[str, str]], wall_s: float) -> str:

@@ -174,4 +174,6 @@ def flags(item: dict, image) -> set[str]:
         words = {w for t in loser["texts"] for w in t.split()} | {w for a in loser.get("attributes", []) for w in a.split()}
         if colour in words:
             found.add("text_only_answer")  # the other candidate has the same colour: the pick does not matter
+    if asks and item["format"] != "bool" and COLOURS & set(re.findall(r"[a-z]+", question.lower())):
+        found.add("colour_in_question")  # "what colour is whichever of the white wraps and the pink shirts ...": half told
     return found

@@ -8,6 +8,7 @@ through the previous pick, or asks a property of the pick; it is made only if ev
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,7 +29,7 @@ from comvint.engine.program import (
     winner,
 )
 from comvint.engine.realise import SUPERLATIVE
-from comvint.engine.scene import Scene, Thing, entangled, holds, same_answer
+from comvint.engine.scene import COLOURS, MATERIALS, Scene, Thing, entangled, holds, same_answer
 
 MAX_WORDS = 30  # the longest question made (LLaVA's complex questions have about 12 words)
 MAX_PAIRS = 400  # pairs of things tried per image and kind
@@ -40,6 +41,16 @@ PREFERENCE = {"cross_modal": ("count", "relation", "colour", "size", "kind", "po
 
 def short_enough(chain: Chain, scene: Scene) -> bool:
     return len(forms.question(chain, scene).split()) <= MAX_WORDS
+
+
+PROPERTY_WORDS = {"colour": COLOURS, "material": frozenset(MATERIALS)}
+
+
+def names_no_property(chain: Chain, scene: Scene) -> bool:
+    """A colour or material question whose text names no colour or material: "what colour is whichever of the white
+    head wraps and the pink shirts is lower?" is half answered by its own words."""
+    words = PROPERTY_WORDS.get(chain.ask or "")
+    return not words or not words & set(re.findall(r"[a-z]+", forms.question(chain, scene).lower()))
 
 
 def pairs(scene: Scene, key: str) -> Iterator[tuple[Thing, Thing]]:
@@ -91,7 +102,7 @@ def round_zero(kind: str, scene: Scene, used: set[str], key: str) -> Chain | Non
         if step is None:
             continue
         chain = Chain((step,), kind if kind in ASKS else None)
-        if matters(chain, scene) and short_enough(chain, scene):
+        if matters(chain, scene) and short_enough(chain, scene) and names_no_property(chain, scene):
             return chain
     return None
 
@@ -144,7 +155,8 @@ def complicate(grounding: list[str], scene: Scene, key: str) -> tuple[dict[str, 
     for hop in hops(chain, scene, key):
         if len(hop.steps) > 3:
             continue
-        if matters(hop, scene) and answer_value(hop, scene) != answer_value(chain, scene) and short_enough(hop, scene):
+        if (matters(hop, scene) and answer_value(hop, scene) != answer_value(chain, scene) and short_enough(hop, scene)
+                and names_no_property(hop, scene)):
             return item(hop, scene), KNOWLEDGE_TYPE[hop.kind]
     return None
 

@@ -39,6 +39,14 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def without_pictures(message: dict[str, Any]) -> dict[str, Any]:
+    """A message with each image part's data replaced by a placeholder (the key names pictures by their hash)."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return message
+    return {**message, "content": [{"type": "image_url"} if isinstance(p, dict) and p.get("type") == "image_url" else p for p in content]}
+
+
 def cache_key(
     *,
     base_url: str | None,
@@ -48,17 +56,20 @@ def cache_key(
     schema: dict[str, Any] | None,
     response_format: str,
     prompt_version: str,
+    images: tuple[str, ...] = (),
 ) -> str:
-    """sha256 of everything that can change the answer, spelled out field by field."""
+    """sha256 of everything that can change the answer, spelled out field by field. A picture is named by its
+    original file's SHA-256 and the settings it was sent with (``images``), not by its re-encoded bytes."""
     material = {
         "format": CACHE_FORMAT,
         "base_url": base_url or "",
         "model": model,
-        "messages": messages,
+        "messages": [without_pictures(m) for m in messages],
         "params": params,
         "schema": schema,
         "response_format": response_format,
         "prompt_version": prompt_version,
+        **({"images": list(images)} if images else {}),
     }
     return hashlib.sha256(canonical_json(material).encode("utf-8")).hexdigest()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from comvint.images import known_formula
+
 BACKENDS = ("offline", "openai")
 MODES = ("online", "batch")
 RESPONSE_FORMATS = ("json_schema", "json_object", "text")
@@ -43,6 +45,13 @@ class LLMConfig:
     batch_discount: float = 0.5  # the Batch API's price cut on both token kinds (OpenAI: 50%)
     max_cost_usd: float = 0.0  # 0: no cap
     run_id: str = ""  # names this run's cost budget within a worker process (several runs may share one process)
+    image_root: str | None = None  # where the pictures are (local or gs://); each item's "image" path is under it
+    image_stages: tuple[str, ...] = ()  # the stages whose calls carry the picture
+    image_detail: str = "low"
+    image_max_px: int = 0  # 0: the detail's own fit
+    image_tokens: int = 0  # tokens per picture for a model with no known formula
+    server_cmd: str | None = None  # a self-hosted server each worker machine starts ("... --port {port} ...")
+    server_startup_s: float = 600.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -64,10 +73,34 @@ class LLMConfig:
             (self.concurrency >= 1, "concurrency must be >= 1"),
             (self.rpm >= 0 and self.tpm >= 0, "rpm and tpm must be >= 0"),
             (0 < self.backoff_base <= self.backoff_cap, "need 0 < backoff_base <= backoff_cap"),
+            (not self.image_stages or bool(self.image_root), "--llm_image_stages needs --image_root"),
+            (set(self.image_stages) <= set(IMAGE_STAGES), f"--llm_image_stages: stages are {', '.join(IMAGE_STAGES)}"),
+            (not self.server_cmd or (self.backend == "openai" and not self.base_url and self.mode == "online"),
+             "--llm_server_cmd needs --llm openai, online mode, and no --llm_base_url (the server's URL is its own)"),
+            (not self.server_cmd or "{port}" in self.server_cmd, "--llm_server_cmd must contain {port}, where the server listens"),
+            (self.server_startup_s > 0, "--llm_server_startup_s must be positive"),
+            (self.image_detail in ("low", "high", "auto"), "--llm_image_detail must be low, high or auto"),
+            (self.image_max_px >= 0 and self.image_tokens >= 0, "--llm_image_max_px and --llm_image_tokens must be >= 0"),
+            (self.backend == "offline" or self.image_tokens > 0 or not self.unknown_image_models(),
+             f"no image-token formula for {', '.join(self.unknown_image_models())}, which --llm_prices or --llm_tpm needs: "
+             "pass --llm_image_tokens (tokens per picture)"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+
+    @property
+    def endpoint(self) -> str | None:
+        """What names the endpoint in a cache key: the base URL, or the command of a self-hosted server (its port
+        changes from run to run, what it serves does not)."""
+        return self.base_url or (f"server:{self.server_cmd}" if self.server_cmd else None)
+
+    def unknown_image_models(self) -> list[str]:
+        """The models of picture-carrying stages whose image tokens have no known formula but are needed: the model
+        is priced (the cost cap and estimate count pictures) or a tokens-per-minute budget is set."""
+        priced = {name for name, _, _ in self.prices}
+        return sorted({model for stage in self.image_stages if not known_formula(model := self.model_for(stage))
+                       and (model in priced or self.tpm)})
 
     def unpriced_models(self) -> list[str]:
         """The models the stages use that the price table does not list."""
@@ -130,6 +163,20 @@ def parse_prices(text: str) -> tuple[tuple[str, float, float], ...]:
     return tuple(table)
 
 
+IMAGE_STAGES = ("generate", "complicate", "verify", "verify_reformulated", "reformulate")
+DEFAULT_IMAGE_STAGES = ("verify", "verify_reformulated")
+
+
+def parse_image_stages(text: str, image_root: str | None) -> tuple[str, ...]:
+    """``--llm_image_stages``: '' (the judges when ``--image_root`` is set), 'all', 'none', or stage names."""
+    text = text.strip()
+    if not text:
+        return DEFAULT_IMAGE_STAGES if image_root else ()
+    if text == "none":
+        return ()
+    return IMAGE_STAGES if text == "all" else tuple(s.strip() for s in text.split(",") if s.strip())
+
+
 def worker_count(values: Mapping[str, object]) -> int:
     """How many worker processes share the job's budget: Dataflow's --max_num_workers (else --num_workers),
     or the local runner's --direct_num_workers in multi_processing mode; 1 otherwise."""
@@ -172,4 +219,11 @@ def config_from_mapping(values: Mapping[str, object]) -> LLMConfig:
         batch_discount=float(LLMConfig.batch_discount if values.get("llm_batch_discount") is None else values["llm_batch_discount"]),
         max_cost_usd=float(values.get("llm_max_cost_usd") or 0) / workers,
         run_id=str(values.get("run_id") or ""),
+        image_root=values.get("image_root") or None,
+        image_stages=parse_image_stages(str(values.get("llm_image_stages") or ""), values.get("image_root") or None),
+        image_detail=str(values.get("llm_image_detail") or "low"),
+        image_max_px=int(values.get("llm_image_max_px") or 0),
+        image_tokens=int(values.get("llm_image_tokens") or 0),
+        server_cmd=values.get("llm_server_cmd") or None,
+        server_startup_s=float(values.get("llm_server_startup_s") or LLMConfig.server_startup_s),
     )

@@ -15,14 +15,22 @@ not the input's. ``batch_hold`` (an Event) keeps every batch in progress until i
 ``batch_faults(body, attempt)`` may put a line in the error file (``"500"``, ``"429"``, ``"400"``) or
 leave it out (``"missing"``); ``batch_end(n)`` chooses how the n-th batch ends (``completed``,
 ``expired``: only its first half is answered, ``failed``).
+
+Pictures: every ``image_url`` part must be a ``data:`` URL that decodes as an image whose shape matches the
+"Image size: W x H pixels" the request states (a 400 otherwise, as a real endpoint refuses a broken image);
+its tokens (gpt-4o's formula) are counted in ``prompt_tokens``, and a responder can look at the pictures
+(:func:`pictures_of`), so a test can make the judge's verdict depend on what the image shows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
+import io
 import json
 import random
+import re
 import threading
 import time
 import zlib
@@ -30,6 +38,9 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from PIL import Image
+
+from comvint.images import image_tokens
 
 FAULTS = ("429", "500", "400", "slow", "drop", "invalid_json", "truncated", "content_filter", "garbage_body")
 BATCH_STEPS = ("validating", "in_progress", "finalizing")
@@ -39,8 +50,45 @@ Faults = Callable[[dict[str, Any], int], "str | None"]
 
 
 def last_user_message(body: dict[str, Any]) -> str:
+    """The text of the last user turn (its text parts, when it carries a picture)."""
     users = [m for m in body.get("messages", []) if m.get("role") == "user"]
-    return str(users[-1]["content"]) if users else ""
+    if not users:
+        return ""
+    content = users[-1]["content"]
+    return "".join(p.get("text", "") for p in content if p.get("type") == "text") if isinstance(content, list) else str(content)
+
+
+_STATED = re.compile(r"Image size: (\d+) x (\d+) pixels")
+
+
+def pictures_of(body: dict[str, Any]) -> list[tuple[Image.Image, str]]:
+    """The decoded pictures of a request with their detail; ValueError for one that is not an image of the stated shape."""
+    out = []
+    for message in body.get("messages", []):
+        content = message.get("content")
+        for part in content if isinstance(content, list) else []:
+            if part.get("type") != "image_url":
+                continue
+            url, detail = part["image_url"]["url"], part["image_url"].get("detail", "auto")
+            if not url.startswith("data:image/"):
+                raise ValueError("only data: URLs are served here")
+            try:
+                image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1], validate=True)))
+                image.load()
+            except Exception as err:  # noqa: BLE001 - anything undecodable is the request's fault
+                raise ValueError(f"invalid image: {err}") from None
+            stated = _STATED.search(last_user_message(body))
+            if stated:
+                w, h = int(stated.group(1)), int(stated.group(2))
+                if image.width > w or image.height > h or abs(image.width / image.height - w / h) > 0.02 * (w / h) + 1 / image.height:
+                    raise ValueError(f"picture {image.width}x{image.height} does not match the stated {w}x{h}")
+            out.append((image, detail))
+    return out
+
+
+def prompt_tokens_of(body: dict[str, Any]) -> int:
+    """What the fake bills for a prompt: 11 tokens of text, and each picture by gpt-4o's formula."""
+    return 11 + sum(image_tokens("gpt-4o", image.width, image.height, detail) for image, detail in pictures_of(body))
 
 
 class FakeOpenAI:
@@ -57,6 +105,7 @@ class FakeOpenAI:
         batch_hold: threading.Event | None = None,
         batch_faults: Faults | None = None,
         batch_end: Callable[[int], str] | None = None,
+        port: int = 0,
     ) -> None:
         self.responder, self.faults = responder, faults or (lambda body, attempt: None)
         self.latency, self.slow_seconds, self.retry_after = latency, slow_seconds, retry_after
@@ -80,7 +129,7 @@ class FakeOpenAI:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
-        self.port = 0
+        self.port = port
 
     @property
     def base_url(self) -> str:
@@ -106,10 +155,11 @@ class FakeOpenAI:
         app.router.add_get("/v1/batches/{id}", self._get_batch)
         app.router.add_post("/v1/batches/{id}/cancel", self._cancel_batch)
         app.router.add_get("/stats", self._stats)
+        app.router.add_get("/v1/models", self._models)
         app.router.add_post("/stats/reset", self._reset)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
 
@@ -181,14 +231,21 @@ class FakeOpenAI:
             return web.Response(status=500)
         if fault == "garbage_body":
             return web.Response(text="<html>upstream proxy error</html>", status=200, content_type="text/html")
+        try:
+            prompt_tokens = prompt_tokens_of(body)
+        except ValueError as err:
+            return web.json_response({"error": {"message": str(err), "type": "invalid_request_error"}}, status=400)
         content = self.responder(body)
         finish = {"truncated": "length", "content_filter": "content_filter"}.get(fault or "", "stop")
         if fault == "invalid_json":
             content = content[: max(1, len(content) // 2)]
         if fault == "truncated":
             content = content[: max(1, len(content) // 2)]
-        return web.json_response(completion(body.get("model", "fake"), content, finish))
+        return web.json_response(completion(body.get("model", "fake"), content, finish, prompt_tokens))
 
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "comvint"}]})
 
     def _new_file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
         file = {"id": f"file-{len(self.files) + 1}", "object": "file", "bytes": len(data), "created_at": int(time.time()),
@@ -286,7 +343,8 @@ class FakeOpenAI:
                 continue
             content = self.responder(line["body"])
             out.append({"id": f"req_{k}", "custom_id": custom_id, "error": None, "response": {
-                "status_code": 200, "request_id": f"r{k}", "body": completion(line["body"].get("model", "fake"), content)}})
+                "status_code": 200, "request_id": f"r{k}",
+                "body": completion(line["body"].get("model", "fake"), content, prompt_tokens=prompt_tokens_of(line["body"]))}})
         random.Random(batch["_n"]).shuffle(out)  # the output's order is not the input's
         if out:
             batch["output_file_id"] = self._new_file(_jsonl(out), "output.jsonl", "batch_output")["id"]
@@ -302,7 +360,7 @@ def _jsonl(records: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in records).encode("utf-8")
 
 
-def completion(model: str, content: str, finish_reason: str = "stop") -> dict[str, Any]:
+def completion(model: str, content: str, finish_reason: str = "stop", prompt_tokens: int = 11) -> dict[str, Any]:
     """A Chat Completions response body."""
     return {
         "id": "chatcmpl-fake",
@@ -310,7 +368,8 @@ def completion(model: str, content: str, finish_reason: str = "stop") -> dict[st
         "created": int(time.time()),
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
-        "usage": {"prompt_tokens": 11, "completion_tokens": max(1, len(content) // 4), "total_tokens": 11 + max(1, len(content) // 4)},
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": max(1, len(content) // 4),
+                  "total_tokens": prompt_tokens + max(1, len(content) // 4)},
     }
 
 
@@ -343,16 +402,27 @@ def echo_json(body: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m comvint.llm.fake [--port P] [--latency S]``: serve echo replies until interrupted."""
+    """``python -m comvint.llm.fake [--port P] [--reply echo|schema] [--latency S] [--pid_file F]``: serve until stopped."""
     import argparse
+    import os
+    import signal
 
-    parser = argparse.ArgumentParser(description="A fake OpenAI-compatible endpoint answering {\"echo\": <last user message>}.")
+    parser = argparse.ArgumentParser(description="A fake OpenAI-compatible endpoint on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free one)")
+    parser.add_argument("--reply", choices=("echo", "schema"), default="echo",
+                        help='echo: {"echo": <last user message>}; schema: a value valid for the request\'s json_schema')
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each reply")
+    parser.add_argument("--pid_file", default=None, help="write this process's id here once serving")
     args = parser.parse_args(argv)
-    with FakeOpenAI(echo_json, latency=args.latency) as server:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with FakeOpenAI(schema_json if args.reply == "schema" else echo_json, latency=args.latency, port=args.port) as server:
+        if args.pid_file:
+            with open(args.pid_file, "w") as handle:
+                handle.write(str(os.getpid()))
         print(json.dumps({"base_url": server.base_url}), flush=True)
         try:
-            threading.Event().wait()
+            stop.wait()
         except KeyboardInterrupt:
             pass
 

@@ -39,6 +39,8 @@ class Call:
     schema: dict[str, Any]
     prompt_version: str
     context: dict[str, Any] | None = None  # structured input for an engine that answers without the messages
+    images: tuple[str, ...] = ()  # the pictures the messages carry: original SHA-256 and settings (what the cache key names)
+    image_tokens: int = 0  # what those pictures cost in prompt tokens on the stage's model
 
 
 @dataclasses.dataclass
@@ -108,16 +110,24 @@ def latency_bucket(seconds: float) -> str:
     return f"gt_{LATENCY_BUCKETS[-1]:g}s"
 
 
-def estimate_tokens(messages: list[dict[str, Any]]) -> int:
-    """A cheap prompt-size estimate for the tokens-per-minute limit and the cost cap (4 chars per token)."""
-    return sum(len(str(m.get("content", ""))) for m in messages) // 4 + 8
+def text_chars(content: Any) -> int:
+    """Characters of a message's text (a list of parts counts its text parts; pictures are priced apart)."""
+    if isinstance(content, list):
+        return sum(len(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type") == "text")
+    return len(str(content or ""))
+
+
+def estimate_tokens(call: Call) -> int:
+    """A cheap prompt-size estimate for the tokens-per-minute limit and the cost cap: 4 characters of text
+    per token, plus the call's image tokens."""
+    return sum(text_chars(m.get("content")) for m in call.messages) // 4 + 8 + call.image_tokens
 
 
 def call_key(config: LLMConfig, call: Call, model: str) -> str:
     """The cache key of a call (also its ``custom_id`` in a batch file)."""
     params = {"temperature": config.temperature_for(call.stage), "max_tokens": config.max_tokens}
-    return cache_key(base_url=config.base_url, model=model, messages=call.messages, params=params, schema=call.schema,
-                     response_format=config.response_format, prompt_version=call.prompt_version)
+    return cache_key(base_url=config.endpoint, model=model, messages=call.messages, params=params, schema=call.schema,
+                     response_format=config.response_format, prompt_version=call.prompt_version, images=call.images)
 
 
 class StageRunner:
@@ -255,7 +265,7 @@ class StageRunner:
         return replayed
 
     async def _request(self, call: Call, model: str, usage: dict[str, Any], max_tokens: int, seed: int | None) -> Reply:
-        prompt_tokens = estimate_tokens(call.messages)
+        prompt_tokens = estimate_tokens(call)
         reserved = self.budget.reserve(self.config.estimated_cost(model, prompt_tokens, max_tokens))
         if not self.batch:
             await self.throttle.acquire(prompt_tokens + max_tokens // 4)
@@ -280,6 +290,9 @@ class StageRunner:
             histogram[bucket] = histogram.get(bucket, 0) + 1
         usage["prompt_tokens"] = usage.get("prompt_tokens", 0) + reply.prompt_tokens
         usage["completion_tokens"] = usage.get("completion_tokens", 0) + reply.completion_tokens
+        if call.images:  # what the pictures cost, inside prompt_tokens (the provider counts them there)
+            usage["images"] = usage.get("images", 0) + len(call.images)
+            usage["image_tokens"] = usage.get("image_tokens", 0) + call.image_tokens
         cost = self.config.cost(model, reply.prompt_tokens, reply.completion_tokens)
         if cost is not None:
             usage["cost"] = usage.get("cost", 0.0) + cost

@@ -419,4 +419,4 @@ def split_ranges(size: int, target: int) -> list[tuple[int, int]]:
         return [(0, 1)]
     n = max(1, -(-size // target))
     bounds = [size * k // n for k in range(n + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
+    return list(zip(bounds[:-1], bounds[1:], strict=True))

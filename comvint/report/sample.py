@@ -19,7 +19,7 @@ MAX_TEXT = 600  # characters kept of evidence and failure details
 _IDS = re.compile(r"\b([eor]:[^,()\s;]+)")
 CARD_FIELDS = (
     "id", "parent_id", "family", "format", "round", "instruction", "answer", "options", "answer_index",
-    "knowledge_type", "knowledge_topic", "reason", "stage", "duplicate_of",
+    "knowledge_type", "knowledge_topic", "reason", "stage", "duplicate_of", "image_stages",
 )
 
 

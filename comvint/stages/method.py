@@ -23,7 +23,7 @@ from comvint import prompts
 from comvint.dedup import canonical_image
 from comvint.engine.scene import object_count
 from comvint.llm.runner import Call
-from comvint.readers.flickr30k import convert_record
+from comvint.prompts.render import MAX_REGIONS, render
 from comvint.records import pack, unpack
 from comvint.records import stable_int as rank
 from comvint.stages.base import OK, REJECTED, SKIPPED, Emit, ParseError
@@ -61,25 +61,15 @@ class MethodConfig:
     min_caption_chars: int = 240
     max_objects: int = 60
     verify_reformulations: bool = True
+    max_regions: int = MAX_REGIONS  # region lines a call shows of a Visual Genome image (merged, most informative first)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.reformulate_share <= 1 or self.rounds < 0 or self.per_image < 1:
-            raise ValueError("need 0 <= reformulate_share <= 1, rounds >= 0, per_image >= 1")
+        if not 0 <= self.reformulate_share <= 1 or self.rounds < 0 or self.per_image < 1 or self.max_regions < 1:
+            raise ValueError("need 0 <= reformulate_share <= 1, rounds >= 0, per_image >= 1, max_regions >= 1")
 
 
 def stable_id(*parts: Any) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).hexdigest()[:20]
-
-
-def render(ann: dict[str, Any]) -> str:
-    """The annotation text the LLM sees (Convert captions, or VG region lines)."""
-    if ann["source"] == "visual_genome":
-        return "\n".join(
-            f"r:{r['region_id']} {r['phrase']} X: {r['box'][0]} Y: {r['box'][1]} Width: {r['box'][2] - r['box'][0]} Height: {r['box'][3] - r['box'][1]}"
-            for r in ann["regions"]
-        )
-    ids = "\n".join(f"e:{e['entity_id']} = " + ", ".join(p["text"] for c in ann["captions"] for p in c["phrases"] if p["entity_id"] == e["entity_id"])[:200] for e in ann["entities"])
-    return convert_record(ann) + "\nEntity ids:\n" + ids
 
 
 def public_record(item: dict[str, Any]) -> dict[str, Any]:
@@ -106,16 +96,17 @@ class Synthesize:
 
     def calls(self, ann: dict[str, Any]) -> list[Call]:
         topic = ann.get("_topic") or ""
+        family = FAMILY[ann["source"]]
+        topics = None
         if ann["source"] == "visual_genome":
             rng = random.Random(rank(self.cfg.seed, ann["image_id"], "topics"))
-            topics = "; ".join(rng.sample(prompts.OKVQA_TOPICS, 5))
-            system = prompts.GENERATE_OUTSIDE_KNOWLEDGE.format(data_rule=prompts.DATA_RULE, n=self.cfg.per_image, topic=topic, topics=topics)
-        else:
-            system = prompts.GENERATE_CROSS_MODAL.format(data_rule=prompts.DATA_RULE, n=self.cfg.per_image)
+            topics = rng.sample(prompts.OKVQA_TOPICS, 5)
+        user = prompts.generate_input(render(ann, self.cfg.max_regions), topics, topic or None)
         item_id = f"{ann['source']}/{ann['image_id']}"
-        context = {"ann": ann, "family": FAMILY[ann["source"]], "topic": topic or None, "n": self.cfg.per_image,
+        context = {"ann": ann, "family": family, "topic": topic or None, "n": self.cfg.per_image,
                    "key": f"{self.cfg.seed}|{item_id}"}
-        return [Call(item_id, self.name, prompts.messages(system, render(ann)), "synthesized", GENERATE_SCHEMA, prompts.PROMPT_VERSION, context)]
+        messages = prompts.conversation(self.name, family, user, self.cfg.per_image)
+        return [Call(item_id, self.name, messages, "synthesized", GENERATE_SCHEMA, prompts.PROMPT_VERSION, context)]
 
     def handle(self, ann: dict[str, Any], replies: list[dict[str, Any]]) -> Iterable[Emit]:
         items = replies[0]["items"]
@@ -144,8 +135,9 @@ class Synthesize:
 
 
 def knowledge_type_for(item: dict[str, Any], seed: int) -> str:
-    """The kind of hop a complication is asked to add (the reply says which kind it added)."""
-    return prompts.KNOWLEDGE_TYPES[rank(seed, item["id"], item["round"]) % len(prompts.KNOWLEDGE_TYPES)]
+    """The kind of hop a complication is asked to add, among those its family allows (the reply says which kind it added)."""
+    kinds = prompts.FAMILY_KNOWLEDGE_TYPES[item["family"]]
+    return kinds[rank(seed, item["id"], item["round"]) % len(kinds)]
 
 
 @functools.lru_cache(maxsize=64)
@@ -158,11 +150,14 @@ def annotation_of(item: dict[str, Any]) -> dict[str, Any]:
     return _unpack(item["_ann"])
 
 
-def item_call(stage: str, item: dict[str, Any], system: str, schema_name: str, schema: dict[str, Any], seed: int) -> Call:
-    """The one call a later stage makes about an item: the prompt with the image's annotations, and the
-    structured context an engine answers from (the annotations, the item, a seed)."""
-    context = {"ann": item["_ann"], "item": public_record(item), "key": f"{seed}|{item['id']}"}
-    return Call(item["id"], stage, prompts.messages(system, render(annotation_of(item))), schema_name, schema, prompts.PROMPT_VERSION, context)
+def item_call(stage: str, item: dict[str, Any], schema_name: str, schema: dict[str, Any], cfg: MethodConfig,
+              knowledge_type: str | None = None) -> Call:
+    """The one call a later stage makes about an item: the stage's conversation ending in the image's annotations
+    and the item, and the structured context an engine answers from (the annotations, the item, a seed)."""
+    shown = item if stage == "verify" else {k: v for k, v in item.items() if k not in ("_parent_instruction", "_parent_answer")}
+    user = prompts.item_input(render(annotation_of(item), cfg.max_regions), shown, knowledge_type)
+    context = {"ann": item["_ann"], "item": public_record(item), "key": f"{cfg.seed}|{item['id']}"}
+    return Call(item["id"], stage, prompts.conversation(stage, item["family"], user), schema_name, schema, prompts.PROMPT_VERSION, context)
 
 
 class Complicate:
@@ -174,9 +169,7 @@ class Complicate:
         self.cfg = cfg
 
     def calls(self, item: dict[str, Any]) -> list[Call]:
-        ktype = knowledge_type_for(item, self.cfg.seed)
-        system = prompts.COMPLICATE.format(data_rule=prompts.DATA_RULE, knowledge_type=ktype, instruction=item["instruction"], answer=item["answer"])
-        return [item_call(self.name, item, system, "complicated", COMPLICATE_SCHEMA, self.cfg.seed)]
+        return [item_call(self.name, item, "complicated", COMPLICATE_SCHEMA, self.cfg, knowledge_type_for(item, self.cfg.seed))]
 
     def handle(self, item: dict[str, Any], replies: list[dict[str, Any]]) -> Iterable[Emit]:
         reply = replies[0]
@@ -185,7 +178,8 @@ class Complicate:
             return
         child = {**item, "instruction": reply["instruction"].strip(), "answer": reply["answer"].strip(),
                  "grounding": list(reply["grounding"]), "round": item["round"] + 1, "parent_id": item["id"],
-                 "knowledge_type": reply["knowledge_type"], "verification": None, "_parent_instruction": item["instruction"]}
+                 "knowledge_type": reply["knowledge_type"], "verification": None, "_parent_instruction": item["instruction"],
+                 "_parent_answer": item["answer"]}
         child["id"] = stable_id(item["id"], child["round"], child["instruction"], child["answer"])
         yield OK, child
 
@@ -216,14 +210,12 @@ class Verify:
     """instruction -> the same instruction with ``verification`` (ok) or a rejection with evidence."""
 
     name = "verify"
-    prompt = prompts.VERIFY
 
     def __init__(self, cfg: MethodConfig) -> None:
         self.cfg = cfg
 
     def calls(self, item: dict[str, Any]) -> list[Call]:
-        system = self.prompt.format(data_rule=prompts.DATA_RULE, instruction=closed_text(item), answer=item["answer"])
-        return [item_call(self.name, item, system, "verdict", VERIFY_SCHEMA, self.cfg.seed)]
+        return [item_call(self.name, item, "verdict", VERIFY_SCHEMA, self.cfg)]
 
     def handle(self, item: dict[str, Any], replies: list[dict[str, Any]]) -> Iterable[Emit]:
         reply = replies[0]
@@ -239,13 +231,6 @@ class VerifyReformulated(Verify):
     """A Bool or multiple-choice record -> the same record judged itself (its answer, each distractor), or a rejection."""
 
     name = "verify_reformulated"
-    prompt = prompts.VERIFY_CLOSED
-
-
-def closed_text(item: dict[str, Any]) -> str:
-    """The question as the judge sees it: multiple choice with its lettered options."""
-    options = item.get("options") or []
-    return item["instruction"] + "".join(f"\n{'ABCD'[k]}. {o}" for k, o in enumerate(options))
 
 
 def inherited(item: dict[str, Any]) -> dict[str, Any]:
@@ -279,8 +264,7 @@ class Reformulate:
         self.cfg = cfg
 
     def calls(self, item: dict[str, Any]) -> list[Call]:
-        system = prompts.REFORMULATE.format(data_rule=prompts.DATA_RULE, instruction=item["instruction"], answer=item["answer"])
-        return [item_call(self.name, item, system, "reformulated", REFORMULATE_SCHEMA, self.cfg.seed)]
+        return [item_call(self.name, item, "reformulated", REFORMULATE_SCHEMA, self.cfg)]
 
     def handle(self, item: dict[str, Any], replies: list[dict[str, Any]]) -> Iterable[Emit]:
         r = replies[0]

@@ -94,7 +94,8 @@ def test_the_cost_cap_fails_unpaid_items_and_a_higher_cap_continues(tmp_path, mo
     monkeypatch.setenv("OPENAI_API_KEY", "sk-batch-secret")
     with FakeOpenAI(schema_json) as server:
         base = ["--llm", "openai", "--llm_base_url", server.base_url, "--llm_model", "fake", "--cache_dir", str(tmp_path / "cache"),
-                "--llm_prices", "fake=1000:1000", "--llm_max_tokens", "200"]
+                "--llm_prices", "fake=1000:1000", "--llm_max_tokens", "200",
+                "--llm_image_tokens", "85"]  # the judges see the sample's pictures: priced per picture
         main.run([*base, "--output", str(tmp_path / "capped"), "--llm_max_cost_usd", "4"])
         paid = len(server.requests)
         failures = read_jsonl(str(tmp_path / "capped"), "failures")

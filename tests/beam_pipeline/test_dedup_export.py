@@ -37,10 +37,13 @@ ITEMS = [
     record("b1", "Is the dog right of the man?", "flickr30k_entities:1", fmt="bool", parent="p", answer="yes"),
     record("b2", "Is the dog right of the man?", "flickr30k_entities:1", fmt="bool", parent="p", answer="no"),  # sibling
     *[record(f"t{k}", "Is there a person in the picture?", f"visual_genome:{k}") for k in range(5)],  # template collapse
-    # near copies across images, "v2" only through "v1" (Jaccard 0.74 to v1, 0.63 to the t's): one cluster
+    # near copies across images, "v2" only through "v1" (near v1, not the t's): one component, but v2 leads its own cluster
     record("v1", "Is there a person in the picture now?", "visual_genome:20"),
     record("v2", "Is there any person in the picture now?", "visual_genome:21"),
     record("u1", "How many candles are on the cake?", "visual_genome:7", answer="three"),
+    # one question, four pictures, four grounded answers: four examples, not a template repeated
+    *[record(f"w{k}", "What is the man wearing?", f"visual_genome:{30 + k}", answer=a)
+      for k, a in enumerate(["A black wetsuit.", "An apron over a white shirt.", "A red football jersey.", "Nothing but swim trunks."])],
 ]
 
 
@@ -55,13 +58,13 @@ def _run_dedup(items, keep, waves=1):
 
 
 EXPECTED_KEPT = {
-    3: ["a1", "b1", "b2", "t0", "t1", "t2", "u1"],
-    10: ["a1", "b1", "b2", "t0", "t1", "t2", "t3", "t4", "u1", "v1", "v2"],
+    3: ["a1", "b1", "b2", "t0", "t1", "t2", "u1", "v2", "w0", "w1", "w2", "w3"],
+    10: ["a1", "b1", "b2", "t0", "t1", "t2", "t3", "t4", "u1", "v1", "v2", "w0", "w1", "w2", "w3"],
 }
 EXPECTED_REJECTED = {
     3: [("a2", "dedup", "duplicate_exact", "a1", False), ("a3", "dedup", "duplicate_near", "a1", False),
         ("t3", "dedup", "template_repeat", "t0", False), ("t4", "dedup", "template_repeat", "t0", False),
-        ("v1", "dedup", "template_repeat", "t0", False), ("v2", "dedup", "template_repeat", "t0", False)],
+        ("v1", "dedup", "template_repeat", "t0", False)],
     10: [("a2", "dedup", "duplicate_exact", "a1", False), ("a3", "dedup", "duplicate_near", "a1", False)],
 }
 
@@ -113,15 +116,19 @@ def drifting_family(n: int) -> list[dict]:
     return family
 
 
-def test_a_drifting_template_is_one_cluster_capped_at_k():
+def test_a_drifting_template_is_capped_per_leader_not_per_chain():
     family = drifting_family(300)
     grams = [exports_grams(r) for r in family]
     assert all(comvint_dedup.jaccard(a, b) >= 0.75 for a, b in zip(grams, grams[1:], strict=False))  # one chain...
     assert comvint_dedup.jaccard(grams[0], grams[10]) < 0.5  # ...not a blob: ten steps apart is no near duplicate
+    leaders = [d for d in comvint_dedup.cap_cluster([(comvint_dedup.member(comvint_dedup.compact(r, r["_unit"]))[4], [(0, 0, r["id"])])
+                                                     for r in family], keep=1)]
+    expected_kept = sorted(i for i, reason, _ in leaders if reason is None)
+    assert 10 < len(expected_kept) < 200  # one per leader: many leaders along the chain, each nearer than the ends
     with local_pipeline() as p:
-        out = p | beam.Create(family) | DeduplicateInstructions(max_per_cluster=10)
-        assert_that(out.kept | "Count" >> beam.combiners.Count.Globally(), equal_to([10]), label="Kept")
-        assert_that(out.clusters | "Clusters" >> beam.Map(lambda kv: kv[1]) | beam.Distinct(), equal_to(["d0000"]), label="OneCluster")
+        out = p | beam.Create(family) | DeduplicateInstructions(max_per_cluster=1)
+        assert_that(out.kept | "Ids" >> beam.Map(lambda r: r["id"]), equal_to(expected_kept), label="Kept")
+        assert_that(out.clusters, equal_to([(i, lead) for i, _, lead in leaders]), label="Leaders")
 
 
 def exports_grams(item: dict) -> frozenset:
@@ -147,7 +154,7 @@ def test_dedup_rejects_bad_settings():
 def test_main_job_dedups_and_every_export_reads_back(tmp_path):
     out = str(tmp_path)
     main.run(["--output", out, "--export", "llava,messages,trl,avro,parquet", "--num_shards", "2",
-              "--dedup_threshold", "0.4"])  # the sample is small and varied: a lower threshold finds its near duplicates
+              "--dedup_threshold", "0.4", "--max_per_cluster", "2"])  # the sample is small and varied: find its repeats
     instructions, rejected, stats = read_jsonl(out, "instructions"), read_jsonl(out, "rejected"), read_stats(out)
     by_id = {r["id"]: r for r in instructions}
     assert {r["reason"] for r in rejected if r["stage"] == "dedup"} and {r["reason"] for r in rejected if r["stage"] == "dedup"} <= {

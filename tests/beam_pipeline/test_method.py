@@ -76,12 +76,11 @@ def _llm_reply(body: dict) -> str:
     text = last_user_message(body)
     entity = "e:1" if "e:1 " in text else "r:1"
     qa = {"instruction": f"What is happening near {entity}?", "answer": "Something grounded.", "grounding": [entity], "knowledge_topic": ""}
-    system = body["messages"][0]["content"]
     return json.dumps({
         "synthesized": {"items": [qa, {**qa, "instruction": "Which person is on the left, and why?"}]},
-        "complicated": {"instruction": "Harder: " + system.split("Instruction: ")[-1].split("\n")[0], "answer": "A harder answer.",
+        "complicated": {"instruction": "Harder: " + text.split("Instruction: ")[-1].split("\n")[0], "answer": "A harder answer.",
                         "grounding": [entity], "knowledge_type": "commonsense"},
-        "verdict": {"evidence": "consistent", "verdict": "no" if "Harder: Harder" in system else "yes"},
+        "verdict": {"evidence": "consistent", "verdict": "no" if "Harder: Harder" in text else "yes"},
         "reformulated": {"bool_positive": "Is it so?", "bool_negative": "Is it not so?", "mc_question": "Which?", "correct_option": "A",
                          "distractors": ["B", "C", "D"], "bool_positive_grounding": [entity], "bool_negative_grounding": [entity],
                          "mc_grounding": [entity]},

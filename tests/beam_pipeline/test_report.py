@@ -34,10 +34,13 @@ def png(width: int, height: int) -> bytes:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> pathlib.Path:
     root = tmp_path_factory.mktemp("report")
-    pictures = root / "images" / "flickr30k-images"  # Flickr images get a picture file (VG ones do not)
+    pictures, vg_pictures = root / "images" / "flickr30k-images", root / "images" / "visual_genome" / "VG_100K"
     pictures.mkdir(parents=True)
+    vg_pictures.mkdir(parents=True)
     for k in range(1, 8):
         (pictures / f"90000{k}.jpg").write_bytes(png(50, 37))  # a PNG under a .jpg name, as happens
+    for k in range(1, 6):  # image 6 has no picture: its judge calls are dead letters, never text-only calls
+        (vg_pictures / f"{k}.jpg").write_bytes(png(40, 30))
     main.run(["--output", str(root / "out"), "--image_root", str(root / "images"), "--report_images_per_source", "3",
               "--reformulate_share", "1"])  # every open item reformulated: every format and round among the report's few images
     return root / "out"
@@ -67,7 +70,7 @@ def test_report_embeds_the_picture_and_rebuilds_identically(run, tmp_path):
     html = (run / "report.html").read_text(encoding="utf-8")
     data = _page_data(html)
     pictured = {i["unit"]: i["picture"] for i in data["images"] if i["picture"]}
-    assert set(pictured) == {i["unit"] for i in data["images"] if i["source"] == "flickr30k_entities"} != set()
+    assert set(pictured) == {i["unit"] for i in data["images"] if i["unit"] != "visual_genome/6"} != set()
     assert all(p.startswith("data:image/png;base64,") for p in pictured.values())
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
@@ -156,6 +159,7 @@ def test_report_in_a_real_browser(run, browser):
     page.select_option("#filter-format", "")
     page.select_option("#filter-family", "cross_modal")
     assert page.locator("article.card svg.boxes image").count() > 0  # the picture under the boxes
+    assert "saw the picture: verify" in page.locator("article.card span.badge.saw").first.inner_text()
     page.select_option("#filter-family", "")
     page.select_option("#filter-outcome", "")
     shots = pathlib.Path(os.environ.get("COMVINT_ARTIFACTS") or run.parent)

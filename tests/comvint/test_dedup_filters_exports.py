@@ -72,14 +72,15 @@ def test_survivor_is_deterministic_whatever_the_input_order():
 
 def test_exact_groups_head_and_members():
     same = [dedup.member(item(f"q{k}", "What is the man doing?", unit=f"img:{k}", round_=k % 2)) for k in range(5)]
-    head, members = dedup.exact_groups(same[::-1])
-    assert head == (0, 0, "q0", "img:0", "what is the man doing")
-    assert members == [("q0", (0, 0, "q0")), ("q0", (0, 0, "q2")), ("q0", (0, 0, "q4")), ("q0", (1, 0, "q1")), ("q0", (1, 0, "q3"))]
+    head, keys = dedup.exact_groups(same[::-1])
+    assert head == (0, 0, "q0", "img:0", "what is the man doing yes")  # question and answer
+    assert keys == [(0, 0, "q0"), (0, 0, "q2"), (0, 0, "q4"), (1, 0, "q1"), (1, 0, "q3")]
 
 
 def test_bucket_pairs_are_verified_and_cross_image():
-    a, b = item("a", "What is the man doing?", unit="img:1"), item("b", "What is the man doing here?", unit="img:1")
-    c, d = item("c", "What is the man doing here?", unit="img:2"), item("d", "Why is the bus red?", unit="img:3")
+    run = "He is running along the beach."  # one answer: the questions decide
+    a, b = item("a", "What is the man doing?", unit="img:1", answer=run), item("b", "What is the man doing here?", unit="img:1", answer=run)
+    c, d = item("c", "What is the man doing here?", unit="img:2", answer=run), item("d", "Why is the bus red?", unit="img:3", answer=run)
     a, b, c, d = map(dedup.member, (a, b, c, d))
     assert dedup.bucket_pairs([a], 0.7) == []
     assert dedup.bucket_pairs([d, c, b, a], 0.7) == [("a", "c"), ("b", "c")]  # no same-image pair, d matches none
@@ -93,7 +94,7 @@ def test_band_entries_meet_under_shuffle_keys_and_pair_up():
     hasher = dedup.MinHasher()
     groups: dict[int, list[bytes]] = {}
     for name, (text, unit) in texts.items():
-        sketch = hasher.sketch(dedup.member(item(name, text, unit=unit)))
+        sketch = hasher.sketch(dedup.member(item(name, text, unit=unit, answer="He is running along the beach.")))
         entries = dedup.band_entries(sketch, range(dedup.BANDS))
         assert [band for band, _, _ in entries] == list(range(dedup.BANDS))
         assert dedup.band_entries(sketch, [3, 7]) == [entries[3], entries[7]]
@@ -129,11 +130,23 @@ def test_union_find_gives_exact_components_of_any_length():
     assert {roots[n] for n in chain} == {"n0000"} and roots["x2"] == roots["x1"] == "x1" and len(roots) == 1002
 
 
-def test_cluster_cap():
+def test_cluster_cap_per_leader():
     keys = [(k % 2, 0, f"q{k}") for k in range(6)]
-    assert dedup.cap_cluster(keys, keep=3) == [("q1", "template_repeat", "q0"), ("q3", "template_repeat", "q0"),
-                                               ("q5", "template_repeat", "q0")]
-    assert dedup.cap_cluster(keys[:3], keep=3) == []
+    same = ("what is the man doing he is surfing", keys)
+    decisions = dedup.cap_cluster([same], keep=3)
+    assert [d for d in decisions if d[1]] == [("q1", "template_repeat", "q0"), ("q3", "template_repeat", "q0"), ("q5", "template_repeat", "q0")]
+    assert dedup.cap_cluster([("what is the man doing he is surfing", keys[:3])], keep=3) == [(f"q{k}", None, "q0") for k in (0, 2, 1)]
+
+
+def test_cluster_cap_follows_leaders_not_chains():
+    """a ~ b ~ c, but a !~ c: one component, two leaders (a and c), each capped on its own."""
+    a, b, c = ("what is the man doing on the beach he is surfing", "what is the man doing on the beach here he is surfing",
+               "what is the man doing on the beach here he is sitting")
+    assert dedup.jaccard(dedup.grams(a), dedup.grams(b)) >= 0.7 and dedup.jaccard(dedup.grams(b), dedup.grams(c)) >= 0.7
+    assert dedup.jaccard(dedup.grams(a), dedup.grams(c)) < 0.7
+    groups = [(a, [(0, 0, "a0"), (0, 0, "a1")]), (b, [(0, 0, "b0")]), (c, [(0, 0, "c0"), (1, 0, "c1")])]
+    assert dedup.cap_cluster(groups, keep=2) == [("a0", None, "a0"), ("a1", None, "a0"), ("b0", "template_repeat", "a0"),
+                                                 ("c0", None, "c0"), ("c1", None, "c0")]
 
 
 def test_canonical_image_matches_visual_genome_to_flickr():

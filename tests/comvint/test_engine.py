@@ -205,3 +205,16 @@ def test_a_bare_noun_is_not_a_name_when_another_thing_is_of_that_sense():
                {"text": t, "entity_id": e, "types": [ty], "first_word_index": i} for t, e, ty, i in phrases]}],
            "entities": [{"entity_id": str(k), "boxes": [[100 * k, 10, 100 * k + 50, 60]], "scene": False, "no_box": False} for k in (1, 2, 3)]}
     assert sorted(t.name for t in scene.build_scene(ann).things.values()) == ["man"]  # "the tv" and "the television": which?
+
+
+def test_a_colour_or_material_question_never_names_one(flickr_val, real_samples):
+    """'What colour is whichever of the white head wraps and the pink shirts is lower?' is half answered by its words."""
+    anns = flickr_records(flickr_val, 200) + vg_records(real_samples / "visual_genome_1_50")
+    asked = 0
+    for ann in anns:
+        for record in made(ann):
+            chain = program.chain_of(record["grounding"]) if record["format"] == "open_ended" else None
+            if chain is not None and chain.ask in rounds.PROPERTY_WORDS:
+                asked += 1
+                assert not rounds.PROPERTY_WORDS[chain.ask] & set(record["instruction"].lower().replace("?", " ").split()), record
+    assert asked > 20

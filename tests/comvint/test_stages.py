@@ -57,31 +57,47 @@ def run(stage, item, text: str, finish_reason: str = "stop"):
 
 def test_synthesize_cross_modal_messages():
     (call,) = Synthesize(CFG).calls(FLICKR)
-    system, user = (m["content"] for m in call.messages)
-    assert call.item_id == "flickr30k_entities/1" and call.schema_name == "synthesized"
-    assert "Write 2 question/answer pairs" in system and prompts.DATA_RULE in system
-    assert user == ("<annotations>\nA man [0, 0, 10, 10] pets a dog [50, 50, 60, 60] [70, 70, 80, 80] .\n\n"
+    roles = [m["role"] for m in call.messages]
+    system, demo_user, demo_reply, user = (m["content"] for m in call.messages)
+    assert roles == ["system", "user", "assistant", "user"] and call.item_id == "flickr30k_entities/1" and call.schema_name == "synthesized"
+    assert "Write 2 complex question/answer pairs" in system and prompts.DATA_RULE in system
+    assert "identical boxes name one and the same object" in system and "No trivial questions" in system
+    assert len(json.loads(demo_reply)["items"]) == 2 and demo_user.startswith("<annotations>\nImage size: 500 x 333 pixels")
+    assert user == ("<annotations>\nImage size: 100 x 100 pixels\nA man [0, 0, 10, 10] pets a dog [50, 50, 60, 60] [70, 70, 80, 80] .\n\n"
                     "Entity ids:\ne:1 = A man\ne:2 = a dog\n</annotations>")
 
 
 def test_synthesize_outside_knowledge_messages():
     (call,) = Synthesize(CFG).calls(VG)
-    system, user = (m["content"] for m in call.messages)
-    assert 'topic entity "car"' in system
-    topics = system.split("knowledge topic from: ")[1].split(".\n")[0].split("; ")
+    system, user = call.messages[0]["content"], call.messages[-1]["content"]
+    assert "Highly overlapping boxes may be the same object" in system and "no simple questions about colour or position" in system
+    assert user.endswith('Topic entity: "car"')
+    topics = user.split("Knowledge topics: ")[1].split("\n")[0].split("; ")
     assert len(topics) == 5 and set(topics) <= set(prompts.OKVQA_TOPICS)
-    assert user == "<annotations>\nr:5 a red car X: 1 Y: 2 Width: 10 Height: 20\n</annotations>"
+    assert user.startswith("<annotations>\nr:5 a red car X: 1 Y: 2 Width: 10 Height: 20\n</annotations>")
     assert Synthesize(CFG).calls(VG) == [call]  # topics sampled deterministically per image
+    untopical = Synthesize(CFG).calls({**VG, "_topic": None})[0].messages[-1]["content"]
+    assert "Topic entity" not in untopical  # no empty topic sentence
 
 
-def test_later_stages_put_the_item_in_the_prompt():
+def test_later_stages_put_the_item_in_the_last_turn_and_keep_the_system_prompt_fixed():
     for stage in (Complicate(CFG), Verify(CFG), Reformulate(CFG)):
         (call,) = stage.calls(ITEM)
-        system = call.messages[0]["content"]
-        assert "Where is the dog?" in system and "Right of the man." in system and call.item_id == "abc"
-        assert call.messages[1]["content"].startswith("<annotations>\nA man [0, 0, 10, 10]")
-    ktype = Complicate(CFG).calls(ITEM)[0].messages[0]["content"].split("multi-hop ")[1].split(" knowledge")[0]
-    assert ktype in prompts.KNOWLEDGE_TYPES
+        (other,) = stage.calls({**ITEM, "id": "xyz", "instruction": "What pets the dog?"})
+        user = call.messages[-1]["content"]
+        assert "Instruction: Where is the dog?" in user and "Answer: Right of the man." in user and call.item_id == "abc"
+        assert user.startswith("<annotations>\nImage size: 100 x 100 pixels\nA man [0, 0, 10, 10]")
+        assert call.messages[:3] == other.messages[:3]  # one cacheable prefix per stage and family
+    ktype = Complicate(CFG).calls(ITEM)[0].messages[-1]["content"].split("Knowledge to add: ")[1].split("\n")[0]
+    assert ktype in prompts.FAMILY_KNOWLEDGE_TYPES["cross_modal"] and ktype != "knowledge-base"
+
+
+def test_the_judge_sees_the_instruction_a_complication_rewrites():
+    child = {**ITEM, "round": 1, "instruction": "Where is the dog, and what is left of it?", "_parent_instruction": "Where is the dog?",
+             "_parent_answer": "Right of the man."}
+    user = Verify(CFG).calls(child)[0].messages[-1]["content"]
+    assert "Rewrites: Where is the dog?\nIts answer: Right of the man." in user
+    assert "Rewrites:" not in Reformulate(CFG).calls(child)[0].messages[-1]["content"]
 
 
 QA = {"instruction": "Is the man left of the dog?", "answer": "Yes.", "grounding": ["e:1"], "knowledge_topic": ""}

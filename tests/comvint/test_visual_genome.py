@@ -142,7 +142,7 @@ def test_bad_region_box_fails_only_that_image():
 def test_split_ranges_cover_exactly():
     ranges = vg.split_ranges(1000, 300)
     assert ranges[0][0] == 0 and ranges[-1][1] == 1000
-    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
 
 
 class _CountingStream(io.BytesIO):

@@ -192,7 +192,9 @@ function card({ rec, image }) {
   const badges = h("div", { class: "badges" },
     h("span", { class: `badge ${rec.outcome}` }, outcomeOf(rec)),
     [rec.family, rec.format, rec.round !== undefined ? `round ${rec.round}` : null, rec.knowledge_type, rec.knowledge_topic]
-      .filter(Boolean).map((b) => h("span", { class: "badge" }, b)));
+      .filter(Boolean).map((b) => h("span", { class: "badge" }, b)),
+    (rec.image_stages || []).length ? [h("span", { class: "badge saw", title: "these stages' calls carried the picture" },
+      `saw the picture: ${rec.image_stages.join(", ")}`)] : []);
   const text = [badges, h("p", { class: "q" }, rec.instruction || `Image ${image.image_id} was not used`)];
   if (rec.options) {
     text.push(h("ol", { class: "options", type: "A" }, rec.options.map((o, i) => h("li", { class: i === rec.answer_index ? "right" : null }, o))));
