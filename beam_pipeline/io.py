@@ -18,8 +18,20 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from comvint.llm.cache import MAX_ENTRY_BYTES, UnusableEntry
 from comvint.readers import flickr30k, visual_genome
-from comvint.records import FLICKR, Failure, InputError, pack, pack_text, stable_int, to_json_line, unpack, unpack_text
+from comvint.records import (
+    FLICKR,
+    Failure,
+    InputError,
+    pack,
+    pack_text,
+    safe_relative,
+    stable_int,
+    to_json_line,
+    unpack,
+    unpack_text,
+)
 
 _LOGGER = logging.getLogger(__name__)
 OK, FAILED = "ok", "failed"
@@ -41,6 +53,27 @@ def read_text(path: str) -> str:
 
 def exists(path: str) -> bool:
     return FileSystems.exists(path)
+
+
+def inside(root: str, path: str) -> bool:
+    """Whether a local ``path`` resolves (symbolic links followed) to somewhere under ``root``; remote paths are."""
+    if "://" in root:
+        return True
+    import os
+
+    real_root = os.path.realpath(root)
+    return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
+
+
+def path_under(root: str, relative: str) -> str:
+    """``root/relative``; :class:`InputError` for a relative path that is not plain parts, or that resolves
+    (through a link) outside ``root``: nothing is read outside the trees a user names."""
+    if not safe_relative(relative):
+        raise InputError("outside_root", f"{relative[:120]!r} is not a plain relative path")
+    path = join(root, relative)
+    if not inside(root, path):
+        raise InputError("outside_root", f"{relative[:120]!r} resolves outside {root}")
+    return path
 
 
 def join(*parts: str) -> str:
@@ -73,8 +106,8 @@ def resolve_unrelated(flickr_root: str, path: str | None, keep: bool) -> frozens
 class ParseFlickrImageFn(beam.DoFn):
     """(image_id, {"sentences": [path], "xml": [path]}) -> record | TaggedOutput(FAILED, Failure)."""
 
-    def __init__(self, unrelated: frozenset[tuple[str, int]]) -> None:
-        self._unrelated = unrelated
+    def __init__(self, unrelated: frozenset[tuple[str, int]], root: str = "") -> None:
+        self._unrelated, self._root = unrelated, root
         self._failed = Metrics.counter("comvint.ingest", "flickr_failed")
 
     def process(self, element: tuple[str, dict[str, list[str]]]) -> Iterator[Any]:
@@ -85,6 +118,9 @@ class ParseFlickrImageFn(beam.DoFn):
                 raise InputError("ingest_missing_xml", "a Sentences file without its Annotations XML")
             if not sentences:
                 raise InputError("ingest_missing_sentences", "an Annotations XML without its Sentences file")
+            for path in (sentences[0], xmls[0]):
+                if self._root and not inside(self._root, path):  # a link out of the tree: never read, never sent
+                    raise InputError("ingest_outside_tree", f"{path} resolves outside {self._root}")
             yield flickr30k.build_record(image_id, _read(sentences[0]), _read(xmls[0]), self._unrelated)
         except InputError as err:
             self._failed.inc()
@@ -151,7 +187,7 @@ class ReadFlickr30k(beam.PTransform):
             | "KeepSplit" >> beam.Filter(lambda kv: split is None or kv[0] in split)
             | "Limit" >> LimitImages(self._limit)
             | "SpreadImages" >> beam.Reshuffle()
-            | "ParseFlickr" >> beam.ParDo(ParseFlickrImageFn(self._unrelated)).with_outputs(FAILED, main=OK)
+            | "ParseFlickr" >> beam.ParDo(ParseFlickrImageFn(self._unrelated, self._root)).with_outputs(FAILED, main=OK)
         )
         return Read(results[OK], results[FAILED])
 
@@ -184,17 +220,34 @@ def scene_files(regions: str, objects: str | None, attributes: str | None, relat
     return found
 
 
-def _join_scene(element: tuple[str, dict[str, list]], limited: bool) -> Iterator[Any]:
+def _join_scene(element: tuple[str, dict[str, list]], limited: bool, scene: bool = True) -> Iterator[Any]:
     """(image_id, {regions, parts}) -> the region record with its objects and relationships; parts of an
     image the region file lacks go to failures (unless ``--limit`` left that image out on purpose)."""
     image_id, grouped = element
     records, parts = grouped["regions"], [p for key in visual_genome.SCENE_KEYS for p in grouped.get(key, [])]
-    for record in records:
-        yield visual_genome.attach_scene(record, parts)
+    records = sorted(records, key=lambda r: json.dumps(r, sort_keys=True))  # one image twice: the same one kept on every run
+    for k, record in enumerate(records):
+        if k:
+            yield beam.pvalue.TaggedOutput(FAILED, Failure(
+                stage="ingest", reason="ingest_duplicate_image", source=visual_genome.VISUAL_GENOME, image_id=image_id,
+                detail=f"image {image_id} appears {len(records)} times in the region file; the first is kept"))
+        else:
+            yield visual_genome.attach_scene(record, parts) if scene else record
     if not records and parts and not limited:
         yield beam.pvalue.TaggedOutput(FAILED, Failure(
             stage="ingest", reason="ingest_vg_no_regions", source=visual_genome.VISUAL_GENOME, image_id=image_id,
             detail=f"objects, attributes or relationships of image {image_id}, which the region file does not have"))
+
+
+def _image_data_entries(path: str) -> Iterator[Any]:
+    """``image_data.json`` -> its ``(image_id, entry)`` pairs, or one failure naming the file (its images are then
+    read without sizes; each image whose entry gives an impossible size fails on its own)."""
+    try:
+        yield from visual_genome.parse_image_data(read_text(path)).items()
+    except (InputError, UnicodeDecodeError) as err:
+        reason, detail = (err.reason, err.detail) if isinstance(err, InputError) else ("ingest_bad_image_data", str(err)[:200])
+        yield beam.pvalue.TaggedOutput(FAILED, Failure(stage="ingest", reason=reason, source=visual_genome.VISUAL_GENOME, path=path,
+                                                       detail=detail))
 
 
 def byte_ranges(path: str, split_bytes: int) -> list[tuple[str, int, int]]:
@@ -213,14 +266,14 @@ class ReadVisualGenome(beam.PTransform):
         self._scene = scene or {}
 
     def expand(self, pbegin) -> Read:
-        side = ()
+        side, info_failures = (), []
         if self._image_data:
             info = (
                 pbegin
                 | "ReadImageData" >> beam.Create([self._image_data])
-                | "ParseImageData" >> beam.FlatMap(lambda p: visual_genome.parse_image_data(read_text(p)).items())
+                | "ParseImageData" >> beam.FlatMap(_image_data_entries).with_outputs(FAILED, main=OK)
             )
-            side = (beam.pvalue.AsDict(info),)
+            side, info_failures = (beam.pvalue.AsDict(info[OK]),), [info[FAILED]]
         results = (
             pbegin
             | "RegionFile" >> beam.Create([self._regions])
@@ -236,9 +289,8 @@ class ReadVisualGenome(beam.PTransform):
                 | "Limit" >> LimitImages(self._limit)
                 | "DropKey" >> beam.Values()
             )
-        if not self._scene:
-            return Read(records, results[FAILED])
-        failures, keyed = [results[FAILED]], {"regions": records | "KeyRegions" >> beam.Map(lambda r: (r["image_id"], pack(r)))}
+        # Joined by image id with the scene files (when given): also where an image that appears twice is caught.
+        failures, keyed = [results[FAILED], *info_failures], {"regions": records | "KeyRegions" >> beam.Map(lambda r: (r["image_id"], pack(r)))}
         for key in self._scene:
             parts = (
                 pbegin
@@ -253,7 +305,7 @@ class ReadVisualGenome(beam.PTransform):
             keyed
             | "GroupScene" >> beam.CoGroupByKey()
             | "UnpackScene" >> beam.Map(lambda kv: (kv[0], {k: [unpack(x) for x in v] for k, v in kv[1].items()}))  # packed across the shuffle
-            | "AttachScene" >> beam.FlatMap(_join_scene, bool(self._limit)).with_outputs(FAILED, main=OK)
+            | "AttachScene" >> beam.FlatMap(_join_scene, bool(self._limit), bool(self._scene)).with_outputs(FAILED, main=OK)
         )
         failures.append(joined[FAILED])
         return Read(joined[OK], failures | "MergeVgFailures" >> beam.Flatten())
@@ -438,15 +490,14 @@ class FileSystemsStore:
         return join(self._root, key[:2], f"{key}.json")
 
     def get(self, key: str) -> str | None:
-        if self.fast:  # plain open(): a fifth of the CPU of Beam's file system layer, per request
-            try:
-                with open(self._path(key), "rb") as handle:
-                    return handle.read().decode("utf-8")
-            except FileNotFoundError:
-                return None
+        if self.fast:  # plain os.open(): a fifth of the CPU of Beam's file system layer, per request
+            return _read_regular_file(self._path(key))
         try:
             with FileSystems.open(self._path(key), compression_type="uncompressed") as handle:
-                return handle.read().decode("utf-8")
+                data = handle.read(MAX_ENTRY_BYTES + 1)
+            if len(data) > MAX_ENTRY_BYTES:
+                raise UnusableEntry(f"larger than {MAX_ENTRY_BYTES} bytes")
+            return data.decode("utf-8", errors="replace")
         except Exception:  # noqa: BLE001 - Beam raises BeamIOError/IOError for a missing file
             if FileSystems.exists(self._path(key)):
                 raise
@@ -457,6 +508,46 @@ class FileSystemsStore:
         if self.fast:
             return _link_new_file(path, value.encode("utf-8"))
         return _create_object_once(path, value.encode("utf-8"))
+
+    def replace(self, key: str, value: str) -> None:
+        """Overwrite an entry that cannot be used (atomically: a reader sees the old entry or the new one)."""
+        path = self._path(key)
+        if self.fast:
+            _replace_file(path, value.encode("utf-8"))
+        else:
+            _write_text(path, value)
+
+
+def _read_regular_file(path: str) -> str | None:
+    """A local entry's text: None if absent; :class:`UnusableEntry` for a symlink, a FIFO, a device or a
+    file too large to be a reply (never followed, never blocked on, never read whole)."""
+    import os
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as err:  # ELOOP: a symbolic link
+        raise UnusableEntry(f"cannot be opened without following a link: {err.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnusableEntry("not a regular file")
+        data = handle.read(MAX_ENTRY_BYTES + 1)
+    if len(data) > MAX_ENTRY_BYTES:
+        raise UnusableEntry(f"larger than {MAX_ENTRY_BYTES} bytes")
+    return data.decode("utf-8", errors="replace")
+
+
+def _replace_file(path: str, data: bytes) -> None:
+    import os
+    import tempfile
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
 
 
 class FileSystemsLedgerStore:
@@ -483,15 +574,8 @@ class FileSystemsLedgerStore:
         path = join(self._root, name)
         if "://" in path:
             _write_text(path, text)
-            return
-        import os
-        import tempfile
-
-        os.makedirs(self._root, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self._root, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text.encode("utf-8"))
-        os.replace(tmp, path)
+        else:
+            _replace_file(path, text.encode("utf-8"))
 
 
 def _create_object_once(path: str, data: bytes) -> bool:

@@ -7,7 +7,9 @@ import functools
 
 from apache_beam.io.filesystems import FileSystems
 
+from beam_pipeline.io import path_under
 from comvint.images import ImageError, Picture, picture
+from comvint.records import InputError
 
 CACHED = 256  # pictures a worker keeps (a few MB): an image's items meet on few workers
 
@@ -20,7 +22,10 @@ class Pictures:
         self.get = functools.lru_cache(maxsize=CACHED)(self._load)  # a failure is not cached: the next item tries again
 
     def _load(self, relative: str) -> Picture:
-        path = FileSystems.join(self._root, relative)
+        try:
+            path = path_under(self._root, relative)
+        except InputError as err:
+            raise ImageError(err.detail) from None
         try:
             with FileSystems.open(path, compression_type="uncompressed") as handle:
                 data = handle.read()

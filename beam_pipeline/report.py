@@ -19,6 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline import io
 from comvint import stats as run_stats
+from comvint.records import InputError
 from comvint.report import page, sample
 
 _LOGGER = logging.getLogger(__name__)
@@ -83,7 +84,10 @@ def read_pictures(entries: list[Mapping[str, Any]], image_root: str | None) -> d
     pictures: dict[str, str] = {}
     total = 0
     for entry in sorted(entries, key=lambda e: e["unit"]) if image_root else []:
-        path = io.join(image_root, entry["image"])
+        try:
+            path = io.path_under(image_root, entry["image"])
+        except InputError:
+            continue  # a path that is not plain, or a link out of the root: never embedded
         if not FileSystems.exists(path):
             continue
         with FileSystems.open(path, compression_type="uncompressed") as handle:

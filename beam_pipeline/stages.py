@@ -27,6 +27,7 @@ from comvint.llm.budget import shared_budget
 from comvint.llm.cache import ResponseCache
 from comvint.llm.client import Backend, OfflineBackend, OpenAIBackend
 from comvint.llm.config import LLMConfig
+from comvint.llm.redact import redact_url, remember
 from comvint.llm.retry import UnusableReply
 from comvint.llm.runner import START_IN_FLIGHT, StageRunner
 from comvint.llm.server import LocalServer
@@ -71,10 +72,10 @@ def api_key(config: LLMConfig, read_secret: Callable[[str], str] = read_gcp_secr
         key = read_secret(config.api_key_secret)
         if not key:
             raise RuntimeError(f"the secret {config.api_key_secret} is empty")
-        return key
+        return remember(key)
     if config.server_cmd and not os.environ.get(API_KEY_ENV):
         return "local"  # a self-hosted server asks for no key unless it was started with one
-    return api_key_from_env()
+    return remember(api_key_from_env())
 
 
 def shared_server(config: LLMConfig) -> MultiProcessShared:
@@ -132,11 +133,12 @@ class RunStageFn(beam.DoFn):
             backend = self._backend()
         elif config.mode == "batch":
             backend = BatchBackend(config, api_key(config, self._read_secret), Ledger(FileSystemsLedgerStore(config.cache_dir)))
-            _LOGGER.info("Stage %s: model %s through the Batch API at %s", self._stage.name, config.model_for(self._stage.name), config.base_url)
+            _LOGGER.info("Stage %s: model %s through the Batch API at %s", self._stage.name, config.model_for(self._stage.name),
+                         redact_url(config.base_url))
         elif config.backend == "openai":
             backend = OpenAIBackend(endpoint, api_key(config, self._read_secret))
             if not config.server_cmd:
-                _LOGGER.info("Stage %s: model %s at %s", self._stage.name, config.model_for(self._stage.name), config.base_url)
+                _LOGGER.info("Stage %s: model %s at %s", self._stage.name, config.model_for(self._stage.name), redact_url(config.base_url))
         else:
             backend, cache = OfflineBackend(), None
         # One throttle per worker process and endpoint: a refusal slows every stage of the worker.

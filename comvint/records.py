@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import pickle
+import re
 import zlib
 from typing import Any
 
@@ -130,6 +131,21 @@ def unpack_text(packed: bytes) -> bytes:
 def stable_int(*parts: Any) -> int:
     """A deterministic integer from parts (no global RNG, no Python hash seed): the seed of every sampled choice."""
     return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big")
+
+
+_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+_PLAIN_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
+
+
+def plain_id(image_id: str) -> bool:
+    """An image id that can name files and keys: letters, digits and ``_ . : -``, no path, no ``..``."""
+    return bool(_PLAIN_ID.fullmatch(image_id)) and ".." not in image_id
+
+
+def safe_relative(path: str) -> bool:
+    """A relative path of plain parts (no absolute path, no ``..``, no backslash, no empty part)."""
+    parts = path.split("/")
+    return bool(path) and all(_PLAIN_PART.fullmatch(p) and p not in (".", "..") for p in parts)
 
 
 def image_key(source: str, image_id: str) -> str:

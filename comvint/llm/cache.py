@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any, Protocol
 
 CACHE_FORMAT = "comvint-cache-v1"
+MAX_ENTRY_BYTES = 8 << 20  # an entry holds one reply; a store reads no more than this
+_LOGGER = logging.getLogger(__name__)
 
 
 class Store(Protocol):
@@ -33,6 +36,9 @@ class MemoryStore:
             return False
         self.data[key] = value
         return True
+
+    def replace(self, key: str, value: str) -> None:
+        self.data[key] = value
 
 
 def canonical_json(value: Any) -> str:
@@ -75,7 +81,13 @@ def cache_key(
 
 
 class ResponseCache:
-    """Raw replies by key; an entry is written once and never changed."""
+    """Raw replies by key; an entry is written once, and rewritten only when what is there cannot be used.
+
+    Each entry carries its key: an entry copied over another one (another request's valid reply) is a
+    miss, said in the log, and never replayed. An entry that is torn, foreign, of another key or not a
+    file (the store refuses those) is a miss and is rewritten by the next reply for its key, so it is not
+    paid for on every rerun.
+    """
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -84,15 +96,34 @@ class ResponseCache:
         self.fast = bool(getattr(store, "fast", False))
 
     def get(self, key: str) -> dict[str, Any] | None:
-        text = self._store.get(key)
+        try:
+            text = self._store.get(key)
+        except UnusableEntry as err:
+            _LOGGER.warning("Cache entry %s is not used: %s", key, err)
+            return None
         if text is None:
             return None
         try:
             entry = json.loads(text)
         except json.JSONDecodeError:
-            return None  # a torn or foreign file: treated as a miss and rewritten by nobody
-        return entry if entry.get("format") == CACHE_FORMAT else None
+            return None  # a torn or foreign file: a miss, rewritten by the next reply for this key
+        if not isinstance(entry, dict) or entry.get("format") != CACHE_FORMAT:
+            return None
+        if entry.get("key", key) != key:  # entries written before keys were stored have none
+            _LOGGER.warning("Cache entry %s holds the reply of another request (%s): not replayed", key, str(entry["key"])[:64])
+            return None
+        return entry
 
     def put(self, key: str, reply: dict[str, Any]) -> bool:
-        """Store ``reply`` (text, finish_reason, usage, model) unless the key exists."""
-        return self._store.put_if_absent(key, canonical_json({"format": CACHE_FORMAT, **reply}))
+        """Store ``reply`` (text, finish_reason, usage, model) unless a usable entry exists for the key."""
+        text = canonical_json({"format": CACHE_FORMAT, "key": key, **reply})
+        if self._store.put_if_absent(key, text):
+            return True
+        if self.get(key) is None and hasattr(self._store, "replace"):  # torn, foreign, another key's, not a file
+            self._store.replace(key, text)
+            return True
+        return False
+
+
+class UnusableEntry(Exception):
+    """A cache entry the store will not read: not a regular file, or larger than a reply can be."""

@@ -40,7 +40,7 @@ def classify(exc: BaseException) -> tuple[bool, str]:
     permanent; unusable replies retry (a new sample may be valid).
     """
     if isinstance(exc, ReplyError):
-        return True, exc.reason
+        return exc.reason != "oversized_reply", exc.reason  # another sample of a runaway reply is paid again
     if isinstance(exc, UnusableReply):
         return True, "unusable"
     if isinstance(exc, BatchLineError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import random
 import re
 import time
@@ -20,11 +21,12 @@ import jsonschema
 
 from comvint.llm.budget import BUDGET_EXHAUSTED, Budget, BudgetExhausted
 from comvint.llm.cache import ResponseCache, cache_key
-from comvint.llm.client import Backend, Reply
+from comvint.llm.client import Backend, Reply, text_chars
 from comvint.llm.config import LLMConfig
 from comvint.llm.retry import BatchLineError, ReplyError, UnusableReply, backoff, classify, retry_after_seconds
 from comvint.llm.throttle import Throttle
 
+_LOGGER = logging.getLogger(__name__)
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
 
 
@@ -67,8 +69,14 @@ def json_text(text: str) -> str:
     return text[start : end + 1] if 0 <= start < end else text
 
 
+MAX_REPLY_CHARS = 64_000  # a stage's reply is a few thousand characters; a larger one is refused, not kept
+RAW_EXCERPT = 2_000  # characters of a refused reply kept in its failure record
+
+
 def parse_reply(reply: Reply, schema: dict[str, Any]) -> dict[str, Any]:
-    """Check the finish reason, parse JSON (tolerating a code fence or prose around it), validate the schema."""
+    """Check the size and the finish reason, parse JSON (tolerating a code fence or prose around it), validate the schema."""
+    if len(reply.text) > MAX_REPLY_CHARS:
+        raise ReplyError("oversized_reply", f"{len(reply.text):,} characters, more than {MAX_REPLY_CHARS:,}", reply.text[:RAW_EXCERPT])
     if reply.finish_reason in ("length", "content_filter"):
         reason = "truncated" if reply.finish_reason == "length" else "content_filter"
         raise ReplyError(reason, f"finish_reason={reply.finish_reason}", reply.text, reply.finish_reason)
@@ -108,13 +116,6 @@ def latency_bucket(seconds: float) -> str:
         if seconds <= bound:
             return f"le_{bound:g}s"
     return f"gt_{LATENCY_BUCKETS[-1]:g}s"
-
-
-def text_chars(content: Any) -> int:
-    """Characters of a message's text (a list of parts counts its text parts; pictures are priced apart)."""
-    if isinstance(content, list):
-        return sum(len(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type") == "text")
-    return len(str(content or ""))
 
 
 def estimate_tokens(call: Call) -> int:
@@ -288,6 +289,10 @@ class StageRunner:
             usage["latency_ms"] = usage.get("latency_ms", 0.0) + elapsed * 1000
             histogram, bucket = usage.setdefault("latency_histogram", {}), latency_bucket(elapsed)
             histogram[bucket] = histogram.get(bucket, 0) + 1
+        if reply.usage_anomaly:  # counted, estimated from the text, and said once per reply
+            usage["usage_anomalies"] = usage.get("usage_anomalies", 0) + 1
+            _LOGGER.warning("Stage %s: the endpoint's usage was not a count (%s): estimated from the text", call.stage,
+                            reply.usage_anomaly)
         usage["prompt_tokens"] = usage.get("prompt_tokens", 0) + reply.prompt_tokens
         usage["completion_tokens"] = usage.get("completion_tokens", 0) + reply.completion_tokens
         if call.images:  # what the pictures cost, inside prompt_tokens (the provider counts them there)
@@ -301,12 +306,12 @@ class StageRunner:
 
 def failure_suffix(exc: BaseException, retryable: bool) -> str:
     """How a call's last error names its dead letter: the stage's own reason for an unusable reply,
-    ``exhausted_retries``, ``permanent_error`` (a 4xx), ``batch_cancelled`` / ``batch_failed`` (a batch that
+    ``oversized_reply``, ``exhausted_retries``, ``permanent_error`` (a 4xx), ``batch_cancelled`` / ``batch_failed`` (a batch that
     ended without the line), or ``unexpected_error`` (anything else)."""
     import openai
 
-    if isinstance(exc, UnusableReply):
-        return exc.reason
+    if isinstance(exc, UnusableReply) or isinstance(exc, ReplyError) and not retryable:
+        return exc.reason  # a stage's own reason, or a reply refused outright (oversized_reply)
     if retryable:
         return "exhausted_retries"
     if isinstance(exc, BatchLineError) and not exc.cause.startswith("batch_http_"):

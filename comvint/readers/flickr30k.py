@@ -74,9 +74,15 @@ def _finish_phrase(current: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def lines_of(text: str) -> list[str]:
+    """The lines of a file split on line feeds only (``\r\n`` too): ``str.splitlines`` would also split inside a
+    caption at U+2028, U+0085 or a form feed, and break it in two."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def parse_sentences(text: str) -> list[dict[str, Any]]:
     """Parse a whole Sentences file (one caption per non-blank line)."""
-    lines = [line for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines_of(text) if line.strip()]
     if not lines:
         raise InputError("ingest_empty_sentences", "the Sentences file has no caption")
     return [parse_caption(line) for line in lines]
@@ -151,7 +157,7 @@ def parse_annotation_xml(data: bytes) -> tuple[int, int, list[dict[str, Any]], i
 def parse_unrelated_captions(text: str) -> frozenset[tuple[str, int]]:
     """Parse ``UNRELATED_CAPTIONS`` (``<imageID> <sentence number>``, 1-based) to a set."""
     pairs = set()
-    for line in text.splitlines():
+    for line in lines_of(text):
         fields = line.split()
         if len(fields) == 2 and not line.startswith("#"):
             pairs.add((fields[0], int(fields[1])))
@@ -160,7 +166,7 @@ def parse_unrelated_captions(text: str) -> frozenset[tuple[str, int]]:
 
 def parse_split(text: str) -> frozenset[str]:
     """Parse a split file (one image id per line)."""
-    return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    return frozenset(line.strip() for line in lines_of(text) if line.strip() and not line.startswith("#"))
 
 
 def build_record(

@@ -22,13 +22,20 @@ from typing import IO, Any
 
 import msgspec
 
-from comvint.records import VISUAL_GENOME, Failure, InputError, annotation_record
+from comvint.records import VISUAL_GENOME, Failure, InputError, annotation_record, plain_id, safe_relative
 
 CHUNK = 1 << 20
 LOOKAHEAD = 1 << 20
 MAX_OBJECT = 256 << 20
 _SEPARATORS = re.compile(r"[\s,]*")
-_DECODER = json.JSONDecoder()
+MAX_INT_DIGITS = 30  # a longer integer literal is kept as text, which fails the type checks of its field
+
+
+def _bounded_int(text: str) -> int | str:
+    return int(text) if len(text) <= MAX_INT_DIGITS else text
+
+
+_DECODER = json.JSONDecoder(parse_int=_bounded_int)
 # Where a range starts mid-file, a candidate worth reading on is an image object's first key: `{"`
 # alone also ends a string whose last character is `{` ("a sign saying {", "x": ...).
 _IMAGE_OBJECT_START = re.compile(r'\{\s*"(?:regions|objects|attributes|relationships|id|image_id)"\s*:')
@@ -46,7 +53,7 @@ class _TextWindow:
             skip += 1  # a range starting inside a multi-byte character
         stream.seek(start + skip)
         self.stream = stream
-        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")  # a bad byte fails its object only
         self.text = ""
         self.i = 0
         self.byte = start + skip
@@ -63,7 +70,7 @@ class _TextWindow:
             self.text += self.decoder.decode(data, final=self.eof)
 
     def advance(self, j: int) -> None:
-        self.byte += len(self.text[self.i : j].encode("utf-8"))
+        self.byte += len(self.text[self.i : j].encode("utf-8", "surrogateescape"))
         self.i = j
 
     def find(self, char: str) -> int:
@@ -119,10 +126,10 @@ def region_record(region_id: Any, phrase: str, x: int, y: int, w: int, h: int) -
 def image_id_of(obj: dict[str, Any]) -> str | None:
     """The image id of a top-level object (``id`` in both versions, ``image_id`` tolerated)."""
     value = obj.get("id", obj.get("image_id"))
-    if value is None and obj.get("regions"):
-        first = obj["regions"][0]
-        value = first.get("image_id", first.get("image"))
-    return None if value is None else str(value)
+    regions = obj.get("regions")
+    if value is None and isinstance(regions, list) and regions and isinstance(regions[0], dict):
+        value = regions[0].get("image_id", regions[0].get("image"))
+    return None if value is None or isinstance(value, dict | list) else str(value)
 
 
 def detect_version(obj: dict[str, Any]) -> str:
@@ -172,15 +179,20 @@ def typed_record(image: _Image, info: dict[str, Any] | None = None) -> dict[str,
         if region_id is None or r.width < 0 or r.height < 0:  # msgspec already refused non-integers and booleans
             return None
         regions.append(region_record(region_id, r.phrase, r.x, r.y, r.width, r.height))
-    if image.id is None or not regions:
+    if image.id is None or not regions or not plain_id(str(image.id)):
         return None
     return _assemble(str(image.id), regions, "1.2" if image.regions[0].region_id is not None else "1.0", info)
 
 
 def _assemble(image_id: str, regions: list[dict[str, Any]], version: str, info: dict[str, Any] | None) -> dict[str, Any]:
+    if not plain_id(image_id):  # it names files (the picture, Convert/<id>.txt) and keys: never a path
+        raise InputError("ingest_bad_image_id", f"image id {image_id[:80]!r} is not a plain identifier")
     info = info or {}
+    if any(k in info and not valid_size(info[k]) for k in ("width", "height")):
+        raise InputError("ingest_bad_image_size", f"image {image_id}: image_data gives {info.get('width')!r} x {info.get('height')!r}")
     url = info.get("url") or ""
-    image = "visual_genome/" + "/".join(url.split("/")[-2:]) if url else f"visual_genome/{image_id}.jpg"
+    tail = "/".join(url.split("/")[-2:]) if isinstance(url, str) else ""
+    image = f"visual_genome/{tail}" if url and safe_relative(tail) else f"visual_genome/{image_id}.jpg"
     extra = {k: _str_or_none(info.get(k)) for k in ("coco_id", "flickr_id") if k in info}
     return annotation_record(
         image_id=image_id,
@@ -199,8 +211,21 @@ def _str_or_none(value: Any) -> str | None:
 
 
 def parse_image_data(text: str) -> dict[str, dict[str, Any]]:
-    """Parse ``image_data.json`` into ``{image_id: entry}`` (about 17 MB for v1.2)."""
-    return {str(e.get("image_id", e.get("id"))): e for e in json.loads(text)}
+    """Parse ``image_data.json`` into ``{image_id: entry}`` (about 17 MB for v1.2); :class:`InputError` for a file
+    that is not a JSON array of objects. An entry without an id is left out; its image is read without one."""
+    try:
+        entries = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise InputError("ingest_bad_image_data", f"image_data is not JSON: {type(err).__name__}: {str(err)[:120]}") from None
+    if not isinstance(entries, list):
+        raise InputError("ingest_bad_image_data", f"image_data is a JSON {type(entries).__name__}, not an array")
+    return {str(key): e for e in entries if isinstance(e, dict) and (key := e.get("image_id", e.get("id"))) is not None
+            and not isinstance(key, dict | list)}
+
+
+def valid_size(value: Any) -> bool:
+    """A width or height: a positive integer (not a bool, not NaN, not negative)."""
+    return type(value) is int and 0 < value < 1 << 20
 
 
 def read_images(
@@ -241,6 +266,12 @@ def _read_objects(
         j = _next_object_start(window, synced)
         if j is None:
             return
+        if j == NOT_AN_OBJECT:  # an element that is not an image object: that element fails, the rest are read
+            failure, go_on = _fail_element(window, path, "ingest_vg_not_an_object", f"the element at byte {window.byte} is not an image object")
+            yield failure
+            if not go_on:
+                return
+            continue
         if j < 0:
             if (last or synced and window.byte < end) and not window.text.rstrip().endswith("]"):
                 yield _file_failure(path, "ingest_vg_truncated", f"file ends at byte {window.byte} inside the array")
@@ -254,7 +285,18 @@ def _read_objects(
             yield record
             window.advance(stop)
             continue
-        obj, stop = _decode_at(window, synced)
+        at = window.byte
+        try:
+            obj, stop = _decode_at(window, synced)
+        except _BadValue as err:  # decodable as far as JSON goes, but not as a value here (too deep, too long a number)
+            if not synced:
+                window.advance(window.i + 1)
+                continue
+            failure, go_on = _fail_element(window, path, "ingest_vg_bad_object", f"the image object at byte {at}: {err}")
+            yield failure
+            if not go_on:
+                return
+            continue
         if stop is None:
             if synced:
                 yield _file_failure(
@@ -267,8 +309,76 @@ def _read_objects(
             window.advance(window.i + 1)
             continue
         synced = True
-        yield _to_record(obj, path, image_data) if key == "regions" else _to_part(obj, path, key)
+        if _has_surrogate(window.text[window.i : stop]):  # a byte that is not UTF-8 (or an escaped lone surrogate)
+            image_id = image_id_of(obj) if isinstance(obj, dict) else None
+            yield Failure(stage="ingest", reason="ingest_invalid_utf8", source=VISUAL_GENOME, image_id=image_id, path=path,
+                          detail=f"the image object at byte {at} holds bytes that are not UTF-8 or a lone surrogate")
+        else:
+            yield _to_record(obj, path, image_data) if key == "regions" else _to_part(obj, path, key)
         window.advance(stop)
+
+
+NOT_AN_OBJECT = -2
+_SURROGATE = re.compile(r"[\ud800-\udfff]|\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+class _BadValue(Exception):
+    """A value the decoder refuses for a reason other than where it ends (nesting too deep, a number too long)."""
+
+
+def _has_surrogate(text: str) -> bool:
+    """Whether raw text holds an undecodable byte (kept as a surrogate escape) or an escaped lone surrogate."""
+    if not _SURROGATE.search(text):
+        return False
+    try:  # a raw surrogate, or an escaped one left unpaired, cannot be written as UTF-8
+        json.dumps(_DECODER.decode(text), ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, ValueError, RecursionError):
+        return True
+    return False
+
+
+def _value_end(window: _TextWindow) -> int:
+    """Index just past the JSON value at the window's position, by scanning (never recursing); -1 at end of data
+    or past ``MAX_OBJECT`` characters."""
+    depth, j, in_string = 0, window.i, False
+    while True:
+        if j >= len(window.text):
+            if window.eof or j - window.i > MAX_OBJECT:
+                return -1
+            offset = j - window.i
+            window.fill(len(window.text) + CHUNK)
+            j = window.i + offset
+            continue
+        c = window.text[j]
+        if in_string:
+            if c == "\\":
+                j += 1
+            elif c == '"':
+                in_string = False
+                if depth == 0:
+                    return j + 1
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+        elif c in "]}":
+            if depth == 0:
+                return j  # a scalar ended by the array's close
+            depth -= 1
+            if depth == 0:
+                return j + 1
+        elif depth == 0 and (c == "," or c.isspace()):
+            return j
+        j += 1
+
+
+def _fail_element(window: _TextWindow, path: str, reason: str, detail: str) -> tuple[Failure, bool]:
+    """The failure of the element at the window's position (skipped), and whether reading can go on past it."""
+    stop = _value_end(window)
+    if stop < 0:
+        return _file_failure(path, "ingest_vg_truncated", f"file ends at byte {window.byte} inside the array"), False
+    window.advance(stop)
+    return Failure(stage="ingest", reason=reason, source=VISUAL_GENOME, path=path, detail=detail), True
 
 
 def _next_object_start(window: _TextWindow, synced: bool) -> int | None:
@@ -278,7 +388,9 @@ def _next_object_start(window: _TextWindow, synced: bool) -> int | None:
     token = window.next_token()
     if token == "]":
         return None
-    return window.i if token == "{" else -1
+    if token == "":
+        return -1
+    return window.i if token == "{" else NOT_AN_OBJECT
 
 
 _IMAGE_START = '{"regions"'
@@ -327,6 +439,8 @@ def _decode_at(window: _TextWindow, synced: bool) -> tuple[Any, int | None]:
             if window.eof or lookahead >= limit:
                 return None, None
             lookahead *= 4
+        except (ValueError, RecursionError) as err:
+            raise _BadValue(f"{type(err).__name__}: {str(err)[:120]}") from None
 
 
 def _to_record(obj: Any, path: str, image_data: dict) -> dict[str, Any] | Failure:
@@ -362,6 +476,8 @@ def scene_part(obj: dict[str, Any], key: str) -> dict[str, Any]:
     image_id = image_id_of(obj)
     if image_id is None:
         raise InputError("ingest_missing_image_id", f"an image object of {key} without id")
+    if not plain_id(image_id):
+        raise InputError("ingest_bad_image_id", f"image id {image_id[:80]!r} is not a plain identifier")
     try:
         if key == "relationships":
             items = [{"predicate": " ".join(str(r["predicate"]).lower().split()), "subject": scene_object(r["subject"]),

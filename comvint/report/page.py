@@ -8,6 +8,8 @@ forbids every request, and images are embedded as data URIs.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import pathlib
 import re
@@ -149,15 +151,24 @@ def _total_cost(llm: Mapping[str, Mapping[str, Any]]) -> float | None:
 
 
 def _script_json(value: Any) -> str:
-    """JSON safe inside a ``<script>`` element (no ``</`` can close it early)."""
-    return json.dumps(value, ensure_ascii=False, sort_keys=True).replace("</", "<\\/").replace("<!--", "<\\!--")
+    """JSON safe inside a ``<script>`` element: every ``<`` (and ``>``, ``&``) as a JSON escape, so no ``</script>``
+    or ``<!--`` in a caption or a reply can end or bend the element, and the text stays valid JSON."""
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def script_hash(script: str) -> str:
+    """The CSP source that allows exactly this inline script (and no injected one)."""
+    return "'sha256-" + base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii") + "'"
 
 
 def render(data: Mapping[str, Any]) -> str:
     """The self-contained HTML page."""
     template = (ASSETS / "report.html").read_text(encoding="utf-8")
+    script = (ASSETS / "report.js").read_text(encoding="utf-8")
     return (
         template.replace("/*STYLE*/", (ASSETS / "report.css").read_text(encoding="utf-8"))
-        .replace("/*SCRIPT*/", (ASSETS / "report.js").read_text(encoding="utf-8"))
+        .replace("__SCRIPT_HASH__", script_hash(script))
+        .replace("/*SCRIPT*/", script)
         .replace("__DATA__", _script_json(data))
     )

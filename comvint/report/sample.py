@@ -14,6 +14,7 @@ from typing import Any
 
 from comvint.records import VISUAL_GENOME, Failure, image_key, stable_int
 
+MAX_SIDE = 100_000  # the largest coordinate drawn (real images are a few thousand pixels)
 MAX_BOXES = 100  # boxes drawn per image (a filtered VG image may have hundreds of regions)
 MAX_TEXT = 600  # characters kept of evidence and failure details
 _IDS = re.compile(r"\b([eor]:[^,()\s;]+)")
@@ -42,10 +43,21 @@ def geometry(ann: dict[str, Any]) -> dict[str, Any]:
         for entity in ann["entities"]:
             label = labels.get(entity["entity_id"], "")
             boxes += [{"id": f"e:{entity['entity_id']}", "label": label, "box": box} for box in entity["boxes"]]
+    width, height = bounded(ann.get("width"), MAX_SIDE), bounded(ann.get("height"), MAX_SIDE)
+    drawn = [{**b, "box": [bounded(v, MAX_SIDE) for v in b["box"]]} for b in boxes[:MAX_BOXES]]
     return {
         "unit": image_key(ann["source"], ann["image_id"]), "source": ann["source"], "image_id": ann["image_id"],
-        "image": ann["image"], "width": ann["width"], "height": ann["height"], "boxes": boxes[:MAX_BOXES],
+        "image": ann["image"], "width": width, "height": height, "boxes": drawn,
     }
+
+
+def bounded(value: Any, limit: int) -> int:
+    """A coordinate the page can draw: an integer in [0, limit] (a box at x = 10^200 or NaN is drawn at the edge)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0
+    return int(min(max(number, 0.0), limit)) if number == number else 0
 
 
 def grounded_ids(grounding: list[str] | None) -> list[str]:
@@ -64,6 +76,11 @@ def card(record: Any, sink: str) -> dict[str, Any]:
     """One record of ``instructions``, ``rejected`` or ``failures`` as the browser shows it."""
     fields = record.to_dict() if isinstance(record, Failure) else record
     out = {k: fields[k] for k in CARD_FIELDS if fields.get(k) is not None}
+    for k in ("instruction", "answer"):  # a rejected record may hold what no filter has bounded
+        if k in out:
+            out[k] = _clip(out[k])
+    if "options" in out:
+        out["options"] = [_clip(o) for o in out["options"][:8]]
     out["outcome"] = {"instructions": "kept", "rejected": "rejected", "failures": "failed"}[sink]
     if sink == "failures":
         out["id"] = fields.get("item_id") or f"{fields['source']}/{fields['image_id']}/{fields['stage']}"

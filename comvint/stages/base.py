@@ -13,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from comvint.llm.redact import redact
 from comvint.llm.runner import Call, Outcome
 from comvint.records import Failure
 
 OK, REJECTED, FAILED, SKIPPED = "ok", "rejected", "failed", "skipped"
+MAX_DETAIL, MAX_RAW = 2_000, 20_000  # characters of an error detail and of a raw reply a dead letter keeps
 Emit = tuple[str, Any]
 
 
@@ -42,8 +44,11 @@ def item_identity(item: Any) -> tuple[str, str, str | None]:
 
 
 def failure(stage: str, item: Any, reason: str, detail: str = "", raw: str | None = None) -> Failure:
+    """The dead letter of an item; what the endpoint sent (error detail, raw reply) with any key masked."""
     source, image_id, item_id = item_identity(item)
-    return Failure(stage, reason, source, image_id=image_id, item_id=item_id, detail=detail, raw_response=raw)
+    raw = redact(raw)
+    return Failure(stage, reason, source, image_id=image_id, item_id=item_id, detail=(redact(detail) or "")[:MAX_DETAIL],
+                   raw_response=raw[:MAX_RAW] if raw else raw)
 
 
 def handle_outcomes(stage: Stage, item: Any, outcomes: list[Outcome]) -> list[Emit]:

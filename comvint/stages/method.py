@@ -22,6 +22,7 @@ from typing import Any
 from comvint import prompts
 from comvint.dedup import canonical_image
 from comvint.engine.scene import object_count
+from comvint.llm.redact import redact
 from comvint.llm.runner import Call
 from comvint.prompts.render import MAX_REGIONS, render
 from comvint.records import pack, unpack
@@ -240,7 +241,7 @@ def inherited(item: dict[str, Any]) -> dict[str, Any]:
 
 def rejection(item: dict[str, Any], reason: str, stage: str, evidence: str = "") -> dict[str, Any]:
     """A rejected-sink record: the item plus why it was dropped."""
-    return {**public_record(item), "reason": reason, "stage": stage, "evidence": evidence}
+    return {**public_record(item), "reason": reason, "stage": stage, "evidence": redact(evidence) or ""}
 
 
 def reformulate_selected(item: dict[str, Any], cfg: MethodConfig) -> bool:

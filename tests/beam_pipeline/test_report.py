@@ -185,3 +185,39 @@ def test_a_batch_run_report_shows_its_batches(run, browser, tmp_path):
     assert page.locator("#llm-table thead th").all_inner_texts()[3:5] == ["batches", "batch lines"]
     assert page.locator("#llm-table tbody td").all_inner_texts()[3:5] == ["1", "9"]
     assert "(Batch API)" in page.locator("#source").inner_text()
+
+
+HOSTILE = ('<img src="http://127.0.0.1:9/img"> </script><script>fetch("http://127.0.0.1:9/js")</script> <!-- '
+           '<a href="http://127.0.0.1:9/a">x</a> &amp; \u2028')
+
+
+@pytest.fixture
+def hostile_report(tmp_path) -> pathlib.Path:
+    """A run whose captions carry markup and URLs (made before the browser's event loop starts)."""
+    root = tmp_path / "flickr"
+    (root / "Sentences").mkdir(parents=True)
+    (root / "Annotations").mkdir()
+    line = f"[/EN#1/people A man {HOSTILE}] holds [/EN#2/other a red umbrella] on a long and rainy afternoon in the old town square ."
+    (root / "Sentences" / "42.txt").write_text("\n".join([line] * 5) + "\n")
+    (root / "Annotations" / "42.xml").write_text(
+        "<annotation><size><width>100</width><height>100</height></size>"
+        "<object><name>1</name><bndbox><xmin>10</xmin><ymin>10</ymin><xmax>40</xmax><ymax>90</ymax></bndbox></object>"
+        "<object><name>2</name><bndbox><xmin>60</xmin><ymin>5</ymin><xmax>95</xmax><ymax>40</ymax></bndbox></object></annotation>")
+    main.run(["--flickr_root", str(root), "--output", str(tmp_path / "out")])
+    return tmp_path / "out" / "report.html"
+
+
+def test_a_report_of_hostile_text_stays_text_in_a_real_browser(hostile_report, browser):
+    """Markup and URLs in every text the report embeds: the page still draws, and no request leaves it."""
+    page = browser.new_page()
+    page.set_default_timeout(10_000)
+    problems, requests = [], []
+    page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url))
+    url = hostile_report.as_uri()
+    page.goto(url)
+    page.wait_for_selector("article.card")
+    assert problems == [] and requests == [url]
+    assert page.locator("script").count() == 2 and page.locator("img, a[href]").count() == 0  # nothing injected became markup
+    assert "</script><script>" in page.locator("body").inner_text() or "<img" in page.content().replace("&lt;", "<")

@@ -121,10 +121,24 @@ def test_truncated_file_keeps_what_was_read_and_reports(cut):
     assert _ids(whole[:-1]) == [str(i) for i in range(len(whole) - 1)]
 
 
-def test_invalid_utf8_is_reported():
+def test_invalid_utf8_fails_only_its_object_at_its_true_offset():
     data = _synthetic(3, "x").replace(b'"x"', b'"\xff"', 1)
     items = _read(data)
-    assert _ids(items) == ["ingest_invalid_utf8"]
+    assert _ids(items) == ["ingest_invalid_utf8", "1", "2"]  # the images before and after it are read
+    assert f"at byte {data.index(b'{', 1)}" in items[0].detail
+
+
+@pytest.mark.parametrize("element", [b"1", b'"text"', b"null", b"[" * 100_000 + b"]" * 100_000, b'{"regions": [1]}', b'{"regions": 5}',
+                                     b'{"id": 5, "regions": [{"region_id": ' + b"9" * 5001 + b', "phrase": "p", "x": 1, "y": 1, '
+                                     b'"width": ' + b"9" * 5001 + b', "height": 1}]}',
+                                     b'{"id": 6, "regions": [{"region_id": 1, "phrase": "a \\ud800 b", "x": 1, "y": 1, "width": 1, "height": 1}]}'])
+def test_one_hostile_element_fails_alone(element):
+    first = _synthetic(1, "x")[1:-1]
+    last = json.dumps({"regions": [{"region_id": 20, "width": 5, "height": 6, "image_id": 2, "phrase": "y", "y": 1, "x": 2}], "id": 2})
+    data = b"[" + first + b", " + element + b", " + last.encode() + b"]"
+    items = _read(data)
+    assert [x for x in _ids(items) if not x.startswith("ingest_")] == ["0", "2"]  # before and after it
+    assert sum(isinstance(x, Failure) for x in items) == 1
 
 
 def test_not_an_array():
