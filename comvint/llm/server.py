@@ -18,13 +18,18 @@ import time
 import urllib.error
 import urllib.request
 import weakref
+from collections.abc import Callable
 
 POLL_S = 0.2
 LOG_TAIL = 2000  # characters of the server's output quoted when it fails to start
 
 
 class ServerError(RuntimeError):
-    """The server exited or never became ready."""
+    """The server exited or never became ready (``pid``: its process, already stopped)."""
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
 
 
 def free_port() -> int:
@@ -64,8 +69,10 @@ class LocalServer:
     again if the last user had stopped it) and ``detach()`` (the last one stops it); it is also stopped when the
     object is collected and at interpreter exit (a finalizer that holds the process, not the object)."""
 
-    def __init__(self, command: str, startup_s: float = 600.0) -> None:
+    def __init__(self, command: str, startup_s: float = 600.0, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self._command, self._startup_s, self._users = command, startup_s, 0
+        self._clock, self._sleep = clock, sleep  # injectable: a test of the deadline need not wait for it
         self._start()
 
     def _start(self) -> None:
@@ -75,16 +82,16 @@ class LocalServer:
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         self.base_url = f"http://127.0.0.1:{port}/v1"
         self.stop = weakref.finalize(self, terminate, self._process)
-        deadline = time.monotonic() + self._startup_s
+        deadline = self._clock() + self._startup_s
         while not ready(self.base_url):
             code = self._process.poll()
             if code is not None:
-                raise ServerError(f"the LLM server exited with code {code} before it was ready: {self.log_tail()}")
-            if time.monotonic() > deadline:
+                raise ServerError(f"the LLM server exited with code {code} before it was ready: {self.log_tail()}", self._process.pid)
+            if self._clock() > deadline:
                 self.stop()
                 raise ServerError(f"the LLM server was not ready within {self._startup_s:g} s (GET {self.base_url}/models): "
-                                  f"{self.log_tail()}")
-            time.sleep(POLL_S)
+                                  f"{self.log_tail()}", self._process.pid)
+            self._sleep(POLL_S)
 
     def attach(self) -> str:
         """One more user; the base URL (the server started again if it had been stopped)."""

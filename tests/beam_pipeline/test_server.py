@@ -47,12 +47,25 @@ def test_a_server_that_exits_fails_fast_with_what_it_printed():
         LocalServer(f"{shlex.quote(sys.executable)} -c \"import sys; print('no weights here'); sys.exit(3)\" {{port}}", startup_s=60)
 
 
-def test_a_server_that_never_answers_is_stopped_at_the_deadline(tmp_path):
-    pid_file = tmp_path / "pid"
-    code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); print('loading', flush=True); time.sleep(600)"
-    with pytest.raises(ServerError, match=r"not ready within 1 s .*loading"):
-        LocalServer(f"{shlex.quote(sys.executable)} -c {shlex.quote(code)} {{port}}", startup_s=1)
-    assert not alive(int(pid_file.read_text()))
+class FakeClock:
+    """Time that passes only when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_a_server_that_never_answers_is_stopped_at_the_deadline():
+    code = "import threading; threading.Event().wait()"  # never listens, never exits
+    clock = FakeClock()
+    with pytest.raises(ServerError, match=r"not ready within 600 s") as raised:
+        LocalServer(f"{shlex.quote(sys.executable)} -c {shlex.quote(code)} {{port}}", startup_s=600, clock=clock.time, sleep=clock.sleep)
+    assert clock.now > 600 and not alive(raised.value.pid)
 
 
 def test_the_job_fails_when_its_server_cannot_start(tmp_path):
