@@ -112,11 +112,12 @@ def help_text() -> str:
     return parser.format_help()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Run the job with ``argv`` (default: the command line), print its summary and final state."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in ("beam_pipeline", "comvint"):
         logging.getLogger(name).setLevel(logging.INFO)
-    argv, start = sys.argv[1:], time.monotonic()
+    argv, start = sys.argv[1:] if argv is None else list(argv), time.monotonic()
     if "-h" in argv or "--help" in argv:
         print(help_text())
         return

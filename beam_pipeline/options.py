@@ -67,6 +67,9 @@ class ComvintOptions(PipelineOptions):
             help="most requests in flight per worker; the worker starts at 32 and adapts to what the endpoint accepts")
         add("--llm_rpm", type=float, default=0, help="the job's requests per minute, shared by its workers (0: adapt to the endpoint)")
         add("--llm_tpm", type=float, default=0, help="the job's tokens per minute, shared by its workers (0: adapt to the endpoint)")
+        add("--llm_workers", type=int, default=0,
+            help="worker processes sharing --llm_rpm/--llm_tpm/--llm_max_cost_usd (0: from the runner's flags; on Flink, "
+                 "TaskManagers x --sdk_worker_parallelism: run_flink.sh sets it)")
         add("--llm_response_format", default="json_schema", choices=("json_schema", "json_object", "text"),
             help="structured output the endpoint supports")
         add("--llm_prices", default="", help="price per 1M tokens for the cost estimate: 'model=in:out,...'")
@@ -107,3 +110,15 @@ class ComvintOptions(PipelineOptions):
         add("--write_annotations", action="store_true", help="also write annotations/ in a full run")
         add("--write_convert", action="store_true", help="write Convert/<id>.txt files as process.sh did")
         add("--report_images_per_source", type=int, default=100, help="images per source in the report's sample browser")
+
+
+class FlinkJavaOptions(PipelineOptions):
+    """Options of Beam's Flink runner (Java) that Beam's Python SDK does not declare; passed through to it."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument("--execution_mode_for_batch", default=None,
+                            choices=("PIPELINED", "PIPELINED_FORCED", "BATCH", "BATCH_FORCED"),
+                            help="Flink: how a batch job's exchanges run; run_flink.sh uses BATCH_FORCED (blocking "
+                                 "exchanges: the job runs stage by stage in bounded network memory, and a lost "
+                                 "TaskManager reruns only what it held)")

@@ -178,9 +178,10 @@ def parse_image_stages(text: str, image_root: str | None) -> tuple[str, ...]:
 
 
 def worker_count(values: Mapping[str, object]) -> int:
-    """How many worker processes share the job's budget: Dataflow's --max_num_workers (else --num_workers),
-    or the local runner's --direct_num_workers in multi_processing mode; 1 otherwise."""
-    for flag in ("max_num_workers", "num_workers"):
+    """How many worker processes share the job's budget: --llm_workers when set (Flink: one SDK worker per
+    TaskManager), Dataflow's --max_num_workers (else --num_workers), or the local runner's --direct_num_workers
+    in multi_processing mode; 1 otherwise."""
+    for flag in ("llm_workers", "max_num_workers", "num_workers"):
         if values.get(flag):
             return max(1, int(values[flag]))
     if values.get("direct_running_mode") == "multi_processing" and values.get("direct_num_workers"):
