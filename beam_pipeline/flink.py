@@ -50,7 +50,7 @@ CLUSTER_CONFIG = {
     # Deploying a task to a TaskManager busy with Python workers took over the default 10 s here.
     "pekko.ask.timeout": "60 s",
     "restart-strategy.type": "fixed-delay",
-    "restart-strategy.fixed-delay.attempts": "3",
+    "restart-strategy.fixed-delay.attempts": "10",  # one lost TaskManager fails its consumers too: 2 here
     "restart-strategy.fixed-delay.delay": "2 s",
     # The job is a few hundred tasks, some with dozens of inputs: Flink's default 64 MB of network
     # buffers of 32 KB is too few for it; packed records are small, so buffers of 8 KB serve as well.

@@ -180,6 +180,7 @@ def main() -> None:
     parser.add_argument("--json", type=pathlib.Path, default=REPO / "build" / "flink_bench.json")
     opts = parser.parse_args()
     JAR, home = flink.fetch_job_server(), flink.fetch_flink()
+    os.environ["OPENAI_API_KEY"] = "sk-flink-bench"  # the workers (the pool's children) read the key, not the submitter
     parts = opts.parts.split(",")
     report = {"versions": {"beam_python": __import__("apache_beam").__version__, "beam_java_job_server": flink.BEAM_JAVA_VERSION,
                            "flink": flink.FLINK_VERSION}, "cluster": "1 JobManager + 2 TaskManagers x 2 slots, EXTERNAL worker pool"}
