@@ -19,6 +19,9 @@ INSTALL_REQUIRES = [
     "msgspec==0.22.0",
     "numpy>=1.26,<2.5",  # MinHash signatures (already a Beam dependency; pinned to Beam's range)
     "pillow>=12.1.1,<13",  # pictures sent to the model: decode, downsize, JPEG (already a Beam dependency)
+    "pyiceberg[sql-sqlite,pyarrow]==0.12.0",  # --lake iceberg: add_files commits, SQL/REST catalogs
+    "deltalake==1.6.6",  # --lake delta: commits of add actions (delta-rs)
+    "bpe-openai==0.1.4",  # the estimate's tokenizer: OpenAI's o200k/cl100k tables built in (tiktoken downloads them)
 ]
 
 setuptools.setup(
@@ -30,8 +33,9 @@ setuptools.setup(
     package_data={"comvint": ["knowledge/*.json", "knowledge/*.json.gz", "knowledge/WORDNET_LICENSE", "report/assets/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest==9.0.3", "gcp-storage-emulator==2026.7.19", "ruff==0.17.5", "playwright==1.65.2"],
-        "bench": ["datasketch==2.0.0", "psutil==7.2.2", "bpe-openai==0.1.4"],
+        "test": ["pytest==9.0.3", "gcp-storage-emulator==2026.7.19", "ruff==0.17.5", "playwright==1.65.2",
+                 "polars==2.1.0", "datasets==5.2.0", "label-studio-sdk==2.1.2"],
+        "bench": ["datasketch==2.0.0", "psutil==7.2.2"],
     },
     entry_points={"console_scripts": ["comvint=beam_pipeline.main:main"]},
 )

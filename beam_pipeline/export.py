@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io as pyio
 from collections.abc import Sequence
 
@@ -12,8 +13,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline import io
 from comvint import exports
+from comvint.records import stable_int
 
-FORMATS = ("llava", "messages", "trl", "avro", "parquet")
+FORMATS = ("llava", "messages", "trl", "avro", "parquet", "review")
 LLAVA_FILE = "comvint_llava.json"
 PARQUET_ROW_GROUP = 50_000
 
@@ -38,16 +40,21 @@ def write_avro_shard(handle, lines: list[bytes]) -> None:
     fastavro.writer(handle, _AVRO, (orjson.loads(line) for line in lines), codec="deflate")
 
 
-def write_parquet_shard(handle, lines: list[bytes]) -> None:
-    """zstd-compressed Parquet in the standard nested layout, in row groups of at most PARQUET_ROW_GROUP rows."""
+def write_parquet_shard(handle, lines: list[bytes], schema=None) -> None:
+    """zstd-compressed Parquet in the standard nested layout (``schema``: the instructions' by default), in
+    row groups of at most PARQUET_ROW_GROUP rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = exports.arrow_schema()
+    schema = schema or exports.arrow_schema()
     with pq.ParquetWriter(handle, schema, compression="zstd", use_compliant_nested_type=True) as writer:
         for start in range(0, max(1, len(lines)), PARQUET_ROW_GROUP):
             rows = [orjson.loads(line) for line in lines[start : start + PARQUET_ROW_GROUP]]
             writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+
+
+def write_rejected_parquet_shard(handle, lines: list[bytes]) -> None:
+    write_parquet_shard(handle, lines, exports.rejected_arrow_schema())
 
 
 def merge_llava(_, directory: str, parts: list[str]) -> str:
@@ -80,9 +87,11 @@ class ExportInstructions(beam.PTransform):
     data); LLaVA's shards are then streamed into one file, ``export/llava/comvint_llava.json``.
     """
 
-    def __init__(self, output: str, formats: Sequence[str], num_shards: int = 0, target_bytes: int = io.SHARD_TARGET_BYTES) -> None:
+    def __init__(self, output: str, formats: Sequence[str], num_shards: int = 0, target_bytes: int = io.SHARD_TARGET_BYTES,
+                 review: ReviewSample | None = None) -> None:
         super().__init__()
         self._output, self._formats, self._shards, self._target = output, tuple(formats), num_shards, target_bytes
+        self._review = review or ReviewSample()
 
     def _shards_of(self, rows, name: str, write, suffix: str, directory: str | None = None):
         directory = directory or io.join(self._output, "export", name)
@@ -109,4 +118,42 @@ class ExportInstructions(beam.PTransform):
                 written["avro"] = self._shards_of(rows, "avro", write_avro_shard, ".avro")
             if "parquet" in self._formats:
                 written["parquet"] = self._shards_of(rows, "parquet", write_parquet_shard, ".parquet")
+        if "review" in self._formats:
+            written["review"] = records | "ExportReview" >> WriteReview(io.join(self._output, "export", "review"), self._review)
         return written
+
+
+@dataclasses.dataclass(frozen=True)
+class ReviewSample:
+    """How many instructions go to human review, chosen by ``seed``, and where their pictures are."""
+
+    tasks: int = 500
+    seed: int = 0
+    image_root: str | None = None
+
+
+def write_review(chosen: list[dict], directory: str, image_root: str | None) -> list[str]:
+    """``tasks.json`` (sorted by id) and ``labeling_config.xml`` for a Label Studio project."""
+    tasks = [exports.to_review_task(r, image_root) for r in sorted(chosen, key=_by_id)]
+    paths = [io.join(directory, exports.REVIEW_TASKS_FILE), io.join(directory, exports.REVIEW_CONFIG_FILE)]
+    for path, data in zip(paths, (orjson.dumps(tasks, option=orjson.OPT_INDENT_2), exports.REVIEW_CONFIG.encode("utf-8")), strict=True):
+        with FileSystems.create(path, compression_type="uncompressed") as handle:
+            handle.write(data)
+    return paths
+
+
+class WriteReview(beam.PTransform):
+    """Instructions -> a seeded sample of ``sample.tasks`` of them as a Label Studio import, with its labeling config."""
+
+    def __init__(self, directory: str, sample: ReviewSample) -> None:
+        super().__init__()
+        self._dir, self._sample = directory, sample
+
+    def expand(self, records):
+        seed = self._sample.seed
+        return (
+            records
+            | "ChooseForReview" >> beam.combiners.Top.Of(self._sample.tasks, key=lambda r: stable_int(seed, "review", r["id"]),
+                                                         reverse=True)
+            | "WriteReviewFiles" >> beam.Map(write_review, self._dir, self._sample.image_root)
+        )

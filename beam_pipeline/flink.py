@@ -54,7 +54,11 @@ CLUSTER_CONFIG = {
     "restart-strategy.fixed-delay.delay": "2 s",
     # The job is a few hundred tasks, some with dozens of inputs: Flink's default 64 MB of network
     # buffers of 32 KB is too few for it; packed records are small, so buffers of 8 KB serve as well.
-    "taskmanager.memory.process.size": "2g",
+    # Beam's data channel to the Python workers (gRPC over Netty) takes direct memory outside Flink's network
+    # buffers: at the whole Flickr30k train+val set, the default (framework off-heap only, 128 MB) ran out
+    # ("OutOfMemoryError: Direct buffer memory") in the stage that merges the method's outputs.
+    "taskmanager.memory.process.size": "3g",
+    "taskmanager.memory.task.off-heap.size": "512m",
     "taskmanager.memory.segment-size": "8kb",
     "taskmanager.memory.network.min": "512m",
     "taskmanager.memory.network.max": "512m",
@@ -135,7 +139,8 @@ def fetch_flink(cache: pathlib.Path = DEFAULT_CACHE, python: str = sys.executabl
     home = cache / f"flink-{FLINK_VERSION}"
     if (home / "bin" / "jobmanager.sh").is_file() and (home / "lib").is_dir():
         return home
-    with tempfile.TemporaryDirectory(dir=cache.parent if cache.parent.is_dir() else None) as tmp:
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
         work = pathlib.Path(tmp)
         for package in ("apache-flink", "apache-flink-libraries"):
             proc = subprocess.run([python, "-m", "pip", "download", "-q", "--no-deps", "-d", str(work),
@@ -206,7 +211,7 @@ class LocalCluster:
         self.rest_port, self.rpc_port = free_port(), free_port()
         self.config = {**CLUSTER_CONFIG, "rest.port": str(self.rest_port), "rest.address": "localhost",
                        "jobmanager.rpc.address": "localhost", "jobmanager.rpc.port": str(self.rpc_port),
-                       "taskmanager.numberOfTaskSlots": str(slots), "parallelism.default": str(slots),
+                       "taskmanager.numberOfTaskSlots": str(slots),
                        **(config or {})}
         self.jobmanager: subprocess.Popen | None = None
         self.taskmanagers: list[subprocess.Popen] = []

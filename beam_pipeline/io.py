@@ -80,7 +80,7 @@ def join(*parts: str) -> str:
     return FileSystems.join(*parts) if parts[0].startswith("gs://") else posixpath.join(*parts)
 
 
-def _stem(path: str) -> str:
+def file_stem(path: str) -> str:
     return posixpath.splitext(posixpath.basename(path))[0]
 
 
@@ -121,7 +121,7 @@ class ParseFlickrImageFn(beam.DoFn):
             for path in (sentences[0], xmls[0]):
                 if self._root and not inside(self._root, path):  # a link out of the tree: never read, never sent
                     raise InputError("ingest_outside_tree", f"{path} resolves outside {self._root}")
-            yield flickr30k.build_record(image_id, _read(sentences[0]), _read(xmls[0]), self._unrelated)
+            yield flickr30k.build_record(image_id, read_bytes(sentences[0]), read_bytes(xmls[0]), self._unrelated)
         except InputError as err:
             self._failed.inc()
             path = (xmls or sentences)[0] if err.reason in XML_REASONS or not sentences else sentences[0]
@@ -130,7 +130,7 @@ class ParseFlickrImageFn(beam.DoFn):
             )
 
 
-def _read(path: str) -> bytes:
+def read_bytes(path: str) -> bytes:
     with FileSystems.open(path) as handle:
         return handle.read()
 
@@ -147,12 +147,12 @@ class LimitImages(beam.PTransform):
             return pairs
         return (
             pairs
-            | "SmallestIds" >> beam.combiners.Top.Of(self._n, key=lambda kv: _id_order(kv[0]), reverse=True)
+            | "SmallestIds" >> beam.combiners.Top.Of(self._n, key=lambda kv: id_order(kv[0]), reverse=True)
             | "Unpack" >> beam.FlatMap(lambda kvs: kvs)
         )
 
 
-def _id_order(image_id: str) -> tuple[int, str]:
+def id_order(image_id: str) -> tuple[int, str]:
     return (int(image_id), "") if image_id.isdigit() else (1 << 62, image_id)
 
 
@@ -174,12 +174,12 @@ class ReadFlickr30k(beam.PTransform):
         sentences = (
             pbegin
             | "MatchSentences" >> fileio.MatchFiles(join(self._root, "Sentences", "*.txt"))
-            | "KeySentences" >> beam.Map(lambda m: (_stem(m.path), m.path))
+            | "KeySentences" >> beam.Map(lambda m: (file_stem(m.path), m.path))
         )
         xmls = (
             pbegin
             | "MatchXml" >> fileio.MatchFiles(join(self._root, "Annotations", "*.xml"))
-            | "KeyXml" >> beam.Map(lambda m: (_stem(m.path), m.path))
+            | "KeyXml" >> beam.Map(lambda m: (file_stem(m.path), m.path))
         )
         results = (
             {"sentences": sentences, "xml": xmls}

@@ -14,9 +14,12 @@ from apache_beam.runners.runner import PipelineResult
 
 from beam_pipeline import io
 from beam_pipeline.export import FORMATS
+from beam_pipeline.lake import LAKE_FILE
 from beam_pipeline.options import SAMPLE_IMAGES, ComvintOptions
 from beam_pipeline.pipeline import build_pipeline
 from beam_pipeline.report import REPORT_FILE, SAMPLE_DIR
+from comvint.card import CARD_FILE
+from comvint.lake import LakeError
 from comvint.llm.config import ConfigError
 from comvint.stats import AccountingError
 from comvint.summary import format_summary
@@ -72,7 +75,8 @@ def written_outputs(output: str) -> list[tuple[str, str]]:
         files = FileSystems.match([io.join(output, name, "*")])[0].metadata_list
         if files:
             found.append((f"{name}/", f"{io.join(output, name)} ({len(files)} file{'s' if len(files) > 1 else ''})"))
-    return found + [(n, io.join(output, n)) for n in ("stats.json", REPORT_FILE) if io.exists(io.join(output, n))]
+    files = ("stats.json", REPORT_FILE, CARD_FILE, LAKE_FILE)
+    return found + [(n, io.join(output, n)) for n in files if io.exists(io.join(output, n))]
 
 
 def accounting_error(err: BaseException) -> str | None:
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         result = run(argv)
-    except (UsageError, ConfigError) as err:
+    except (UsageError, ConfigError, LakeError) as err:
         print(f"comvint: error: {err}", file=sys.stderr)
         sys.exit(2)
     except Exception as err:

@@ -104,12 +104,44 @@ class ComvintOptions(PipelineOptions):
 
         add = parser.add_argument_group("outputs").add_argument
         add("--output", default="output", help="output prefix (local path or gs://)")
-        add("--export", default="", help="comma-separated copies of the instructions: llava,messages,trl,avro,parquet")
+        add("--export", default="", help="comma-separated copies of the instructions: llava,messages,trl,avro,parquet,review "
+                                          "(review: a Label Studio import of a sample, for human spot checks)")
+        add("--review_tasks", type=int, default=500, help="--export review: how many instructions (chosen by --seed)")
         add("--num_shards", type=int, default=0, help="shards per output (0: one per --shard_mb of data)")
         add("--shard_mb", type=float, default=100, help="with --num_shards 0: about this many MB of JSON per shard")
         add("--write_annotations", action="store_true", help="also write annotations/ in a full run")
         add("--write_convert", action="store_true", help="write Convert/<id>.txt files as process.sh did")
         add("--report_images_per_source", type=int, default=100, help="images per source in the report's sample browser")
+        add = parser.add_argument_group("data lake").add_argument
+        add("--lake", default="", choices=("", "iceberg", "delta"),
+            help="after the accounting check, commit instructions (and rejected, to <table>_rejected) to a table, "
+                 "one atomic commit each; rerunning the same job adds nothing")
+        add("--lake_table", default="", help="table name (Iceberg: namespace.table, default comvint.instructions; "
+                                              "Delta: default instructions, a folder under --lake_uri)")
+        add("--lake_uri", default="", help="folder of the tables and their data files, local or gs:// / s3:// (default: <output>/lake)")
+        add("--lake_catalog", default="", help="Iceberg catalog: a SQLAlchemy URL (SQL catalog) or http(s):// (REST catalog); "
+                                               "default: a SQLite catalog at <lake_uri>/catalog.db")
+
+
+# Flags that change where or how fast a run goes, not what it writes: left out of the configuration hash
+# that makes a lake commit idempotent (the same inputs and method settings commit once).
+OPERATIONAL = frozenset({
+    "output", "export", "review_tasks", "num_shards", "shard_mb", "write_annotations", "write_convert", "report_images_per_source",
+    "cache_dir", "llm_api_key_secret", "llm_timeout", "llm_max_retries", "llm_concurrency", "llm_rpm", "llm_tpm",
+    "llm_workers", "llm_prices", "llm_mode", "llm_batch_poll_s", "llm_batch_max_requests", "llm_batch_max_mb",
+    "llm_batch_discount", "llm_server_cmd", "llm_server_startup_s", "dedup_band_waves",
+    "lake", "lake_table", "lake_uri", "lake_catalog",
+})
+
+
+def content_settings(options: PipelineOptions) -> dict:
+    """The job's own flags that decide what a run writes (every ComVint flag not in OPERATIONAL)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    ComvintOptions._add_argparse_args(parser)
+    values = options.view_as(ComvintOptions).get_all_options()
+    return {a.dest: values.get(a.dest) for a in parser._actions if a.dest not in OPERATIONAL}
 
 
 class FlinkJavaOptions(PipelineOptions):

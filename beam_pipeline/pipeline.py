@@ -9,13 +9,14 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from beam_pipeline import io
 from beam_pipeline.dedup import DeduplicateInstructions, FilterInstructions
-from beam_pipeline.export import ExportInstructions, parse_formats
+from beam_pipeline.export import ExportInstructions, ReviewSample, parse_formats
+from beam_pipeline.lake import CommitToLake
 from beam_pipeline.method import GenerateComplexInstructions, funnel_marks
-from beam_pipeline.options import SAMPLE_FLICKR, SAMPLE_VG, SAMPLE_VG_IMAGE_DATA, ComvintOptions
-from beam_pipeline.report import SampleForReport, write_report
+from beam_pipeline.options import SAMPLE_FLICKR, SAMPLE_VG, SAMPLE_VG_IMAGE_DATA, ComvintOptions, content_settings
+from beam_pipeline.report import SampleForReport, write_card, write_report
 from beam_pipeline.stages import SpreadPacked
 from beam_pipeline.stats import SummarizeRun
-from comvint import dedup
+from comvint import dedup, lake
 from comvint import stats as run_stats
 from comvint.filters import FilterConfig
 from comvint.llm.config import LLMConfig, config_from_mapping
@@ -75,9 +76,22 @@ def read_annotations(p: beam.Pipeline, opts: ComvintOptions) -> io.Read:
     return io.Read(records, failures)
 
 
+def lake_of(options: PipelineOptions, run_id: str) -> lake.LakeConfig | None:
+    """``--lake``'s tables, or None; a lake needs the whole method (``--stages all``)."""
+    opts = options.view_as(ComvintOptions)
+    if not opts.lake:
+        return None
+    if opts.stages == "ingest":
+        raise lake.LakeError("--lake commits instructions: it needs --stages all, not ingest")
+    return lake.lake_config(opts.lake, opts.output, opts.lake_table, opts.lake_catalog, opts.lake_uri, run_id,
+                            lake.config_hash(content_settings(options)))
+
+
 def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """Assemble the job described by ``options`` (see ComvintOptions)."""
     opts = options.view_as(ComvintOptions)
+    run_id = uuid.uuid4().hex
+    tables = lake_of(options, run_id)
     p = beam.Pipeline(options=options)
     annotations, failures = read_annotations(p, opts)
     # Key first, then flatten: a Flatten of whole records keeps them all in the local runner's memory.
@@ -92,20 +106,23 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
     if opts.stages == "ingest":
         sinks, extra = {"failures": failures, "annotations": annotations}, {}
     else:
-        sinks, extra = run_method(annotations, failures, opts)
+        sinks, extra = run_method(annotations, failures, opts, run_id)
     sinks["clipped_boxes"] = annotations | "ClippedBoxes" >> beam.FlatMap(
         lambda a: [{"source": a["source"]}] * a.get("clipped_boxes", 0)
     )
     stats = {"inputs": inputs, **sinks} | "SummarizeRun" >> SummarizeRun(opts.output, {"stages": opts.stages, **extra})
     write_outputs(sinks, stats, opts)
+    if tables:
+        {k: sinks[k] for k in ("instructions", "rejected")} | "CommitToLake" >> CommitToLake(
+            tables, opts.output, stats, opts.num_shards, shard_bytes(opts))
     if opts.stages != "ingest":
         report_run(annotations, sinks, stats, opts)
     return p
 
 
-def run_method(annotations, failures, opts: ComvintOptions) -> tuple[dict[str, beam.PCollection], dict]:
+def run_method(annotations, failures, opts: ComvintOptions, run_id: str) -> tuple[dict[str, beam.PCollection], dict]:
     """The method, quality filters and dedup: the run's sinks (and what stats.json counts) and its settings."""
-    llm = config_from_mapping({**opts.get_all_options(), "run_id": uuid.uuid4().hex})
+    llm = config_from_mapping({**opts.get_all_options(), "run_id": run_id})
     method = annotations | "SpreadAnnotations" >> SpreadPacked() | "RunMethod" >> GenerateComplexInstructions(
         method_config(opts, llm), llm
     )
@@ -132,7 +149,7 @@ def run_method(annotations, failures, opts: ComvintOptions) -> tuple[dict[str, b
 
 def write_outputs(sinks: dict[str, beam.PCollection], stats, opts: ComvintOptions) -> None:
     """Write instructions, rejected, failures and the exports, each only once the accounting check passed."""
-    target = max(1, int(opts.shard_mb * (1 << 20)))
+    target = shard_bytes(opts)
 
     def write(name: str, key):
         return io.WriteJsonLines(opts.output, name, opts.num_shards, sort_key=key, gate=stats, target_bytes=target)
@@ -146,16 +163,23 @@ def write_outputs(sinks: dict[str, beam.PCollection], stats, opts: ComvintOption
     formats = parse_formats(opts.export)
     if formats:
         checked = instructions | "AfterAccounting" >> beam.Map(lambda record, _: record, beam.pvalue.AsSingleton(stats))
-        checked | "Export" >> ExportInstructions(opts.output, formats, opts.num_shards, target)
+        review = ReviewSample(opts.review_tasks, opts.seed, opts.image_root)
+        checked | "Export" >> ExportInstructions(opts.output, formats, opts.num_shards, target, review)
+
+
+def shard_bytes(opts: ComvintOptions) -> int:
+    """How many bytes of JSON one shard holds when ``--num_shards`` is 0."""
+    return max(1, int(opts.shard_mb * (1 << 20)))
 
 
 def report_run(annotations, sinks: dict[str, beam.PCollection], stats, opts: ComvintOptions) -> None:
-    """Write the report's sample and, once stats.json is written, ``report.html``."""
+    """Write the report's sample and, once stats.json is written, ``report.html`` and the dataset card."""
     entries = {"annotations": annotations, **{k: sinks[k] for k in ("instructions", "rejected", "failures")}} | (
         "SampleForReport" >> SampleForReport(opts.report_images_per_source, opts.seed)
     )
     entries | "WriteReportSample" >> io.WriteJsonLines(opts.output, "report_sample", 1, sort_key=_unit_key)
     stats | "WriteReport" >> beam.Map(write_report, opts.output, opts.image_root, beam.pvalue.AsList(entries))
+    stats | "WriteCard" >> beam.Map(write_card, opts.output)
 
 
 def _unit_key(entry) -> str:

@@ -1,7 +1,7 @@
 """The run report: the sample it shows (a Beam transform) and ``report.html`` (written at the end of a run).
 
-``python -m beam_pipeline.report OUTPUT_DIR [--image_root DIR]`` rebuilds the report
-of an existing output folder (local or ``gs://``) from its ``stats.json`` and
+``python -m beam_pipeline.report OUTPUT_DIR [--image_root DIR]`` rebuilds the report (and the dataset
+card, ``README.md``) of an existing output folder (local or ``gs://``) from its ``stats.json`` and
 ``report_sample/``: it reads nothing else.
 """
 
@@ -18,7 +18,9 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline import io
+from comvint import card
 from comvint import stats as run_stats
+from comvint.card import CARD_FILE
 from comvint.records import InputError
 from comvint.report import page, sample
 
@@ -110,6 +112,14 @@ def write_report(stats: Mapping[str, Any], output: str, image_root: str | None, 
     return path
 
 
+def write_card(stats: Mapping[str, Any], output: str) -> str:
+    """Write the dataset card ``<output>/README.md``; return its path."""
+    path = io.join(output, CARD_FILE)
+    with FileSystems.create(path, mime_type="text/markdown", compression_type="uncompressed") as handle:
+        handle.write(card.dataset_card(stats).encode("utf-8"))
+    return path
+
+
 def read_output(output: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``stats.json`` and the report sample of an output folder."""
     stats = json.loads(io.read_text(io.join(output, "stats.json")))
@@ -119,13 +129,14 @@ def read_output(output: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(prog="python -m beam_pipeline.report", description="Rebuild report.html of a ComVint output folder.")
+    parser = argparse.ArgumentParser(prog="python -m beam_pipeline.report", description="Rebuild report.html and the dataset card README.md of a ComVint output folder.")
     parser.add_argument("output", help="the run's --output (local path or gs://)")
     parser.add_argument("--image_root", default=None, help="where the image files are, to draw boxes over them")
     args = parser.parse_args(argv)
     stats, entries = read_output(args.output)
     path = write_report(stats, args.output, args.image_root, entries)
     print(path)
+    print(write_card(stats, args.output))
     return path
 
 

@@ -20,12 +20,19 @@ MC_HINT = "Answer with the option's letter from the given choices directly."
 SHORT_ANSWER_HINT = "Answer the question using a single word or phrase."
 
 
+def question_text(record: dict[str, Any]) -> str:
+    """The question with its lettered options (multiple choice)."""
+    if record["format"] == "multiple_choice":
+        options = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(record["options"]))
+        return f"{record['instruction']}\n{options}"
+    return record["instruction"]
+
+
 def prompt_text(record: dict[str, Any]) -> str:
     """The question as a training prompt: lettered options for multiple choice, LLaVA-1.5's short-answer
     prompt for Bool (answered "Yes"/"No", as its VQAv2 and GQA items are)."""
     if record["format"] == "multiple_choice":
-        options = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(record["options"]))
-        return f"{record['instruction']}\n{options}\n{MC_HINT}"
+        return f"{question_text(record)}\n{MC_HINT}"
     if record["format"] == "bool":
         return f"{record['instruction']}\n{SHORT_ANSWER_HINT}"
     return record["instruction"]
@@ -106,6 +113,26 @@ def to_table_row(record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+REJECTED_FIELDS = ("reason", "stage", "evidence", "duplicate_of")
+
+
+def to_rejected_row(record: dict[str, Any]) -> dict[str, Any]:
+    """A rejected record restricted to the declared fields: an instruction's (null for an image-level
+    rejection, which has no item) and why it was dropped."""
+    row = to_table_row(record)
+    return {**row, "grounding": row["grounding"] if "id" in record else None, **{k: record.get(k) for k in REJECTED_FIELDS}}
+
+
+def rejected_arrow_schema():
+    """The Parquet schema of ``rejected``: every instruction field optional, then the reason, stage and evidence."""
+    import pyarrow as pa
+
+    instruction = [f.with_nullable(True) for f in arrow_schema()]
+    reasons = [pa.field("reason", pa.string(), nullable=False), pa.field("stage", pa.string(), nullable=False),
+               pa.field("evidence", pa.string()), pa.field("duplicate_of", pa.string())]
+    return pa.schema([*instruction, *reasons])
+
+
 def arrow_schema():
     """The Parquet (Arrow) schema matching :data:`AVRO_SCHEMA`: what Avro declares non-null is required here."""
     import pyarrow as pa
@@ -125,3 +152,56 @@ def arrow_schema():
         required("grounding", strings()),
         ("image_stages", strings()),
     ])
+
+
+# -- Label Studio review: a sample of instructions for human spot checks ------------------------------
+
+REVIEW_TASKS_FILE, REVIEW_CONFIG_FILE = "tasks.json", "labeling_config.xml"
+REVIEW_VERDICTS = ("correct", "wrong answer", "not answerable from the image", "answerable without the image",
+                   "unclear or ungrammatical question")
+REVIEW_CONFIG = """<View>
+  <Header value="$family · $format · round $round"/>
+  <Image name="image" value="$image" zoom="true"/>
+  <Text name="question" value="$question"/>
+  <Header value="Answer given"/>
+  <Text name="answer" value="$answer"/>
+  <Collapse>
+    <Panel value="The generator's judge">
+      <Text name="verdict" value="$verdict"/>
+      <Text name="evidence" value="$evidence"/>
+    </Panel>
+  </Collapse>
+  <Choices name="review" toName="question" choice="single" showInLine="false" required="true">
+{choices}
+  </Choices>
+  <TextArea name="comment" toName="question" placeholder="What is wrong (optional)" maxSubmissions="1"/>
+</View>
+""".replace("{choices}", "\n".join(f'    <Choice value="{v}"/>' for v in REVIEW_VERDICTS))
+
+
+def review_image_url(image_root: str | None, image: str) -> str:
+    """Where Label Studio finds the picture: the object URL under a remote ``image_root`` (``gs://``, ``s3://``,
+    ``http(s)://``; Label Studio presigns cloud storage), else its local-files URL (serve ``--image_root`` as
+    ``LOCAL_FILES_DOCUMENT_ROOT``)."""
+    if image_root and "://" in image_root:
+        return f"{image_root.rstrip('/')}/{image}"
+    return f"/data/local-files/?d={image}"
+
+
+def to_review_task(record: dict[str, Any], image_root: str | None) -> dict[str, Any]:
+    """One Label Studio task: the picture, the question as the model sees it, the answer, the judge's verdict and
+    evidence, and the lineage ids (in ``meta``, which Label Studio keeps with the annotations it exports)."""
+    verification = record.get("verification") or {}
+    passed = verification.get("passed")
+    return {
+        "data": {
+            "image": review_image_url(image_root, record["image"]), "question": question_text(record),
+            "answer": answer_text(record) if record["format"] != "multiple_choice" else
+            f"{answer_text(record)}. {record['options'][record['answer_index']]}",
+            "options": record.get("options") or [], "family": record["family"], "format": record["format"],
+            "round": record["round"], "verdict": {True: "passed", False: "failed"}.get(passed, "not judged"),
+            "evidence": verification.get("evidence") or "", "id": record["id"],
+        },
+        "meta": {"id": record["id"], "parent_id": record.get("parent_id"), "image_id": record["image_id"],
+                 "source": record["source"], "inherited_from": verification.get("inherited_from")},
+    }

@@ -15,6 +15,7 @@ import pytest
 
 from beam_pipeline import main
 from comvint.llm.fake import FakeOpenAI, schema_json
+from comvint.testing import output_bytes
 from tests.beam_pipeline.helpers import read_jsonl, read_stats
 from tests.conftest import REPO
 
@@ -29,10 +30,6 @@ def _job(server: FakeOpenAI, output: pathlib.Path, cache: pathlib.Path, *extra: 
 def _command(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "beam_pipeline.main", *args]
 
-
-def _files(root: pathlib.Path) -> dict[str, bytes]:
-    skip = ("stats.json", "report.html")  # both hold latencies
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name not in skip}
 
 
 def test_a_run_killed_with_a_batch_in_flight_resumes_it_and_submits_no_line_twice(tmp_path, monkeypatch):
@@ -56,7 +53,7 @@ def test_a_run_killed_with_a_batch_in_flight_resumes_it_and_submits_no_line_twic
     with FakeOpenAI(schema_json) as server:
         main.run(_job(server, tmp_path / "uninterrupted", tmp_path / "fresh-cache"))
     assert first.returncode != 0 and not (tmp_path / "killed" / "instructions").exists()
-    assert _files(tmp_path / "resumed") == _files(tmp_path / "uninterrupted") != {}
+    assert output_bytes(tmp_path / "resumed") == output_bytes(tmp_path / "uninterrupted") != {}
 
 
 def _bucket(body: dict) -> int:
@@ -108,7 +105,7 @@ def test_the_cost_cap_fails_unpaid_items_and_a_higher_cap_continues(tmp_path, mo
     budget = [f for f in failures if f["reason"] == "llm_budget_exhausted"]
     assert budget and paid + topped_up == everything  # nothing paid twice
     assert sum(u.get("cost", 0) for u in capped["llm"].values()) <= 4.0
-    assert _files(tmp_path / "raised") == _files(tmp_path / "uncapped")
+    assert output_bytes(tmp_path / "raised") == output_bytes(tmp_path / "uncapped")
 
 
 def test_cancel_asks_the_endpoint_to_cancel_the_batches_in_flight(tmp_path, capsys):
@@ -148,4 +145,4 @@ def test_batch_mode_on_two_worker_processes_writes_what_one_writes(tmp_path, mon
         main.run(_job(server, tmp_path / "one", tmp_path / "cache-one"))
         main.run([*_job(server, tmp_path / "two", tmp_path / "cache-two"), "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
         assert not server.requests
-    assert _files(tmp_path / "two") == _files(tmp_path / "one") != {}
+    assert output_bytes(tmp_path / "two") == output_bytes(tmp_path / "one") != {}

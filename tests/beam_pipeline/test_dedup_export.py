@@ -11,6 +11,8 @@ import fastavro
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
+from datasets import load_dataset
+from label_studio_sdk.label_interface import LabelInterface
 
 from beam_pipeline import dedup as beam_dedup
 from beam_pipeline import main
@@ -153,7 +155,7 @@ def test_dedup_rejects_bad_settings():
 
 def test_main_job_dedups_and_every_export_reads_back(tmp_path):
     out = str(tmp_path)
-    main.run(["--output", out, "--export", "llava,messages,trl,avro,parquet", "--num_shards", "2",
+    main.run(["--output", out, "--export", "llava,messages,trl,avro,parquet,review", "--num_shards", "2", "--review_tasks", "7",
               "--dedup_threshold", "0.4", "--max_per_cluster", "2"])  # the sample is small and varied: find its repeats
     instructions, rejected, stats = read_jsonl(out, "instructions"), read_jsonl(out, "rejected"), read_stats(out)
     by_id = {r["id"]: r for r in instructions}
@@ -199,6 +201,18 @@ def test_main_job_dedups_and_every_export_reads_back(tmp_path):
     for name in ("id", "instruction", "round", "llm", "grounding"):  # what Avro declares non-null is required
         assert not parquet.schema_arrow.field(name).nullable
     assert "element" in str(parquet.schema) and "array" not in str(parquet.schema)  # the standard list layout
+
+    # The review export: a seeded sample, read by Label Studio's own config parser and task check.
+    review = LabelInterface(open(f"{out}/export/review/labeling_config.xml").read())
+    review.validate()  # raises on a broken config (e.g. a toName that names no object)
+    tasks = json.load(open(f"{out}/export/review/tasks.json"))
+    assert len(tasks) == 7 and all(review.validate_task(t) for t in tasks)
+    assert [t["meta"]["id"] for t in tasks] == sorted(t["meta"]["id"] for t in tasks) and {t["meta"]["id"] for t in tasks} <= set(by_id)
+    for task in tasks:
+        record = by_id[task["meta"]["id"]]
+        assert task["data"]["image"] == f"/data/local-files/?d={record['image']}"  # Label Studio's local file serving
+        assert task["data"]["question"].startswith(record["instruction"]) and task["meta"]["parent_id"] == record["parent_id"]
+        assert task["data"]["verdict"] == {True: "passed", False: "failed", None: "not judged"}[record["verification"]["passed"]]
 
 
 def test_default_shards_follow_the_data(tmp_path):
@@ -278,3 +292,15 @@ def test_band_waves_follow_the_runner_unless_set():
     assert waves("--runner=FnApiRunner") == comvint_dedup.BANDS  # in memory: one band at a time
     assert waves("--runner=DataflowRunner") == waves("--runner=FlinkRunner") == 1  # external shuffle: all at once
     assert waves("--runner=DataflowRunner", "--dedup_band_waves=4") == 4
+
+
+def test_the_dataset_card_loads_the_parquet_export_with_datasets(tmp_path, monkeypatch):
+    """With a Parquet export, the card's default config is the Parquet files: `datasets` loads them."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "out"
+    main.run(["--output", str(out), "--export", "parquet"])
+    card = (out / "README.md").read_text()
+    assert "path: export/parquet/*.parquet" in card
+    loaded = load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf"))
+    assert sorted(loaded["id"]) == sorted(r["id"] for r in read_jsonl(str(out), "instructions"))
+    assert loaded.features["options"].feature.dtype == "string"  # typed by the Parquet schema, not guessed

@@ -12,6 +12,7 @@ import pytest
 from beam_pipeline import flink
 from beam_pipeline.main import run
 from comvint.llm.config import worker_count
+from comvint.testing import output_bytes
 
 OUTPUTS = ("instructions", "rejected", "failures")
 
@@ -55,20 +56,15 @@ def job_server() -> pathlib.Path:
         pytest.skip(f"Flink cannot run here: {err}")
 
 
-def shard_bytes(output: pathlib.Path) -> dict[str, bytes]:
-    """Every record shard of a run, by path under ``output``."""
-    return {str(p.relative_to(output)): p.read_bytes() for name in OUTPUTS for p in sorted((output / name).glob("*"))}
-
-
 def test_the_job_on_flink_writes_what_the_local_runner_writes(job_server, tmp_path):
     local, on_flink = tmp_path / "local", tmp_path / "flink"
     run(["--output", str(local)])
     # The embedded cluster, Python workers in this process (LOOPBACK): the suite stays within CI's time;
     # bench/flink_bench.py runs a standalone cluster with worker pools.
     run(["--output", str(on_flink), *flink.job_flags(job_server, "[local]", None, workers=1)])
-    expected = shard_bytes(local)
+    expected = output_bytes(local, OUTPUTS)
     assert expected and all(expected.values())
-    assert shard_bytes(on_flink) == expected
+    assert output_bytes(on_flink, OUTPUTS) == expected
     assert (on_flink / "report.html").is_file() and (on_flink / "stats.json").is_file()
 
 

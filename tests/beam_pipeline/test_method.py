@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import json
-import pathlib
 
 from beam_pipeline import main
 from comvint import prompts
 from comvint.llm.fake import FakeOpenAI, last_user_message
 from comvint.stages.method import MethodConfig, Synthesize, shuffle_options
+from comvint.testing import output_bytes
 from tests.beam_pipeline.helpers import read_jsonl, read_stats
-
-
-def _files(root: pathlib.Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_offline_method_end_to_end_and_deterministic(tmp_path):
     main.run(["--output", str(tmp_path / "a")])
     main.run(["--output", str(tmp_path / "b"), "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
-    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    a, b = output_bytes(tmp_path / "a"), output_bytes(tmp_path / "b")
     for name in ("stats.json", "report.html"):  # both hold latencies (and the report its output path): counts compared below
         assert a.pop(name) != b"" and b.pop(name) != b""
     assert a == b

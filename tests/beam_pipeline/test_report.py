@@ -12,6 +12,8 @@ import sys
 import zlib
 
 import pytest
+import yaml
+from datasets import load_dataset
 
 from beam_pipeline import dedup as beam_dedup
 from beam_pipeline import main, report
@@ -79,6 +81,23 @@ def test_report_embeds_the_picture_and_rebuilds_identically(run, tmp_path):
     rebuilt = _page_data((copy / "report.html").read_text(encoding="utf-8"))
     assert {k: v for k, v in rebuilt.items() if k != "source"} == {k: v for k, v in data.items() if k != "source"}
     assert len(html) < 2_000_000
+
+
+def test_the_dataset_card_describes_the_run_and_loads_with_datasets(run, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    text = (run / "README.md").read_text()
+    head, body = text.split("---\n")[1], text.split("---\n", 2)[2]
+    meta = yaml.safe_load(head)
+    stats = json.loads((run / "stats.json").read_text())
+    assert meta["license"] == "other" and "Visual Genome" in meta["license_details"]  # Flickr30k Entities: non-commercial
+    assert meta["size_categories"] == ["n<1K"] and "visual-question-answering" in meta["task_categories"]
+    assert f"Kept: **{stats['counts']['instructions']['total']}** instructions" in body
+    assert all(f"| {reason} | {n} |" in body for reason, n in stats["counts"]["rejected"]["stage+reason"].items())
+    assert "@article{du2023makes" in body and "offline engine" in body
+    loaded = load_dataset(str(run), split="train", cache_dir=str(tmp_path / "hf"))
+    assert sorted(loaded["id"]) == sorted(r["id"] for r in read_jsonl(str(run), "instructions"))
+    dropped = load_dataset(str(run), "rejected", split="train", cache_dir=str(tmp_path / "hf"))
+    assert sorted(dropped["reason"]) == sorted(r["reason"] for r in read_jsonl(str(run), "rejected"))
 
 
 def test_main_prints_the_summary(tmp_path, monkeypatch, capsys):

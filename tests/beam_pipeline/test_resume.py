@@ -10,14 +10,11 @@ import sys
 import threading
 
 from comvint.llm.fake import FakeOpenAI, schema_json
+from comvint.testing import output_bytes
 from tests.conftest import REPO
 
 KILL_AFTER = 60  # requests the first run gets answered before it is killed
 
-
-def _files(root: pathlib.Path) -> dict[str, bytes]:
-    skip = ("stats.json", "report.html")  # both hold latencies
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name not in skip}
 
 
 def _job(server: FakeOpenAI, output: pathlib.Path, cache: pathlib.Path) -> list[str]:
@@ -50,5 +47,5 @@ def test_a_killed_run_resumes_from_the_cache(tmp_path):
         fresh_requests = len(server.requests) - before_fresh
     assert first.returncode != 0 and not (tmp_path / "killed" / "instructions").exists()  # killed before writing
     assert 0 < resumed_requests < fresh_requests  # the rerun paid only for what the killed run had not finished
-    resumed = _files(tmp_path / "resumed")
-    assert resumed and resumed == _files(tmp_path / "again") == _files(tmp_path / "fresh")
+    resumed = output_bytes(tmp_path / "resumed")
+    assert resumed and resumed == output_bytes(tmp_path / "again") == output_bytes(tmp_path / "fresh")

@@ -212,3 +212,30 @@ def test_llava_messages_and_trl_conversions():
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which colour is the bus?\nAnswer the question using a single word or phrase."}]},
         {"role": "assistant", "content": [{"type": "text", "text": "No"}]}], "images": ["flickr30k-images/1.jpg"]}
     assert exports.answer_text({**RECORD, "format": "open_ended", "answer": "Green."}) == "Green."
+
+
+def test_a_review_task_shows_the_question_as_asked_and_finds_the_picture():
+    item = {**RECORD, "image_id": "1", "source": "flickr30k_entities", "family": "cross_modal", "round": 1,
+            "parent_id": "p0", "verification": {"passed": True, "evidence": "left_of(e:1,e:2) -> ok", "inherited_from": "i0"}}
+    task = exports.to_review_task(item, "gs://bucket/images/")
+    assert task["data"]["image"] == "gs://bucket/images/flickr30k-images/1.jpg"  # Label Studio presigns cloud URLs
+    assert task["data"]["question"] == "Which colour is the bus?\nA. red\nB. blue\nC. green\nD. white"  # no training hint
+    assert task["data"]["answer"] == "C. green" and task["data"]["verdict"] == "passed"
+    assert task["meta"] == {"id": "i1", "parent_id": "p0", "image_id": "1", "source": "flickr30k_entities", "inherited_from": "i0"}
+    local = exports.to_review_task({**item, "verification": None, "format": "bool", "answer": "no"}, "/data/images")
+    assert local["data"]["image"] == "/data/local-files/?d=flickr30k-images/1.jpg"
+    assert (local["data"]["answer"], local["data"]["verdict"]) == ("No", "not judged")
+
+
+def test_rejected_rows_of_items_and_of_whole_images_share_one_parquet_schema():
+    pa = pytest.importorskip("pyarrow")
+    image_level = {"image_id": "9", "source": "flickr30k_entities", "family": "cross_modal", "stage": "filter",
+                   "reason": "filter_short_captions", "round": None}
+    item_level = {**RECORD, "image_id": "1", "source": "flickr30k_entities", "family": "cross_modal", "round": 0,
+                  "llm": {"backend": "offline", "model": "offline", "prompt_version": "v"}, "grounding": ["g"],
+                  "stage": "dedup", "reason": "duplicate_near", "evidence": "duplicate of i0", "duplicate_of": "i0"}
+    rows = [exports.to_rejected_row(r) for r in (image_level, item_level)]
+    table = pa.Table.from_pylist(rows, schema=exports.rejected_arrow_schema())
+    assert table.column("reason").to_pylist() == ["filter_short_captions", "duplicate_near"]
+    assert table.column("id").to_pylist() == [None, "i1"] and table.column("grounding").to_pylist() == [None, ["g"]]
+    assert table.column("duplicate_of").to_pylist() == [None, "i0"]
