@@ -1,5 +1,6 @@
 """``--lake iceberg|delta``: the job commits its instructions and rejected items to tables, read back with
-pyiceberg, deltalake and polars; a rerun adds nothing, another configuration appends."""
+pyiceberg, DuckDB (its iceberg and delta extensions), deltalake and polars; a rerun adds nothing, another
+configuration appends."""
 
 from __future__ import annotations
 
@@ -13,6 +14,18 @@ from deltalake import DeltaTable
 from beam_pipeline import main
 from comvint import lake
 from tests.beam_pipeline.helpers import read_jsonl
+
+
+def duckdb_with(*extensions: str):
+    """DuckDB with its table-format extensions loaded from their pip packages (DuckDB would download them)."""
+    import duckdb
+    import duckdb_ext
+
+    folder = pathlib.Path(next(iter(duckdb_ext.__path__))) / "extensions"
+    con = duckdb.connect(config={"extension_directory": str(folder), "autoinstall_known_extensions": False})
+    for name in extensions:
+        con.execute(f"LOAD {name}")
+    return con
 
 
 def run(output: pathlib.Path, *flags: str) -> list[dict]:
@@ -37,6 +50,9 @@ def test_the_job_commits_to_iceberg_once_per_configuration(tmp_path):
         r["reason"] for r in read_jsonl(str(out), "rejected"))
     summary = instructions.current_snapshot().summary.additional_properties
     assert summary[lake.RUN_ID] and summary[lake.CONFIG_HASH]
+    scanned_by_duckdb = duckdb_with("iceberg").execute(
+        f"SELECT id FROM iceberg_scan('{instructions.metadata_location}') ORDER BY id").fetchall()
+    assert [row[0] for row in scanned_by_duckdb] == sorted(r["id"] for r in expected)
 
     again = run(out, "--lake", "iceberg", "--num_shards", "3")  # the same job (shard count is not content)
     assert all(c["skipped"] for c in again)
@@ -55,6 +71,7 @@ def test_the_job_commits_to_delta_read_by_deltalake_and_polars(tmp_path):
     root = out / "lake" / "instructions"
     expected = sorted(r["id"] for r in read_jsonl(str(out), "instructions"))
     assert sorted(pl.scan_delta(str(root)).select("id").collect()["id"].to_list()) == expected
+    assert [row[0] for row in duckdb_with("delta").execute(f"SELECT id FROM delta_scan('{root}') ORDER BY id").fetchall()] == expected
     assert DeltaTable(str(out / "lake" / "instructions_rejected")).to_pyarrow_table().num_rows == len(
         read_jsonl(str(out), "rejected"))
     assert all(c["skipped"] for c in run(out, "--lake", "delta"))
