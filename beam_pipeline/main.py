@@ -117,7 +117,7 @@ def help_text() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the job with ``argv`` (default: the command line), print its summary and final state."""
+    """Run the job with ``argv`` (default: the command line), print its final state, then its summary."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in ("beam_pipeline", "comvint"):
         logging.getLogger(name).setLevel(logging.INFO)
@@ -137,9 +137,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ComVint run FAILED: accounting identity broken: {message.splitlines()[0]}", file=sys.stderr)
         sys.exit(2)
     summary = summarize(argv, time.monotonic() - start) if str(result.state) == "DONE" else None
-    if summary:
-        print(summary)
     print(json.dumps({"state": str(result.state)}))
+    if summary:  # the last word: what the run did and where it put it
+        print(summary)
 
 
 if __name__ == "__main__":
