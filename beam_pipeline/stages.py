@@ -143,7 +143,7 @@ class RunStageFn(beam.DoFn):
             backend, cache = OfflineBackend(), None
         # One throttle per worker process and endpoint: a refusal slows every stage of the worker.
         throttle = shared_throttle(f"{config.backend}|{config.base_url}", min(START_IN_FLIGHT, config.concurrency), config.concurrency,
-                                   config.rpm, config.tpm)
+                                   config.rpm, config.tpm, config.workers)
         return StageRunner(config, backend, cache, throttle, budget=shared_budget(config.run_id, config.max_cost_usd))
 
     def _check(self, item: Any):

@@ -3,9 +3,11 @@
     python bench/quota_bench.py                       # 3,000 requests/minute, 200 ms replies; 1 and 2 workers; default flags and --llm_rpm 1500
     python bench/quota_bench.py --unlimited --curator_python /tmp/curator-venv/bin/python   # no quota: the method vs Curator
 
-The fake endpoint (``comvint.llm.fake.FakeOpenAI`` with ``quota_rpm``) accepts at most the quota
-in any 60 s window, sends ``x-ratelimit-*`` headers, and refuses the rest with 429 +
-``retry-after-ms``; it answers every request with a schema-valid reply. The job runs in its own
+The fake endpoint (``comvint.llm.fake.FakeOpenAI`` with ``quota_rpm``) enforces the quota in one of two
+ways (``--quota_kind``, default both, one after the other): ``window``, at most the quota in any 60 s window;
+``bucket``, the per-minute limit enforced per second (OpenAI documents that it may be), a token bucket of one
+second's worth refilled evenly. It sends ``x-ratelimit-*`` headers, refuses the rest with 429 +
+``retry-after-ms``, and answers every request with a schema-valid reply. The job runs in its own
 process(es) on generated corpora (``bench/corpora.py``). Reported per run, over its LLM phase
 (first to last accepted request of T seconds): the accepted requests as a share of what the quota
 allows in that phase (quota x ceil(T / 60)), the share of requests refused, and the busiest 60 s
@@ -54,12 +56,19 @@ def run(server: FakeOpenAI, work: str, name: str, extra: list[str]) -> dict:
     return {
         "run": name, "accepted": len(times), "refused": refused, "llm_phase_s": round(span_min * 60, 1),
         "accepted_per_min": round(len(times) / span_min),
-        # The endpoint lets at most the quota through in any 60 s window: in a phase of T seconds, at most
-        # quota x ceil(T / 60) requests. The share of that the job used:
-        "quota_share": round(len(times) / (server.quota_rpm * math.ceil(span_min)), 3) if server.quota_rpm else None,
+        # A window lets at most the quota through in any 60 s: in a phase of T seconds, at most quota x ceil(T / 60)
+        # requests; a bucket at most its second's worth plus quota x T / 60. The share of that the job used:
+        "quota_share": round(len(times) / allowed(server, span_min), 3) if server.quota_rpm else None,
         "refused_share": round(refused / max(1, refused + len(times)), 3), "busiest_60s": busiest_minute(times),
         "failures": stats["counts"].get("failures", {}).get("total", 0), "kept": stats["counts"]["instructions"]["total"],
     }
+
+
+def allowed(server: FakeOpenAI, minutes: float) -> float:
+    """The most requests the endpoint's quota lets through in a phase of ``minutes``."""
+    if server.quota_kind == "bucket":
+        return server.quota_rpm / 60 + server.quota_rpm * minutes
+    return server.quota_rpm * math.ceil(minutes)
 
 
 def unlimited(work: str, latency: float, curator_python: str | None) -> None:
@@ -91,6 +100,8 @@ def main() -> None:
     parser.add_argument("--flickr", type=int, default=120)
     parser.add_argument("--vg", type=int, default=240)
     parser.add_argument("--work", default=tempfile.mkdtemp(prefix="comvint-quota-"))
+    parser.add_argument("--quota_kind", default="window,bucket", help="how the endpoint enforces its quota: window, bucket or both")
+    parser.add_argument("--workers", default="1,2", help="worker counts to run with")
     parser.add_argument("--unlimited", action="store_true", help="no quota: throughput of the method (and of Curator)")
     parser.add_argument("--curator_python", default=None, help="a Python with bespokelabs-curator, for --unlimited")
     args = parser.parse_args()
@@ -103,10 +114,12 @@ def main() -> None:
     two = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
     runs = [("1 worker, default flags", []), ("2 workers, default flags", two),
             ("1 worker, --llm_rpm 1500", ["--llm_rpm", "1500"]), ("2 workers, --llm_rpm 1500", [*two, "--llm_rpm", "1500"])]
-    for k, (name, extra) in enumerate(runs):
-        with FakeOpenAI(schema_json, latency=args.latency, quota_rpm=args.quota) as server:  # a fresh quota window per run
-            row = run(server, args.work, f"run{k}", extra)
-        print(json.dumps({**row, "run": name}), flush=True)
+    runs = [(name, extra) for name, extra in runs if name.split(" ")[0] in args.workers.split(",")]
+    for kind in args.quota_kind.split(","):
+        for k, (name, extra) in enumerate(runs):
+            with FakeOpenAI(schema_json, latency=args.latency, quota_rpm=args.quota, quota_kind=kind) as server:  # a fresh quota per run
+                row = run(server, args.work, f"{kind}{k}", extra)
+            print(json.dumps({**row, "run": name, "quota": kind}), flush=True)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ class LLMConfig:
     concurrency: int = 512
     rpm: float = 0.0
     tpm: float = 0.0
+    workers: int = 1  # the worker processes sharing the job's budgets (and an endpoint's stated limits)
     response_format: str = "json_schema"
     prices: tuple[tuple[str, float, float], ...] = ()
     cache_dir: str | None = None
@@ -207,6 +208,7 @@ def config_from_mapping(values: Mapping[str, object]) -> LLMConfig:
         timeout=float(values["llm_timeout"]),
         max_retries=int(values["llm_max_retries"]),
         concurrency=int(values["llm_concurrency"]),
+        workers=workers,
         rpm=float(values.get("llm_rpm") or 0) / workers,
         tpm=float(values.get("llm_tpm") or 0) / workers,
         response_format=str(values["llm_response_format"]),

@@ -102,6 +102,7 @@ class FakeOpenAI:
         slow_seconds: float = 5.0,
         retry_after: float = 0.0,
         quota_rpm: int = 0,
+        quota_kind: str = "window",
         batch_hold: threading.Event | None = None,
         batch_faults: Faults | None = None,
         batch_end: Callable[[int], str] | None = None,
@@ -109,7 +110,8 @@ class FakeOpenAI:
     ) -> None:
         self.responder, self.faults = responder, faults or (lambda body, attempt: None)
         self.latency, self.slow_seconds, self.retry_after = latency, slow_seconds, retry_after
-        self.quota_rpm = quota_rpm
+        self.quota_rpm, self.quota_kind = quota_rpm, quota_kind
+        self._bucket, self._bucket_at = quota_rpm / 60, time.monotonic()  # "bucket": one second's worth, refilled evenly
         self.batch_hold, self.batch_faults = batch_hold, batch_faults or (lambda body, attempt: None)
         self.batch_end = batch_end or (lambda n: "completed")
         self.files: dict[str, dict[str, Any]] = {}
@@ -175,9 +177,13 @@ class FakeOpenAI:
         return await self._stats(request)
 
     def _quota(self) -> tuple[bool, dict[str, str]]:
-        """With ``quota_rpm``: whether this request fits the last minute's budget, and OpenAI's rate-limit headers."""
+        """With ``quota_rpm``: whether this request fits the budget, and OpenAI's rate-limit headers. ``quota_kind``
+        "window": at most ``quota_rpm`` in any 60 s; "bucket": the per-minute limit enforced per second, as a
+        token bucket of one second's worth (``quota_rpm / 60``) refilled evenly."""
         if not self.quota_rpm:
             return True, {}
+        if self.quota_kind == "bucket":
+            return self._bucket_quota()
         now = time.monotonic()
         while self._window and self._window[0] <= now - QUOTA_WINDOW_S:
             self._window.popleft()
@@ -190,6 +196,24 @@ class FakeOpenAI:
         reset = (self._window[0] + QUOTA_WINDOW_S - now) if self._window else 0.0
         headers = {"x-ratelimit-limit-requests": str(self.quota_rpm),
                    "x-ratelimit-remaining-requests": str(max(0, self.quota_rpm - len(self._window))),
+                   "x-ratelimit-reset-requests": f"{max(reset, 0.001):.3f}s"}
+        if not allowed:
+            headers |= {"retry-after-ms": str(int(reset * 1000) + 1), "retry-after": str(int(reset) + 1)}
+        return allowed, headers
+
+    def _bucket_quota(self) -> tuple[bool, dict[str, str]]:
+        now, rate = time.monotonic(), self.quota_rpm / 60
+        self._bucket = min(rate, self._bucket + (now - self._bucket_at) * rate)
+        self._bucket_at = now
+        allowed = self._bucket >= 1
+        if allowed:
+            self._bucket -= 1
+            self.accepted.append(time.perf_counter())
+        else:
+            self.refused += 1
+        reset = max(0.0, 1 - self._bucket) / rate
+        headers = {"x-ratelimit-limit-requests": str(self.quota_rpm),
+                   "x-ratelimit-remaining-requests": str(int(self._bucket)),  # what the bucket holds now
                    "x-ratelimit-reset-requests": f"{max(reset, 0.001):.3f}s"}
         if not allowed:
             headers |= {"retry-after-ms": str(int(reset * 1000) + 1), "retry-after": str(int(reset) + 1)}

@@ -6,7 +6,10 @@ endpoint keeps up: one more per success until the first refusal, then one more p
 successes; halved at most once per second on a refusal), honours ``Retry-After`` /
 ``retry-after-ms`` and the ``x-ratelimit-remaining-*`` / ``x-ratelimit-reset-*`` headers (a worker
 that sees the endpoint's budget exhausted waits for its reset), and applies this worker's share of
-the job's ``--llm_rpm`` / ``--llm_tpm`` budget. Its state is plain numbers under a threading lock,
+the job's ``--llm_rpm`` / ``--llm_tpm`` budget. Without such a budget, a reply's ``x-ratelimit-limit-requests``
+/ ``-tokens`` set one: :data:`PACE_SHARE` of the endpoint's limit, split among the job's workers, paced by the
+same one-second buckets (an endpoint may enforce a per-minute limit per second): probing by refusals
+alone used the quota but had two workers refused on 38% of their requests. Its state is plain numbers under a threading lock,
 so runners on different event loops (one per stage DoFn) share it.
 """
 
@@ -19,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 
 POLL_S = 0.005
+PACE_SHARE = 0.95  # of an endpoint's stated limit a job paces itself at (headroom for timing jitter)
 DEFAULT_PAUSE_S = 1.0  # a refusal that says nothing of when to come back
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+(?:\.\d+)?)ms)?$")
 
@@ -64,12 +68,28 @@ def exhausted_for(headers: Mapping[str, str]) -> float | None:
     return max(waits) if waits else None
 
 
+def stated_limits(headers: Mapping[str, str]) -> dict[str, float]:
+    """The endpoint's per-minute limits a reply states (``x-ratelimit-limit-requests`` / ``-tokens``)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    limits = {}
+    for kind in ("requests", "tokens"):
+        try:
+            value = float(lowered.get(f"x-ratelimit-limit-{kind}", ""))
+        except ValueError:
+            continue
+        if value > 0 and value == value and value != float("inf"):
+            limits[kind] = value
+    return limits
+
+
 class Throttle:
     """The worker's gate for requests: AIMD in-flight limit, refusal pauses, and a rate budget."""
 
     def __init__(self, start: int = 64, ceiling: int = 1024, rpm: float = 0.0, tpm: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, workers: int = 1) -> None:
         self.limit, self.ceiling, self.rpm, self.tpm, self._clock = float(start), ceiling, rpm, tpm, clock
+        # A budget the job was given is kept; one it was not given is learned from the endpoint's headers.
+        self.workers, self._learn_rpm, self._learn_tpm = max(1, workers), not rpm, not tpm
         self.in_flight, self.paused_until, self._last_cut, self.slow_start = 0, 0.0, -1e9, True
         now = clock()
         # Buckets start full: one second's worth, and never less than one request (a rate below 60/min still flows).
@@ -138,16 +158,30 @@ class Throttle:
             pause = exhausted_for(headers)
             if pause is not None:
                 self.paused_until = max(self.paused_until, now + pause)
+            self._learn(headers, now)
+
+    def _learn(self, headers: Mapping[str, str], now: float) -> None:
+        """Pace at this worker's share of the limits the endpoint states (caller holds the lock)."""
+        limits = stated_limits(headers)
+        for kind, learn in (("requests", self._learn_rpm), ("tokens", self._learn_tpm)):
+            if not learn or kind not in limits:
+                continue
+            rate = limits[kind] * PACE_SHARE / self.workers
+            self._refill(now)
+            if kind == "requests" and rate != self.rpm:
+                self.rpm, self._requests = rate, max(1.0, rate / 60) if not self.rpm else self._requests
+            elif kind == "tokens" and rate != self.tpm:
+                self.tpm, self._tokens = rate, max(1.0, rate / 60) if not self.tpm else self._tokens
 
 
 _SHARED: dict[tuple, Throttle] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_throttle(endpoint: str, start: int, ceiling: int, rpm: float, tpm: float) -> Throttle:
+def shared_throttle(endpoint: str, start: int, ceiling: int, rpm: float, tpm: float, workers: int = 1) -> Throttle:
     """The one throttle of this worker process for an endpoint and budget (every stage gets the same)."""
-    key = (endpoint, start, ceiling, rpm, tpm)
+    key = (endpoint, start, ceiling, rpm, tpm, workers)
     with _SHARED_LOCK:
         if key not in _SHARED:
-            _SHARED[key] = Throttle(start, ceiling, rpm, tpm)
+            _SHARED[key] = Throttle(start, ceiling, rpm, tpm, workers=workers)
         return _SHARED[key]

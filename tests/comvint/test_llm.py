@@ -278,3 +278,14 @@ def test_fake_quota_sends_openai_headers_and_refuses_past_the_budget():
     assert [r.status_code for r in replies] == [200, 200, 429]
     assert replies[0].headers["x-ratelimit-remaining-requests"] == "1" and replies[1].headers["x-ratelimit-remaining-requests"] == "0"
     assert float(replies[2].headers["retry-after-ms"]) > 59_000 and server.refused == 1 and len(server.accepted) == 2
+
+
+def test_fake_bucket_quota_enforces_a_minute_limit_per_second():
+    import httpx
+
+    with FakeOpenAI(echo_json, quota_rpm=60, quota_kind="bucket") as server:  # 1 a second, at most 1 at once
+        replies = [httpx.post(f"{server.base_url}/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+                   for _ in range(2)]
+    assert [r.status_code for r in replies] == [200, 429]  # the second well within a second of the first
+    assert replies[0].headers["x-ratelimit-limit-requests"] == "60" and replies[1].headers["x-ratelimit-remaining-requests"] == "0"
+    assert 0 < float(replies[1].headers["retry-after-ms"]) <= 1001 and server.refused == 1

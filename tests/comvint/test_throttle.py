@@ -91,3 +91,31 @@ def test_every_stage_of_a_worker_shares_one_throttle():
     assert a is b and shared_throttle("openai|http://y", 32, 512, 1500.0, 0.0) is not a
     a.done(refused=True, headers={"retry-after": "5"})
     assert b.try_start() > 0  # a refusal one stage saw holds the others
+
+
+def test_a_worker_paces_at_its_share_of_the_limit_the_endpoint_states():
+    clock = Clock()
+    throttle = Throttle(start=64, clock=clock, workers=2)  # no --llm_rpm: the first reply tells the limit
+    assert throttle.try_start() == 0
+    throttle.done(headers={"x-ratelimit-limit-requests": "1200", "x-ratelimit-limit-tokens": "600000"})
+    assert throttle.rpm == pytest.approx(1200 * 0.95 / 2) and throttle.tpm == pytest.approx(600000 * 0.95 / 2)
+    starts = []
+    while clock.now < 10:
+        wait = throttle.try_start()
+        if wait == 0:
+            starts.append(clock.now)
+            throttle.done()
+        else:
+            clock.now += wait
+    # one second's worth at once (9 requests), then 9.5 a second: this worker's half of 95% of 20 a second
+    assert len(starts) == pytest.approx(9 + 9.5 * 10, abs=1)
+
+
+def test_a_budget_the_job_was_given_is_kept_and_a_nonsense_limit_is_ignored():
+    given = Throttle(rpm=300, workers=2)
+    given.done(headers={"x-ratelimit-limit-requests": "10000"})
+    assert given.rpm == 300
+    learned = Throttle(workers=1)
+    for nonsense in ("0", "-5", "nan", "inf", "many"):
+        learned.done(headers={"x-ratelimit-limit-requests": nonsense})
+    assert learned.rpm == 0
