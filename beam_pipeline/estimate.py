@@ -22,7 +22,7 @@ from beam_pipeline.main import UsageError, make_options
 from beam_pipeline.options import ComvintOptions
 from beam_pipeline.pipeline import method_config, resolve_sources
 from comvint import estimate, topics
-from comvint.llm.config import LLMConfig, config_from_mapping
+from comvint.llm.config import ConfigError, LLMConfig, config_from_mapping
 from comvint.readers import flickr30k, visual_genome
 from comvint.records import InputError, stable_int
 
@@ -123,7 +123,10 @@ def project_run(argv: list[str]) -> dict[str, Any]:
         kept.setdefault(source, []).extend([False] * failed)
     rates = estimate.DEFAULT_RATES
     if mine.estimate_from:
-        rates = estimate.rates_from_stats(json.loads(io.read_text(io.join(mine.estimate_from, "stats.json"))))
+        stats_path = io.join(mine.estimate_from, "stats.json")
+        if not io.exists(stats_path):
+            raise UsageError(f"--estimate_from {mine.estimate_from}: no stats.json there (the output folder of a finished run)")
+        rates = estimate.rates_from_stats(json.loads(io.read_text(stats_path)))
     projection = estimate.project(population, kept, sizes, rates, cfg, llm.max_tokens, pricing(llm), opts.verify_reformulations)
     return {
         **{k: projection[k] for k in ("requests", "prompt_tokens", "completion_tokens", "cost_usd")},
@@ -161,9 +164,15 @@ def format_table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "-h" in argv or "--help" in argv:
+        print(__doc__.strip() + "\n\n  --estimate_images N    images sampled per source (default "
+              f"{DEFAULT_IMAGES})\n  --estimate_from DIR    an earlier run's output: its measured rates\n"
+              "  --json                 one JSON object\n\nEvery job flag is taken as the job takes it: "
+              "python -m beam_pipeline.main --help")
+        return
     try:
         result = project_run(argv)
-    except UsageError as err:
+    except (UsageError, ConfigError, ValueError) as err:  # a flag the job would refuse too (ConfigError is one)
         print(f"comvint estimate: error: {err}", file=sys.stderr)
         sys.exit(2)
     print(json.dumps(result) if "--json" in argv else format_table(result))

@@ -70,3 +70,14 @@ def test_an_unpriced_model_has_no_cost_and_an_unknown_tokenizer_falls_back_to_ch
     assert pricing.cost("generate", 1000, 10) is None
     count, name = cli.tokenizer("Qwen/Qwen2-VL-7B-Instruct")
     assert count("abcdefgh") == 2 and "characters per token" in name
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--llm_modle", "x"], "unknown argument(s) --llm_modle"),
+    (["--estimate_from", "/nonexistent/run"], "no stats.json there"),
+    (["--llm_prices", "gpt-4o-mini=cheap"], "bad --llm_prices entry"),
+])
+def test_a_bad_flag_stops_the_estimate_with_one_line(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(flags)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
