@@ -25,7 +25,7 @@ from comvint.stages.method import (
     reformulate_selected,
     rejection,
 )
-from comvint.stats import unit_of as image_key
+from comvint.stats import unit_of
 
 
 class MethodResult(NamedTuple):
@@ -84,7 +84,7 @@ class GenerateComplexInstructions(beam.PTransform):
         # The annotations were spread over the workers just before (SpreadAnnotations): no second reshuffle.
         generated = topics | "GenerateInstructions" >> RunStage(Synthesize(cfg), llm, reshuffle=False)
         # Later stages join each item to its image's record: one copy per image in a shuffle, not one per item.
-        anns = topics | "PackAnnotations" >> beam.Map(lambda a: (image_key(a), pack(a)))
+        anns = topics | "PackAnnotations" >> beam.Map(lambda a: (unit_of(a), pack(a)))
         rejected, failed, usage, verified, verdicts = [kept[REJECTED], generated.rejected], [generated.failed], [generated.usage], [], []
         steps, complicated, skipped = {"images_used": kept[OK], "synthesized": generated.ok}, [], []
         candidates = generated.ok

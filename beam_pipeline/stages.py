@@ -34,7 +34,7 @@ from comvint.llm.server import LocalServer
 from comvint.llm.throttle import shared_throttle
 from comvint.records import pack, stable_int, unpack
 from comvint.stages.base import FAILED, OK, REJECTED, SKIPPED, ParseError, Stage, failure, handle_outcomes
-from comvint.stats import unit_of as image_key
+from comvint.stats import unit_of
 
 _LOGGER = logging.getLogger(__name__)
 USAGE = "usage"
@@ -323,7 +323,7 @@ class GroupForBatches(beam.PTransform):
 
 def item_key(item: dict[str, Any]) -> str:
     """An item's id (an annotation record's image key)."""
-    return item.get("id") or image_key(item)
+    return item.get("id") or unit_of(item)
 
 
 def attach_annotation(group: tuple[str, dict[str, list[Any]]]) -> Iterator[dict[str, Any]]:
@@ -343,7 +343,7 @@ def detach_annotation(record: Any) -> Any:
 class RunStage(beam.PTransform):
     """items -> StageResult, via a shuffle and RunStageFn.
 
-    With ``annotations`` (``(image_key, packed record)`` pairs), the shuffle is a join: items travel
+    With ``annotations`` (``(unit_of(record), packed record)`` pairs), the shuffle is a join: items travel
     without their image's annotation record, which crosses each stage's shuffle once per image instead
     of once per item, and is attached just before the call (and dropped from what the stage emits).
     Whatever crosses a shuffle is packed (one compressed bytes value): the local runner holds a
@@ -358,7 +358,7 @@ class RunStage(beam.PTransform):
 
     def expand(self, items) -> StageResult:
         if self._annotations is not None:
-            keyed = items | "KeyByImage" >> beam.Map(lambda it: (image_key(it), pack(it)))
+            keyed = items | "KeyByImage" >> beam.Map(lambda it: (unit_of(it), pack(it)))
             items = {"ann": self._annotations, "items": keyed} | "JoinAnnotations" >> beam.CoGroupByKey() | (
                 "AttachAnnotations" >> beam.FlatMap(attach_annotation))
         elif self._reshuffle:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from comvint.engine import realise as en
+from comvint.engine import realise
 from comvint.engine.program import Chain, Clause, answer_value, pick_of, value_of
 from comvint.engine.scene import COLOURS, MATERIALS, Scene, Thing, same_answer, singular, wordnet
-from comvint.records import stable_int as rank
+from comvint.records import stable_int
 
 KNOWLEDGE_TYPE = {"position": "visual", "size": "physical", "count": "visual", "relation": "commonsense", "colour": "visual",
                   "material": "physical", "kind": "knowledge-base"}
@@ -22,11 +22,11 @@ CATEGORY_TOPIC = {"a person": "People and Everyday Life", "food": "Cooking and F
 
 
 def pick(options: Sequence[Any], *key: Any) -> Any:
-    return options[rank(*key) % len(options)]
+    return options[stable_int(*key) % len(options)]
 
 
 def shuffled(items: Sequence[Any], *key: Any) -> list[Any]:
-    return sorted(items, key=lambda x: rank(*key, getattr(x, "id", x)))
+    return sorted(items, key=lambda x: stable_int(*key, getattr(x, "id", x)))
 
 
 def _other(chain: Chain, k: int, scene: Scene) -> Thing:
@@ -38,7 +38,7 @@ def _other(chain: Chain, k: int, scene: Scene) -> Thing:
 def named_pair(step: Clause, scene: Scene) -> tuple[Thing, Thing]:
     """A comparison's two things in the order the text names them (seeded, so the winner is not always first)."""
     a, b = scene.things[step.args[0]], scene.things[step.args[1]]
-    return (a, b) if rank(str(step), "order") % 2 else (b, a)
+    return (a, b) if stable_int(str(step), "order") % 2 else (b, a)
 
 
 def first_pick(chain: Chain, scene: Scene) -> str:
@@ -47,9 +47,9 @@ def first_pick(chain: Chain, scene: Scene) -> str:
     step = chain.steps[0]
     if step.rel == "rel":
         subject = scene.things[step.args[0]]
-        return f"what {subject.the} {en.be(subject)} {step.args[1].replace('_', ' ')}"
+        return f"what {subject.the} {realise.be(subject)} {step.args[1].replace('_', ' ')}"
     x, y = named_pair(step, scene)
-    return f"whichever of {x.the} and {y.the} is {en.RELATION[step.rel]}"
+    return f"whichever of {x.the} and {y.the} is {realise.RELATION[step.rel]}"
 
 
 def lead(chain: Chain, upto: int, scene: Scene) -> str:
@@ -57,7 +57,7 @@ def lead(chain: Chain, upto: int, scene: Scene) -> str:
     the bike is further to the left. Then take whichever of that one and the bench is higher up in the picture."."""
     parts = [f"Take {first_pick(chain, scene)}."]
     for k in range(1, upto + 1):
-        parts.append(f"Then take whichever of that one and {_other(chain, k, scene).the} is {en.RELATION[chain.steps[k].rel]}.")
+        parts.append(f"Then take whichever of that one and {_other(chain, k, scene).the} is {realise.RELATION[chain.steps[k].rel]}.")
     return " ".join(parts)
 
 
@@ -77,14 +77,14 @@ def question(chain: Chain, scene: Scene) -> str:
             return _ask_text(chain.ask, first_pick(chain, scene), key)
         return f"{lead(chain, n - 1, scene)} {_ask_text(chain.ask, 'that one', key)}"
     if last.rel == "count":
-        group = en.group_phrase(t[last.args[0]])
+        group = realise.group_phrase(t[last.args[0]])
         return pick((f"How many {group} are there in the picture?", f"How many {group} can you see?",
                      f"Count the {group}: how many are there?"), key)
     if last.rel == "rel":
         subject = t[last.args[0]]
         verb = last.args[1].replace("_", " ")
-        return f"What {en.be(subject)} {subject.the} {verb}?"  # no "what is it ...": the subject is a person or an animal
-    relation = en.RELATION[last.rel]
+        return f"What {realise.be(subject)} {subject.the} {verb}?"  # no "what is it ...": the subject is a person or an animal
+    relation = realise.RELATION[last.rel]
     if n == 1:
         x, y = named_pair(last, scene)
         return pick((f"Which is {relation}: {x.the} or {y.the}?", f"Of {x.the} and {y.the}, which one is {relation}?",
@@ -99,15 +99,15 @@ def explanation(chain: Chain, scene: Scene) -> str:
     t, parts = scene.things, []
     for step in chain.steps:
         if step.rel == "count":
-            parts.append(f"there are {en.count_word(step.value)} {en.plural_noun(t[step.args[0]].noun)}")
+            parts.append(f"there are {realise.count_word(step.value)} {realise.plural_noun(t[step.args[0]].noun)}")
         elif step.rel == "rel":
-            parts.append(en.relation_statement(t[step.args[0]], step.args[1].replace("_", " "), t[step.args[2]]))
+            parts.append(realise.relation_statement(t[step.args[0]], step.args[1].replace("_", " "), t[step.args[2]]))
         else:
-            parts.append(en.statement(step.rel, t[step.args[0]], t[step.args[1]]))
+            parts.append(realise.statement(step.rel, t[step.args[0]], t[step.args[1]]))
     value = answer_value(chain, scene)
     if chain.ask and value.lower() not in t[chain.focus()].name.split():  # not "the white jacket is white"
-        parts.append(en.property_statement(chain.ask, t[chain.focus()], value))
-    return en.cap(en.join(parts)) + "."
+        parts.append(realise.property_statement(chain.ask, t[chain.focus()], value))
+    return realise.cap(realise.join(parts)) + "."
 
 
 def short_answer(chain: Chain, scene: Scene) -> str:
@@ -115,7 +115,7 @@ def short_answer(chain: Chain, scene: Scene) -> str:
     if chain.ask:
         return value
     if chain.steps[-1].rel == "count":
-        return en.count_word(int(value))
+        return realise.count_word(int(value))
     return scene.things[value].the
 
 
@@ -125,7 +125,7 @@ def item(chain: Chain, scene: Scene) -> dict[str, Any]:
         topic = CATEGORY_TOPIC.get(answer_value(chain, scene), "Science and Technology")
     elif chain.ask:
         topic = TOPIC[chain.ask]
-    return {"instruction": question(chain, scene), "answer": f"{en.cap(short_answer(chain, scene))}. {explanation(chain, scene)}",
+    return {"instruction": question(chain, scene), "answer": f"{realise.cap(short_answer(chain, scene))}. {explanation(chain, scene)}",
             "grounding": chain.clauses(scene), "knowledge_topic": topic}
 
 
@@ -158,10 +158,10 @@ def bool_question(chain: Chain, scene: Scene, claim: Clause) -> str:
     """A yes/no question asking whether ``claim`` holds of the chain's pick (or, for a comparison, of its two things)."""
     t, n = scene.things, len(chain.steps)
     if claim.rel == "count":
-        return f"Are there {en.count_word(claim.value)} {en.group_phrase(t[claim.args[0]])} in the picture?"
+        return f"Are there {realise.count_word(claim.value)} {realise.group_phrase(t[claim.args[0]])} in the picture?"
     if claim.rel in ("colour", "material", "kind"):
         value = claim.args[1]
-        predicate = {"colour": value, "material": f"made of {value}", "kind": f"a kind of {en.bare(value)}"}[claim.rel]
+        predicate = {"colour": value, "material": f"made of {value}", "kind": f"a kind of {realise.bare(value)}"}[claim.rel]
         if n == 1:
             return f"Is {first_pick(chain, scene)} {predicate}?"
         return f"{lead(chain, n - 1, scene)} Is that one {predicate}?"
@@ -170,9 +170,9 @@ def bool_question(chain: Chain, scene: Scene, claim: Clause) -> str:
         return f"{'Are' if subject.plural else 'Is'} {subject.the} {claim.args[1].replace('_', ' ')} {t[claim.args[2]].the}?"
     a, b = t[claim.args[0]], t[claim.args[1]]
     if n == 1:
-        return f"{'Are' if a.plural else 'Is'} {a.the} {en.RELATION[claim.rel]} than {b.the}?"
+        return f"{'Are' if a.plural else 'Is'} {a.the} {realise.RELATION[claim.rel]} than {b.the}?"
     focus = pick_of(chain.steps[-2])
     before = lead(chain, n - 2, scene)
     if a.id == focus:
-        return f"{before} Is that one {en.RELATION[claim.rel]} than {b.the}?"
-    return f"{before} {'Are' if a.plural else 'Is'} {a.the} {en.RELATION[claim.rel]} than that one?"
+        return f"{before} Is that one {realise.RELATION[claim.rel]} than {b.the}?"
+    return f"{before} {'Are' if a.plural else 'Is'} {a.the} {realise.RELATION[claim.rel]} than that one?"

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from comvint.engine import forms
+from comvint.engine import forms, realise
 from comvint.engine.forms import KNOWLEDGE_TYPE, bool_question, item, other_values, shuffled
 from comvint.engine.program import (
     ASKS,
@@ -203,7 +203,7 @@ def _options(chain: Chain, scene: Scene, key: str) -> tuple[str, str, list[str],
                 [str(Clause(chain.ask, (chain.focus(), v), negated=True)) for v in values])
     if last.rel == "count":
         counts = [m for m in (last.value + 1, last.value + 2, last.value - 1, last.value + 3) if m >= 1][:3]
-        return (question, forms.short_answer(chain, scene), [forms.en.count_word(m) for m in counts],
+        return (question, forms.short_answer(chain, scene), [realise.count_word(m) for m in counts],
                 [str(Clause("count", last.args, negated=True, value=m)) for m in counts])
     if last.rel == "rel":
         wrong = _not_related(chain, scene, key)[:3]

@@ -25,8 +25,7 @@ from comvint.engine.scene import object_count
 from comvint.llm.redact import redact
 from comvint.llm.runner import Call
 from comvint.prompts.render import MAX_REGIONS, render
-from comvint.records import pack, unpack
-from comvint.records import stable_int as rank
+from comvint.records import pack, stable_int, unpack
 from comvint.stages.base import OK, REJECTED, SKIPPED, Emit, ParseError
 
 STR = {"type": "string"}
@@ -100,7 +99,7 @@ class Synthesize:
         family = FAMILY[ann["source"]]
         topics = None
         if ann["source"] == "visual_genome":
-            rng = random.Random(rank(self.cfg.seed, ann["image_id"], "topics"))
+            rng = random.Random(stable_int(self.cfg.seed, ann["image_id"], "topics"))
             topics = rng.sample(prompts.OKVQA_TOPICS, 5)
         user = prompts.generate_input(render(ann, self.cfg.max_regions), topics, topic or None)
         item_id = f"{ann['source']}/{ann['image_id']}"
@@ -138,7 +137,7 @@ class Synthesize:
 def knowledge_type_for(item: dict[str, Any], seed: int) -> str:
     """The kind of hop a complication is asked to add, among those its family allows (the reply says which kind it added)."""
     kinds = prompts.FAMILY_KNOWLEDGE_TYPES[item["family"]]
-    return kinds[rank(seed, item["id"], item["round"]) % len(kinds)]
+    return kinds[stable_int(seed, item["id"], item["round"]) % len(kinds)]
 
 
 @functools.lru_cache(maxsize=64)
@@ -246,13 +245,13 @@ def rejection(item: dict[str, Any], reason: str, stage: str, evidence: str = "")
 
 def reformulate_selected(item: dict[str, Any], cfg: MethodConfig) -> bool:
     """Deterministic sampling of the items to reformulate."""
-    return (rank(cfg.seed, item["id"], "reformulate") % 10_000) < cfg.reformulate_share * 10_000
+    return (stable_int(cfg.seed, item["id"], "reformulate") % 10_000) < cfg.reformulate_share * 10_000
 
 
 def shuffle_options(item_id: str, correct: str, distractors: list[str]) -> tuple[list[str], int]:
     """Options shuffled by a seed derived from the item id; returns (options, answer_index)."""
     options = [correct, *distractors]
-    random.Random(rank(item_id, "options")).shuffle(options)
+    random.Random(stable_int(item_id, "options")).shuffle(options)
     return options, options.index(correct)
 
 
