@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--work", default=tempfile.mkdtemp(prefix="comvint-quota-"))
     parser.add_argument("--quota_kind", default="window,bucket", help="how the endpoint enforces its quota: window, bucket or both")
     parser.add_argument("--workers", default="1,2", help="worker counts to run with")
+    parser.add_argument("--default_flags_only", action="store_true", help="skip the runs with --llm_rpm 1500")
     parser.add_argument("--unlimited", action="store_true", help="no quota: throughput of the method (and of Curator)")
     parser.add_argument("--curator_python", default=None, help="a Python with bespokelabs-curator, for --unlimited")
     args = parser.parse_args()
@@ -114,7 +115,8 @@ def main() -> None:
     two = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
     runs = [("1 worker, default flags", []), ("2 workers, default flags", two),
             ("1 worker, --llm_rpm 1500", ["--llm_rpm", "1500"]), ("2 workers, --llm_rpm 1500", [*two, "--llm_rpm", "1500"])]
-    runs = [(name, extra) for name, extra in runs if name.split(" ")[0] in args.workers.split(",")]
+    runs = [(name, extra) for name, extra in runs if name.split(" ")[0] in args.workers.split(",")
+            and not (args.default_flags_only and "--llm_rpm" in extra)]
     for kind in args.quota_kind.split(","):
         for k, (name, extra) in enumerate(runs):
             with FakeOpenAI(schema_json, latency=args.latency, quota_rpm=args.quota, quota_kind=kind) as server:  # a fresh quota per run
