@@ -33,7 +33,7 @@ setuptools.setup(
     package_data={"comvint": ["knowledge/*.json", "knowledge/*.json.gz", "knowledge/WORDNET_LICENSE", "report/assets/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest==9.0.3", "gcp-storage-emulator==2026.7.19", "ruff==0.17.5", "playwright==1.65.2",
+        "test": ["pytest==9.0.3", "pytest-timeout==2.4.0", "gcp-storage-emulator==2026.7.19", "ruff==0.17.5", "playwright==1.65.2",
                  "polars==2.1.0", "datasets==5.2.0", "label-studio-sdk==2.1.2",
                  # DuckDB reads the lake tables as users do; its extensions from PyPI (DuckDB would download them)
                  "duckdb==1.4.4", "duckdb-ext-iceberg==1.4.4.20260205", "duckdb-ext-delta==1.4.4.20260205",

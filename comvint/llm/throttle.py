@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 POLL_S = 0.005
 PACE_SHARE = 0.95  # of an endpoint's stated limit a job paces itself at (headroom for timing jitter)
 DEFAULT_PAUSE_S = 1.0  # a refusal that says nothing of when to come back
+_SLACK = 1e-9  # a bucket this close to full enough counts as enough: float rounding must not ask for a 1e-17 s wait
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+(?:\.\d+)?)ms)?$")
 
 
@@ -110,11 +111,11 @@ class Throttle:
         waits = [self.paused_until - now]
         if self.in_flight >= int(self.limit):
             waits.append(POLL_S)
-        if self.rpm and self._requests < 1:
+        if self.rpm and self._requests < 1 - _SLACK:
             waits.append((1 - self._requests) * 60 / self.rpm)
         if self.tpm:  # a request larger than the bucket waits for a full bucket, then goes (it cannot be split)
             need = min(tokens, max(1.0, self.tpm / 60))
-            if self._tokens < need:
+            if self._tokens < need - _SLACK:
                 waits.append((need - self._tokens) * 60 / self.tpm)
         return max(waits)
 

@@ -15,6 +15,25 @@ class Clock:
         return self.now
 
 
+def drive(throttle: Throttle, clock: Clock, *, until: float = float("inf"), count: int = 10**6,
+          tokens: int = 0) -> list[float]:
+    """Start requests as fast as ``throttle`` lets them (each done at once) on a fake clock; their start times.
+
+    A wait that does not move the clock fails the test instead of spinning forever.
+    """
+    starts: list[float] = []
+    while clock.now < until and len(starts) < count:
+        wait = throttle.try_start(tokens=tokens)
+        if wait == 0:
+            starts.append(clock.now)
+            throttle.done()
+        else:
+            before = clock.now
+            clock.now += wait
+            assert clock.now > before, f"a wait of {wait!r} s at {before} s never ends"
+    return starts
+
+
 @pytest.mark.parametrize("text, seconds", [("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("0.5", 0.5),
                                            ("2", 2.0), (None, None), ("", None), ("soon", None)])
 def test_reset_durations(text, seconds):
@@ -33,29 +52,13 @@ def test_retry_after_prefers_milliseconds_and_reads_exhausted_budgets():
 def test_thirty_requests_a_minute_flow_one_every_two_seconds():
     clock = Clock()
     throttle = Throttle(start=8, rpm=30, clock=clock)
-    starts = []
-    while len(starts) < 4:
-        wait = throttle.try_start()
-        if wait == 0:
-            starts.append(clock.now)
-            throttle.done()
-        else:
-            clock.now += wait
-    assert starts == pytest.approx([0.0, 2.0, 4.0, 6.0])  # a bucket below one request still fills, and never stalls
+    assert drive(throttle, clock, count=4) == pytest.approx([0.0, 2.0, 4.0, 6.0])  # a bucket below one request still fills, and never stalls
 
 
 def test_a_token_budget_below_one_request_still_lets_requests_through():
     clock = Clock()
     throttle = Throttle(start=8, tpm=600, clock=clock)  # 10 tokens a second; each request "costs" 50
-    starts = []
-    while len(starts) < 3:
-        wait = throttle.try_start(tokens=50)
-        if wait == 0:
-            starts.append(clock.now)
-            throttle.done()
-        else:
-            clock.now += wait
-    assert starts == pytest.approx([0.0, 5.0, 10.0])  # it goes, and 50-token requests at 600 tokens a minute: one per 5 s
+    assert drive(throttle, clock, count=3, tokens=50) == pytest.approx([0.0, 5.0, 10.0])  # it goes, and 50-token requests at 600 tokens a minute: one per 5 s
 
 
 def test_aimd_grows_while_the_endpoint_keeps_up_and_halves_on_a_refusal():
@@ -99,14 +102,7 @@ def test_a_worker_paces_at_its_share_of_the_limit_the_endpoint_states():
     assert throttle.try_start() == 0
     throttle.done(headers={"x-ratelimit-limit-requests": "1200", "x-ratelimit-limit-tokens": "600000"})
     assert throttle.rpm == pytest.approx(1200 * 0.95 / 2) and throttle.tpm == pytest.approx(600000 * 0.95 / 2)
-    starts = []
-    while clock.now < 10:
-        wait = throttle.try_start()
-        if wait == 0:
-            starts.append(clock.now)
-            throttle.done()
-        else:
-            clock.now += wait
+    starts = drive(throttle, clock, until=10)
     # one second's worth at once (9 requests), then 9.5 a second: this worker's half of 95% of 20 a second
     assert len(starts) == pytest.approx(9 + 9.5 * 10, abs=1)
 
