@@ -79,11 +79,25 @@ def _stream(path: str, key: str, image_data: dict | None = None) -> Iterator[dic
 
 
 def vg_sample(opts: ComvintOptions, regions: str, image_data: str | None, n: int) -> tuple[int, list[dict[str, Any]]]:
-    """(images the run would read, a seeded sample of their records, with their scene graphs and topics)."""
+    """(images the run would read, a seeded sample of their records, with their scene graphs and topics).
+
+    Without ``--limit`` the region file is read once (a bounded heap keeps the sample); with it, once for the
+    ids the limit keeps and once for their records."""
     info = visual_genome.parse_image_data(io.read_text(image_data)) if image_data else None
-    ids = limited([r["image_id"] for r in _stream(regions, "regions")], opts.limit)
-    chosen = set(heapq.nsmallest(n, ids, key=lambda i: _rank(opts.seed, i)))
-    records = {r["image_id"]: r for r in _stream(regions, "regions", info) if r["image_id"] in chosen}
+    population = 0
+    if opts.limit:
+        kept = set(limited([r["image_id"] for r in _stream(regions, "regions")], opts.limit))
+        population, candidates = len(kept), (r for r in _stream(regions, "regions", info) if r["image_id"] in kept)
+    else:
+        def counted() -> Iterator[dict[str, Any]]:
+            nonlocal population
+            for record in _stream(regions, "regions", info):
+                population += 1
+                yield record
+        candidates = counted()
+    picked = heapq.nsmallest(n, candidates, key=lambda r: _rank(opts.seed, r["image_id"]))
+    records = {r["image_id"]: r for r in picked}
+    chosen = set(records)
     parts: dict[str, list] = {}
     for key, path in io.scene_files(regions, opts.vg_objects, opts.vg_attributes, opts.vg_relationships).items():
         for part in _stream(path, key):
@@ -94,7 +108,7 @@ def vg_sample(opts: ComvintOptions, regions: str, image_data: str | None, n: int
     for ann in anns:  # document frequency over the sample: the topic is a few words of the request
         for term in topics.object_terms(ann):
             df[term] = df.get(term, 0) + 1
-    return len(ids), [{**a, "_topic": topics.rarest(topics.object_terms(a), df)} for a in anns]
+    return population, [{**a, "_topic": topics.rarest(topics.object_terms(a), df)} for a in anns]
 
 
 def project_run(argv: list[str]) -> dict[str, Any]:

@@ -85,9 +85,8 @@ def header(stats: Mapping[str, Any]) -> dict[str, Any]:
     """The card's YAML metadata (Hugging Face's dataset card fields)."""
     counts = stats.get("counts", {})
     kept = counts.get("instructions", {}).get("total", 0)
-    sources = sorted(counts.get("instructions", {}).get("source", {}) or stats_sources(stats))
     return {
-        **licence(sources),
+        **licence(run_sources(stats)),  # the card publishes rejected/ too: every source the run read
         "language": ["en"],
         "pretty_name": "ComVint complex visual reasoning instructions",
         "task_categories": ["visual-question-answering", "image-text-to-text"],
@@ -100,9 +99,10 @@ def header(stats: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def stats_sources(stats: Mapping[str, Any]) -> dict[str, int]:
+def run_sources(stats: Mapping[str, Any]) -> list[str]:
+    """Every source the run read: those of its instructions, its rejected items and its failures."""
     counts = stats.get("counts", {})
-    return {**counts.get("rejected", {}).get("source", {}), **counts.get("failures", {}).get("source", {})}
+    return sorted({s for part in ("instructions", "rejected", "failures") for s in counts.get(part, {}).get("source", {})})
 
 
 def table(rows: list[tuple[Any, ...]], head: tuple[str, ...]) -> list[str]:
@@ -116,7 +116,7 @@ def by_count(counter: Mapping[str, int]) -> list[tuple[str, int]]:
 def body(stats: Mapping[str, Any]) -> list[str]:
     counts, backend = stats.get("counts", {}), stats.get("llm_backend", "offline")
     kept = counts.get("instructions", {})
-    sources = sorted(set(kept.get("source", {})) | set(stats_sources(stats)))
+    sources = run_sources(stats)
     accounting = stats.get("accounting", {})
     lines = [
         "# ComVint complex visual reasoning instructions", "",

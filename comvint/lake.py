@@ -84,7 +84,7 @@ def config_hash(settings: Mapping[str, Any]) -> str:
 
 def table_root(cfg: LakeConfig, table: str) -> str:
     """The folder of one table: ``<uri>/<table name>`` (an Iceberg table's name without its namespace)."""
-    return posixpath.join(cfg.uri, table.rsplit(".", 1)[-1]) if "://" not in cfg.uri else f"{cfg.uri}/{table.rsplit('.', 1)[-1]}"
+    return f"{cfg.uri.rstrip('/')}/{table.rsplit('.', 1)[-1]}"
 
 
 def data_dir(cfg: LakeConfig, table: str) -> str:

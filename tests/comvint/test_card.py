@@ -21,6 +21,10 @@ def test_the_licence_follows_the_sources_the_run_read():
     assert meta(card.dataset_card(stats({"visual_genome": 4})))["license"] == "cc-by-4.0"
     both = meta(card.dataset_card(stats({"visual_genome": 4, "flickr30k_entities": 2})))
     assert both["license"] == "other" and "non-commercial" in both["license_details"]
+    # rejected/ is published beside the instructions: a source only rejected items came from still binds the card
+    only_rejected = stats({"visual_genome": 4})
+    only_rejected["counts"]["rejected"] = {"total": 1, "source": {"flickr30k_entities": 1}}
+    assert meta(card.dataset_card(only_rejected))["license"] == "other"
 
 
 def test_the_size_category_and_the_default_config_follow_the_run():
