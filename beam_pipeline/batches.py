@@ -12,7 +12,7 @@ import asyncio
 import os
 import sys
 
-from beam_pipeline.io import FileSystemsLedgerStore
+from beam_pipeline.stores import FileSystemsLedgerStore
 from comvint.llm.batch import Ledger, cancel_outstanding
 from comvint.llm.config import LLMConfig
 

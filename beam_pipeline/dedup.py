@@ -1,4 +1,5 @@
-"""Deduplication and quality filters as composite PTransforms (decisions live in comvint)."""
+"""Deduplication as composite PTransforms: within each image, then near-duplicates across images (decisions in
+:mod:`comvint.dedup`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 import orjson
 
-from comvint import dedup, filters
+from comvint import dedup
 from comvint.records import pack, unpack
 from comvint.stages.base import OK, REJECTED
 from comvint.stages.method import rejection
@@ -15,32 +16,10 @@ from comvint.stages.method import rejection
 DROP, MEMBERS, CLUSTERS = "drop", "members", "clusters"
 
 
-class Screened(NamedTuple):
-    kept: beam.PCollection
-    rejected: beam.PCollection
-
-
 class Deduplicated(NamedTuple):
     kept: beam.PCollection
     rejected: beam.PCollection
     clusters: beam.PCollection  # (item id, its leader's id) of every within-image survivor
-
-
-def _filter(item: dict[str, Any], cfg: filters.FilterConfig):
-    reason = filters.check(item, cfg)
-    yield beam.pvalue.TaggedOutput(REJECTED, rejection(item, reason, "quality")) if reason else item
-
-
-class FilterInstructions(beam.PTransform):
-    """Instruction items -> Screened: items failing a quality filter go to rejected with its reason."""
-
-    def __init__(self, cfg: filters.FilterConfig) -> None:
-        super().__init__()
-        self._cfg = cfg
-
-    def expand(self, items) -> Screened:
-        out = items | "CheckQuality" >> beam.FlatMap(_filter, self._cfg).with_outputs(REJECTED, main=OK)
-        return Screened(out[OK], out[REJECTED])
 
 
 def _image_decisions(group: tuple[str, Any], threshold: float):
@@ -139,7 +118,7 @@ def _apply(joined: tuple[str, dict[str, list]]):
 
 
 class DeduplicateInstructions(beam.PTransform):
-    """Items carrying ``_unit`` (their canonical image) -> Screened, duplicates rejected.
+    """Items carrying ``_unit`` (their canonical image) -> Deduplicated, duplicates rejected.
 
     Within an image: every pair compared exactly (GroupByKey on the image).
     Across images: exact-text groups (GroupByKey on the text), MinHash LSH over

@@ -17,10 +17,11 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipeline import io
+from beam_pipeline.files import exists, file_stem, join, read_bytes, read_text
 from beam_pipeline.main import UsageError, make_options
 from beam_pipeline.options import ComvintOptions
 from beam_pipeline.pipeline import method_config, resolve_sources
+from beam_pipeline.sources import id_order, resolve_split, resolve_unrelated, scene_files
 from comvint import estimate, topics
 from comvint.llm.config import ConfigError, LLMConfig, config_from_mapping
 from comvint.readers import flickr30k, visual_genome
@@ -52,20 +53,20 @@ def _rank(seed: int, image_id: str) -> int:
 
 def limited(ids: list[str], limit: int) -> list[str]:
     """The ids ``--limit`` keeps (the smallest, as the job's reader keeps them)."""
-    return sorted(ids, key=io.id_order)[:limit] if limit else ids
+    return sorted(ids, key=id_order)[:limit] if limit else ids
 
 
 def flickr_sample(opts: ComvintOptions, root: str, n: int) -> tuple[int, list[dict[str, Any]], int]:
     """(images the run would read, a seeded sample of their records, how many sampled images fail to read)."""
-    split = io.resolve_split(root, opts.flickr_split)
-    xml = {io.file_stem(m.path): m.path for m in FileSystems.match([io.join(root, "Annotations", "*.xml")])[0].metadata_list}
+    split = resolve_split(root, opts.flickr_split)
+    xml = {file_stem(m.path): m.path for m in FileSystems.match([join(root, "Annotations", "*.xml")])[0].metadata_list}
     ids = limited([i for i in xml if split is None or i in split], opts.limit)
-    unrelated = io.resolve_unrelated(root, opts.unrelated_captions, opts.keep_unrelated_captions)
+    unrelated = resolve_unrelated(root, opts.unrelated_captions, opts.keep_unrelated_captions)
     records, failed = [], 0
     for image_id in heapq.nsmallest(n, ids, key=lambda i: _rank(opts.seed, i)):
         try:
-            records.append(flickr30k.build_record(image_id, io.read_bytes(io.join(root, "Sentences", f"{image_id}.txt")),
-                                                  io.read_bytes(xml[image_id]), unrelated))
+            records.append(flickr30k.build_record(image_id, read_bytes(join(root, "Sentences", f"{image_id}.txt")),
+                                                  read_bytes(xml[image_id]), unrelated))
         except (InputError, OSError):
             failed += 1  # the run sends it to failures/: no request
     return len(ids), records, failed
@@ -83,7 +84,7 @@ def vg_sample(opts: ComvintOptions, regions: str, image_data: str | None, n: int
 
     Without ``--limit`` the region file is read once (a bounded heap keeps the sample); with it, once for the
     ids the limit keeps and once for their records."""
-    info = visual_genome.parse_image_data(io.read_text(image_data)) if image_data else None
+    info = visual_genome.parse_image_data(read_text(image_data)) if image_data else None
     population = 0
     if opts.limit:
         kept = set(limited([r["image_id"] for r in _stream(regions, "regions")], opts.limit))
@@ -99,7 +100,7 @@ def vg_sample(opts: ComvintOptions, regions: str, image_data: str | None, n: int
     records = {r["image_id"]: r for r in picked}
     chosen = set(records)
     parts: dict[str, list] = {}
-    for key, path in io.scene_files(regions, opts.vg_objects, opts.vg_attributes, opts.vg_relationships).items():
+    for key, path in scene_files(regions, opts.vg_objects, opts.vg_attributes, opts.vg_relationships).items():
         for part in _stream(path, key):
             if part["image_id"] in chosen:
                 parts.setdefault(part["image_id"], []).append(part)
@@ -137,10 +138,10 @@ def project_run(argv: list[str]) -> dict[str, Any]:
         kept.setdefault(source, []).extend([False] * failed)
     rates = estimate.DEFAULT_RATES
     if mine.estimate_from:
-        stats_path = io.join(mine.estimate_from, "stats.json")
-        if not io.exists(stats_path):
+        stats_path = join(mine.estimate_from, "stats.json")
+        if not exists(stats_path):
             raise UsageError(f"--estimate_from {mine.estimate_from}: no stats.json there (the output folder of a finished run)")
-        rates = estimate.rates_from_stats(json.loads(io.read_text(stats_path)))
+        rates = estimate.rates_from_stats(json.loads(read_text(stats_path)))
     projection = estimate.project(population, kept, sizes, rates, cfg, llm.max_tokens, pricing(llm), opts.verify_reformulations)
     return {
         **{k: projection[k] for k in ("requests", "prompt_tokens", "completion_tokens", "cost_usd")},

@@ -9,8 +9,9 @@ import posixpath
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipeline import io
-from beam_pipeline.export import write_parquet_shard, write_rejected_parquet_shard
+from beam_pipeline.exports import write_parquet_shard, write_rejected_parquet_shard
+from beam_pipeline.files import join, write_json
+from beam_pipeline.sinks import SHARD_TARGET_BYTES, WriteShards
 from comvint import exports, lake
 
 LAKE_FILE = "lake.json"
@@ -35,8 +36,8 @@ def delete_files(paths: list[str]) -> None:
 
 
 def write_commits(commits: list[dict], output: str) -> str:
-    path = io.join(output, LAKE_FILE)
-    io.write_json(path, sorted(commits, key=lambda c: c["table"]))
+    path = join(output, LAKE_FILE)
+    write_json(path, sorted(commits, key=lambda c: c["table"]))
     return path
 
 
@@ -46,7 +47,7 @@ class CommitToLake(beam.PTransform):
     ``<output>/lake.json`` with what each commit did."""
 
     def __init__(self, cfg: lake.LakeConfig, output: str, gate: beam.PCollection, num_shards: int = 0,
-                 target_bytes: int = io.SHARD_TARGET_BYTES) -> None:
+                 target_bytes: int = SHARD_TARGET_BYTES) -> None:
         super().__init__()
         self._cfg, self._output, self._gate, self._shards, self._target = cfg, output, gate, num_shards, target_bytes
 
@@ -58,7 +59,7 @@ class CommitToLake(beam.PTransform):
             files = (
                 outputs[name]
                 | f"{label}Rows" >> beam.Map(to_row)
-                | f"Write{label}Files" >> io.WriteShards(lake.data_dir(self._cfg, table), _row_key, write, ".parquet",
+                | f"Write{label}Files" >> WriteShards(lake.data_dir(self._cfg, table), _row_key, write, ".parquet",
                                                           self._shards, gate=self._gate, target_bytes=self._target)
             )
             commits.append(

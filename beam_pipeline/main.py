@@ -12,8 +12,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
 from apache_beam.runners.runner import PipelineResult
 
-from beam_pipeline import io
-from beam_pipeline.export import FORMATS
+from beam_pipeline.exports import FORMATS
+from beam_pipeline.files import exists, join, read_text
 from beam_pipeline.lake import LAKE_FILE
 from beam_pipeline.options import SAMPLE_IMAGES, ComvintOptions
 from beam_pipeline.pipeline import build_pipeline
@@ -72,11 +72,11 @@ def written_outputs(output: str) -> list[tuple[str, str]]:
     """(what, where) of every output the run left under ``output``."""
     found = []
     for name in OUTPUT_DIRS:
-        files = FileSystems.match([io.join(output, name, "*")])[0].metadata_list
+        files = FileSystems.match([join(output, name, "*")])[0].metadata_list
         if files:
-            found.append((f"{name}/", f"{io.join(output, name)} ({len(files)} file{'s' if len(files) > 1 else ''})"))
+            found.append((f"{name}/", f"{join(output, name)} ({len(files)} file{'s' if len(files) > 1 else ''})"))
     files = ("stats.json", REPORT_FILE, CARD_FILE, LAKE_FILE)
-    return found + [(n, io.join(output, n)) for n in files if io.exists(io.join(output, n))]
+    return found + [(n, join(output, n)) for n in files if exists(join(output, n))]
 
 
 def accounting_error(err: BaseException) -> str | None:
@@ -93,10 +93,10 @@ def accounting_error(err: BaseException) -> str | None:
 def summarize(argv: list[str], wall_s: float) -> str | None:
     """The end-of-run summary, or None when the run left no stats.json here (e.g. a Dataflow dry run)."""
     output = make_options(argv).view_as(ComvintOptions).output
-    stats_path = io.join(output, "stats.json")
-    if not io.exists(stats_path):
+    stats_path = join(output, "stats.json")
+    if not exists(stats_path):
         return None
-    return format_summary(json.loads(io.read_text(stats_path)), written_outputs(output), wall_s)
+    return format_summary(json.loads(read_text(stats_path)), written_outputs(output), wall_s)
 
 
 def help_text() -> str:

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 
-from beam_pipeline.stages import RunStage
+from beam_pipeline.run_stage import RunStage, StageResult
 from comvint import topics
 from comvint.llm.config import LLMConfig
 from comvint.records import pack, unpack
@@ -70,6 +70,34 @@ class AttachTopics(beam.PTransform):
         )
 
 
+class StageOutputs:
+    """What the method's stages send aside as they run (rejected items, dead letters, usage, skips), collected
+    in one place so that the wiring reads like the method (the role of Beam's ``ErrorHandler``)."""
+
+    def __init__(self, *rejected: beam.PCollection) -> None:
+        self.rejected, self.failed, self.usage, self.skipped = list(rejected), [], [], []
+
+    def add(self, result: StageResult) -> StageResult:
+        """Collect a stage's side outputs; its items (``result.ok``) go on."""
+        self.rejected.append(result.rejected)
+        self.failed.append(result.failed)
+        self.usage.append(result.usage)
+        self.skipped.append(result.skipped)
+        return result
+
+
+def flatten_packed(pcolls: list[beam.PCollection], name: str) -> beam.PCollection:
+    """Records of several PCollections as one PCollection of packed records (``Pack<name><k>``, ``Merge<name>``).
+
+    A Flatten's inputs wait, whole, in the local runner's memory until its consumer runs, so what crosses one
+    is packed; :func:`unpack_records` reads them after it."""
+    return [pc | f"Pack{name}{k}" >> beam.Map(pack) for k, pc in enumerate(pcolls)] | f"Merge{name}" >> beam.Flatten()
+
+
+def unpack_records(packed: beam.PCollection, name: str) -> beam.PCollection:
+    return packed | f"Unpack{name}" >> beam.Map(unpack)
+
+
 class GenerateComplexInstructions(beam.PTransform):
     """Annotation records -> MethodResult: the whole method with R complicate ⟲ verify rounds."""
 
@@ -81,61 +109,45 @@ class GenerateComplexInstructions(beam.PTransform):
         cfg, llm = self._cfg, self._llm
         kept = anns | "FilterImages" >> beam.FlatMap(_filter, cfg).with_outputs(REJECTED, main=OK)
         topics = kept[OK] | "AttachTopics" >> AttachTopics()
-        # The annotations were spread over the workers just before (SpreadAnnotations): no second reshuffle.
-        generated = topics | "GenerateInstructions" >> RunStage(Synthesize(cfg), llm, reshuffle=False)
-        # Later stages join each item to its image's record: one copy per image in a shuffle, not one per item.
-        anns = topics | "PackAnnotations" >> beam.Map(lambda a: (unit_of(a), pack(a)))
-        rejected, failed, usage, verified, verdicts = [kept[REJECTED], generated.rejected], [generated.failed], [generated.usage], [], []
-        steps, complicated, skipped = {"images_used": kept[OK], "synthesized": generated.ok}, [], []
+        aside = StageOutputs(kept[REJECTED])
+        # Synthesize: the annotations were spread over the workers just before (SpreadAnnotations): no second reshuffle.
+        generated = aside.add(topics | "GenerateInstructions" >> RunStage(Synthesize(cfg), llm, reshuffle=False))
+        # Later stages are handed each item beside its image's record: one copy per image in a shuffle, not one per item.
+        records = topics | "PackAnnotations" >> beam.Map(lambda a: (unit_of(a), pack(a)))
+        steps = {"images_used": kept[OK], "synthesized": generated.ok}
+        verified, verdicts, created = [], [], [generated.ok]
         candidates = generated.ok
-        for r in range(cfg.rounds + 1):
+        for r in range(cfg.rounds + 1):  # eliminate, verify, then complicate what passed (all but the last round)
             checked = candidates | f"EliminateRound{r}" >> beam.FlatMap(_eliminate).with_outputs(REJECTED, main=OK)
-            judged = checked[OK] | f"VerifyRound{r}" >> RunStage(Verify(cfg), llm, annotations=anns)
-            rejected += [checked[REJECTED], judged.rejected]
-            failed.append(judged.failed)
-            usage.append(judged.usage)
+            aside.rejected.append(checked[REJECTED])
+            judged = aside.add(checked[OK] | f"VerifyRound{r}" >> RunStage(Verify(cfg), llm, annotations=records))
             verified.append(judged.ok)
             steps[f"verified_round_{r}"] = judged.ok
-            verdicts += [
-                judged.ok | f"PassedRound{r}" >> beam.Map(_verdict, "passed"),
-                judged.rejected | f"FailedRound{r}" >> beam.Map(_verdict, "failed"),
-            ]
+            verdicts += [judged.ok | f"PassedRound{r}" >> beam.Map(_verdict, "passed"),
+                         judged.rejected | f"FailedRound{r}" >> beam.Map(_verdict, "failed")]
             if r < cfg.rounds:
-                harder = judged.ok | f"ComplicateRound{r + 1}" >> RunStage(Complicate(cfg), llm, annotations=anns)
-                failed.append(harder.failed)
-                usage.append(harder.usage)
-                candidates = harder.ok
-                steps[f"complicated_round_{r + 1}"] = harder.ok
-                complicated.append(harder.ok)
-                skipped.append(harder.skipped)
-        # A Flatten's inputs wait, whole, in the local runner's memory until its consumer runs (here: until
-        # the last round is verified), so what crosses one is packed.
-        all_verified = [v | f"PackVerified{r}" >> beam.Map(pack) for r, v in enumerate(verified)] | "MergeVerified" >> beam.Flatten()
-        chosen = (
-            all_verified
-            | "UnpackVerified" >> beam.Map(unpack)
-            | "ChooseForReformulation" >> beam.Filter(reformulate_selected, cfg)
-        )
-        closed = chosen | "ReformulateInstructions" >> RunStage(Reformulate(cfg), llm, annotations=anns)
+                candidates = aside.add(judged.ok | f"ComplicateRound{r + 1}" >> RunStage(Complicate(cfg), llm, annotations=records)).ok
+                steps[f"complicated_round_{r + 1}"] = candidates
+                created.append(candidates)
+        all_verified = flatten_packed(verified, "Verified")
+        chosen = unpack_records(all_verified, "Verified") | "ChooseForReformulation" >> beam.Filter(reformulate_selected, cfg)
+        closed = aside.add(chosen | "ReformulateInstructions" >> RunStage(Reformulate(cfg), llm, annotations=records))
         steps["reformulated"] = closed.ok
-        rejected, failed, usage = [*rejected, closed.rejected], [*failed, closed.failed], [*usage, closed.usage]
+        created.append(closed.ok)
         if cfg.verify_reformulations:  # each Bool and multiple-choice record judged itself
-            judged_closed = closed.ok | "VerifyReformulations" >> RunStage(VerifyReformulated(cfg), llm, annotations=anns)
-            rejected, failed, usage = [*rejected, judged_closed.rejected], [*failed, judged_closed.failed], [*usage, judged_closed.usage]
-            closed_ok = steps["verified_reformulated"] = judged_closed.ok
+            closed_ok = aside.add(closed.ok | "VerifyReformulations" >> RunStage(VerifyReformulated(cfg), llm, annotations=records)).ok
+            steps["verified_reformulated"] = closed_ok
         else:
             closed_ok = closed.ok | "InheritVerdicts" >> beam.Map(inherited)
-        created = [generated.ok, *complicated, closed.ok]
+        instructions = (all_verified, closed_ok | "PackReformulated" >> beam.Map(pack)) | "MergeFormats" >> beam.Flatten()
         return MethodResult(
-            (all_verified, closed_ok | "PackReformulated" >> beam.Map(pack))
-            | "MergeFormats" >> beam.Flatten()
-            | "UnpackInstructions" >> beam.Map(unpack),
-            rejected | "MergeRejected" >> beam.Flatten(),
-            failed | "MergeFailed" >> beam.Flatten(),
-            usage | "MergeUsage" >> beam.Flatten(),
+            unpack_records(instructions, "Instructions"),
+            aside.rejected | "MergeRejected" >> beam.Flatten(),
+            aside.failed | "MergeFailed" >> beam.Flatten(),
+            aside.usage | "MergeUsage" >> beam.Flatten(),
             verdicts | "MergeVerdicts" >> beam.Flatten(),
             funnel_marks(steps) | "MergeFunnel" >> beam.Flatten(),
-            (closed.skipped, *skipped) | "MergeSkipped" >> beam.Flatten(),
+            aside.skipped | "MergeSkipped" >> beam.Flatten(),
             [pc | f"CreatedIds{k}" >> beam.Map(lambda it: it["id"]) for k, pc in enumerate(created)] | "MergeCreated" >> beam.Flatten(),
         )
 

@@ -7,7 +7,7 @@ import functools
 
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipeline.io import path_under
+from beam_pipeline.files import path_under
 from comvint.images import ImageError, Picture, picture
 from comvint.records import InputError
 

@@ -7,20 +7,23 @@ import uuid
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from beam_pipeline import io
-from beam_pipeline.dedup import DeduplicateInstructions, FilterInstructions
-from beam_pipeline.export import ExportInstructions, ReviewSample, parse_formats
+from beam_pipeline.dedup import DeduplicateInstructions
+from beam_pipeline.exports import ExportInstructions, ReviewSample, parse_formats
+from beam_pipeline.filters import FilterInstructions
 from beam_pipeline.lake import CommitToLake
 from beam_pipeline.method import GenerateComplexInstructions, funnel_marks
 from beam_pipeline.options import SAMPLE_FLICKR, SAMPLE_VG, SAMPLE_VG_IMAGE_DATA, ComvintOptions, content_settings
 from beam_pipeline.report import SampleForReport, write_card, write_report
-from beam_pipeline.stages import SpreadPacked
+from beam_pipeline.run_stage import SpreadPacked
+from beam_pipeline.sinks import WriteConvertFiles, WriteJsonLines
+from beam_pipeline.sources import Read, ReadFlickr30k, ReadVisualGenome, resolve_split, resolve_unrelated, scene_files
 from beam_pipeline.stats import SummarizeRun
 from comvint import dedup, lake
 from comvint import stats as run_stats
 from comvint.filters import FilterConfig
+from comvint.item import public, with_unit
 from comvint.llm.config import LLMConfig, config_from_mapping
-from comvint.stages.method import MethodConfig, public_record
+from comvint.stages.method import MethodConfig
 
 
 def method_config(opts: ComvintOptions, llm: LLMConfig) -> MethodConfig:
@@ -57,23 +60,23 @@ def resolve_sources(opts: ComvintOptions) -> tuple[str | None, str | None, str |
     return opts.flickr_root, opts.vg_regions, opts.vg_image_data
 
 
-def read_annotations(p: beam.Pipeline, opts: ComvintOptions) -> io.Read:
+def read_annotations(p: beam.Pipeline, opts: ComvintOptions) -> Read:
     """Read every configured source; return the merged (records, failures)."""
     flickr_root, vg_regions, vg_image_data = resolve_sources(opts)
     reads = []
     if flickr_root:
-        split = io.resolve_split(flickr_root, opts.flickr_split)
-        unrelated = io.resolve_unrelated(flickr_root, opts.unrelated_captions, opts.keep_unrelated_captions)
-        reads.append(p | "ReadFlickr30k" >> io.ReadFlickr30k(flickr_root, split, unrelated, opts.limit))
+        split = resolve_split(flickr_root, opts.flickr_split)
+        unrelated = resolve_unrelated(flickr_root, opts.unrelated_captions, opts.keep_unrelated_captions)
+        reads.append(p | "ReadFlickr30k" >> ReadFlickr30k(flickr_root, split, unrelated, opts.limit))
     if vg_regions:
         reads.append(
-            p | "ReadVisualGenome" >> io.ReadVisualGenome(
+            p | "ReadVisualGenome" >> ReadVisualGenome(
                 vg_regions, vg_image_data, opts.vg_split_mb << 20, opts.limit,
-                io.scene_files(vg_regions, opts.vg_objects, opts.vg_attributes, opts.vg_relationships))
+                scene_files(vg_regions, opts.vg_objects, opts.vg_attributes, opts.vg_relationships))
         )
     records = [r.records for r in reads] | "MergeAnnotations" >> beam.Flatten()
     failures = [r.failures for r in reads] | "MergeIngestFailures" >> beam.Flatten()
-    return io.Read(records, failures)
+    return Read(records, failures)
 
 
 def lake_of(options: PipelineOptions, run_id: str) -> lake.LakeConfig | None:
@@ -100,9 +103,9 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
         failures | "FailureUnits" >> beam.Map(run_stats.unit_of),
     ) | "InputUnits" >> beam.Flatten()
     if opts.stages == "ingest" or opts.write_annotations:
-        annotations | "WriteAnnotations" >> io.WriteJsonLines(opts.output, "annotations")
+        annotations | "WriteAnnotations" >> WriteJsonLines(opts.output, "annotations")
     if opts.write_convert:
-        annotations | "WriteConvert" >> io.WriteConvertFiles(opts.output)
+        annotations | "WriteConvert" >> WriteConvertFiles(opts.output)
     if opts.stages == "ingest":
         sinks, extra = {"failures": failures, "annotations": annotations}, {}
     else:
@@ -128,7 +131,7 @@ def run_method(annotations, failures, opts: ComvintOptions, run_id: str) -> tupl
     )
     screened = (
         method.instructions
-        | "MarkImages" >> beam.Map(lambda it: {**public_record(it), "_unit": it["_unit"]})
+        | "MarkImages" >> beam.Map(with_unit)
         | "FilterInstructions" >> FilterInstructions(FilterConfig(opts.max_instruction_chars, opts.max_answer_chars))
     )
     unique = screened.kept | "DeduplicateInstructions" >> DeduplicateInstructions(
@@ -136,7 +139,7 @@ def run_method(annotations, failures, opts: ComvintOptions, run_id: str) -> tupl
     )
     steps = {"images": annotations, "after_filters": screened.kept, "after_dedup": unique.kept}
     sinks = {
-        "instructions": unique.kept | "Publish" >> beam.Map(public_record),
+        "instructions": unique.kept | "Publish" >> beam.Map(public),
         "rejected": (method.rejected, screened.rejected, unique.rejected) | "MergeRejected" >> beam.Flatten(),
         "failures": (failures, method.failed) | "MergeFailures" >> beam.Flatten(),
         "llm": method.usage, "verdicts": method.verdicts, "skipped": method.skipped, "items": method.created,
@@ -152,7 +155,7 @@ def write_outputs(sinks: dict[str, beam.PCollection], stats, opts: ComvintOption
     target = shard_bytes(opts)
 
     def write(name: str, key):
-        return io.WriteJsonLines(opts.output, name, opts.num_shards, sort_key=key, gate=stats, target_bytes=target)
+        return WriteJsonLines(opts.output, name, opts.num_shards, sort_key=key, gate=stats, target_bytes=target)
 
     sinks["failures"] | "WriteFailures" >> write("failures", _failure_key)
     if "instructions" not in sinks:
@@ -177,7 +180,7 @@ def report_run(annotations, sinks: dict[str, beam.PCollection], stats, opts: Com
     entries = {"annotations": annotations, **{k: sinks[k] for k in ("instructions", "rejected", "failures")}} | (
         "SampleForReport" >> SampleForReport(opts.report_images_per_source, opts.seed)
     )
-    entries | "WriteReportSample" >> io.WriteJsonLines(opts.output, "report_sample", 1, sort_key=_unit_key)
+    entries | "WriteReportSample" >> WriteJsonLines(opts.output, "report_sample", 1, sort_key=_unit_key)
     stats | "WriteReport" >> beam.Map(write_report, opts.output, opts.image_root, beam.pvalue.AsList(entries))
     stats | "WriteCard" >> beam.Map(write_card, opts.output)
 

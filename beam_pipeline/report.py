@@ -17,7 +17,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipeline import io
+from beam_pipeline.files import join, path_under, read_text
 from comvint import card
 from comvint import stats as run_stats
 from comvint.card import CARD_FILE
@@ -87,7 +87,7 @@ def read_pictures(entries: list[Mapping[str, Any]], image_root: str | None) -> d
     total = 0
     for entry in sorted(entries, key=lambda e: e["unit"]) if image_root else []:
         try:
-            path = io.path_under(image_root, entry["image"])
+            path = path_under(image_root, entry["image"])
         except InputError:
             continue  # a path that is not plain, or a link out of the root: never embedded
         if not FileSystems.exists(path):
@@ -104,7 +104,7 @@ def read_pictures(entries: list[Mapping[str, Any]], image_root: str | None) -> d
 
 def write_report(stats: Mapping[str, Any], output: str, image_root: str | None, entries: list[Mapping[str, Any]]) -> str:
     """Render and write ``<output>/report.html``; return its path."""
-    path = io.join(output, REPORT_FILE)
+    path = join(output, REPORT_FILE)
     html = page.render(page.page_data(stats, list(entries), read_pictures(entries, image_root), output))
     with FileSystems.create(path, mime_type="text/html", compression_type="uncompressed") as handle:
         handle.write(html.encode("utf-8"))
@@ -114,7 +114,7 @@ def write_report(stats: Mapping[str, Any], output: str, image_root: str | None, 
 
 def write_card(stats: Mapping[str, Any], output: str) -> str:
     """Write the dataset card ``<output>/README.md``; return its path."""
-    path = io.join(output, CARD_FILE)
+    path = join(output, CARD_FILE)
     with FileSystems.create(path, mime_type="text/markdown", compression_type="uncompressed") as handle:
         handle.write(card.dataset_card(stats).encode("utf-8"))
     return path
@@ -122,9 +122,9 @@ def write_card(stats: Mapping[str, Any], output: str) -> str:
 
 def read_output(output: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``stats.json`` and the report sample of an output folder."""
-    stats = json.loads(io.read_text(io.join(output, "stats.json")))
-    matches = FileSystems.match([io.join(output, SAMPLE_DIR, "*.jsonl")])[0].metadata_list
-    entries = [json.loads(line) for m in sorted(matches, key=lambda m: m.path) for line in io.read_text(m.path).splitlines() if line]
+    stats = json.loads(read_text(join(output, "stats.json")))
+    matches = FileSystems.match([join(output, SAMPLE_DIR, "*.jsonl")])[0].metadata_list
+    entries = [json.loads(line) for m in sorted(matches, key=lambda m: m.path) for line in read_text(m.path).splitlines() if line]
     return stats, entries
 
 

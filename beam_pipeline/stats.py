@@ -7,7 +7,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from beam_pipeline import io
+from beam_pipeline.files import join, write_json
 from comvint import stats as run_stats
 
 
@@ -25,7 +25,7 @@ class SummarizeRun(beam.PTransform):
 
     def __init__(self, output: str, extra: Mapping[str, Any] | None = None) -> None:
         super().__init__()
-        self._path, self._extra = io.join(output, "stats.json"), dict(extra or {})
+        self._path, self._extra = join(output, "stats.json"), dict(extra or {})
 
     def expand(self, pcolls: dict[str, beam.PCollection]):
         inputs, llm, items = pcolls["inputs"], pcolls.get("llm"), pcolls.get("items")
@@ -115,7 +115,7 @@ def _finish(_, path, extra, counts, unaccounted, n_inputs, usage, items) -> dict
         "accounting": {**accounting, "items": items} if items is not None else accounting,
         "llm": usage,
     }
-    io.write_json(path, stats)
+    write_json(path, stats)
     run_stats.check_accounting(stats)
     return stats
 

@@ -4,7 +4,7 @@ run online, for a few hundred generated images.
     python bench/batch_bench.py                      # 100 Flickr30k + 300 Visual Genome images, 5% of lines failing once
     python bench/batch_bench.py --flickr 50 --vg 150 --fail_share 0
 
-The fake (``comvint.llm.fake.FakeOpenAI``) serves the files and batches endpoints: a batch moves one
+The fake (``comvint.testing.fake_openai.FakeOpenAI``) serves the files and batches endpoints: a batch moves one
 status per poll and writes its output lines shuffled; ``--fail_share`` of the lines land in the error
 file (HTTP 500) on their first attempt, so they go into follow-up batches. Each mode runs in its own
 process with its own cache, at ``--llm_prices`` gpt-4o-mini's list price; costs in batch mode carry the
@@ -24,7 +24,7 @@ import zlib
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.corpora import generate_flickr, generate_vg  # noqa: E402
-from comvint.llm.fake import FakeOpenAI, schema_json  # noqa: E402
+from comvint.testing.fake_openai import FakeOpenAI, schema_json  # noqa: E402
 
 PRICES = "gpt-4o-mini=0.15:0.6"
 

@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO))
 
 from beam_pipeline.estimate import tokenizer  # noqa: E402
 from bench.quality_bench import REAL, unpack  # noqa: E402
-from comvint.llm.fake import FakeOpenAI  # noqa: E402
 from comvint.testing import ModelLikeFake  # noqa: E402
+from comvint.testing.fake_openai import FakeOpenAI  # noqa: E402
 
 VG_FILES = ("region_descriptions", "objects", "attributes", "relationships", "image_data")
 

@@ -39,8 +39,8 @@ sys.path.insert(0, str(REPO))
 from beam_pipeline import flink  # noqa: E402
 from bench.quality_bench import REAL, unpack  # noqa: E402
 from bench.quota_bench import busiest_minute  # noqa: E402
-from comvint.llm.fake import FakeOpenAI, schema_json  # noqa: E402
 from comvint.testing import output_bytes  # noqa: E402
+from comvint.testing.fake_openai import FakeOpenAI, schema_json  # noqa: E402
 
 OUTPUTS = ("instructions", "rejected", "failures")
 FLICKR_IMAGES = 30_783

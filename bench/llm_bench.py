@@ -38,12 +38,12 @@ class EchoStage:
 
     name = "echo"
 
-    def calls(self, item):
+    def calls(self, item, ann):
         from comvint.llm.runner import Call
 
         return [Call(str(item), self.name, [{"role": "user", "content": f"request {item}"}], "echo", SCHEMA, "bench-1")]
 
-    def handle(self, item, replies):
+    def handle(self, item, ann, replies):
         yield "ok", replies[0]["echo"]
 
 
@@ -76,8 +76,8 @@ def run_stage(base_url: str, n: int, concurrency: int, cache_dir: str | None) ->
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_pipeline import io
-    from beam_pipeline.stages import RunStage
+    from beam_pipeline.files import write_json
+    from beam_pipeline.run_stage import RunStage
     from beam_pipeline.stats import SumUsageFn
     from comvint.llm.config import LLMConfig
 
@@ -88,7 +88,7 @@ def run_stage(base_url: str, n: int, concurrency: int, cache_dir: str | None) ->
     with beam.Pipeline(options=PipelineOptions(flags=[], runner="FnApiRunner")) as p:
         result = p | beam.Create(range(n)) | RunStage(EchoStage(), config)
         _check_count(result.ok, n)
-        result.usage | beam.CombineGlobally(SumUsageFn()) | beam.Map(lambda u: io.write_json(usage_path, u))
+        result.usage | beam.CombineGlobally(SumUsageFn()) | beam.Map(lambda u: write_json(usage_path, u))
     usage = json.load(open(usage_path))["echo"]
     return {"seconds": round(time.perf_counter() - start, 2), "process_cpu_s": round(time.process_time() - cpu0, 2),
             "client_cpu_s": round(usage["client_cpu_ms"] / 1000, 3), **_served(base_url, before), "cache_hits": usage.get("cache_hits", 0), "mean_latency_ms": round(usage.get("latency_ms", 0) / max(1, usage.get("requests", 0)), 1)}
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_naive(args.base_url, args.naive_requests)))
         return
 
-    server = subprocess.Popen([sys.executable, "-m", "comvint.llm.fake", "--latency", str(args.latency)], stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen([sys.executable, "-m", "comvint.testing.fake_openai", "--latency", str(args.latency)], stdout=subprocess.PIPE, text=True)
     try:
         base_url = json.loads(server.stdout.readline())["base_url"]
         me, cache = os.path.abspath(__file__), tempfile.mkdtemp(prefix="llm-bench-cache-")

@@ -29,7 +29,6 @@ from comvint import engine  # noqa: E402
 from comvint.prompts.render import render  # noqa: E402
 from comvint.readers import flickr30k  # noqa: E402
 from comvint.readers import visual_genome as vg  # noqa: E402
-from comvint.records import pack  # noqa: E402
 from comvint.stages.method import Complicate, MethodConfig, Reformulate, Synthesize, Verify, VerifyReformulated  # noqa: E402
 
 REAL = REPO.parent / "shared" / "real_samples"
@@ -73,20 +72,19 @@ def flickr_records(n: int) -> list[dict]:
 
 def requests(ann: dict, cfg: MethodConfig) -> dict[str, list[dict]]:
     """Each stage's messages for one image (later stages about the engine's first question of it)."""
-    (call,) = Synthesize(cfg).calls(ann)
+    (call,) = Synthesize(cfg).calls(ann, ann)
     items = engine.answer("generate", call.context)["items"]
     out = {"generate": call.messages}
     if items:
         qa = items[0]
         item = {"id": "x", "family": call.context["family"], "round": 0, "instruction": qa["instruction"], "answer": qa["answer"],
-                "grounding": qa["grounding"], "format": "open_ended",
-                "_ann": pack(ann)}
+                "grounding": qa["grounding"], "format": "open_ended"}
         for name in ("complicate", "verify", "reformulate"):
-            out[name] = STAGES[name](cfg).calls(item)[0].messages
-        closed = engine.answer("reformulate", STAGES["reformulate"](cfg).calls(item)[0].context)
+            out[name] = STAGES[name](cfg).calls(item, ann)[0].messages
+        closed = engine.answer("reformulate", STAGES["reformulate"](cfg).calls(item, ann)[0].context)
         if closed["bool_positive"]:
             judged = {**item, "format": "bool", "instruction": closed["bool_positive"], "answer": "yes"}
-            out["verify_reformulated"] = VerifyReformulated(cfg).calls(judged)[0].messages
+            out["verify_reformulated"] = VerifyReformulated(cfg).calls(judged, ann)[0].messages
     return out
 
 

@@ -3,7 +3,7 @@
     python bench/quota_bench.py                       # 3,000 requests/minute, 200 ms replies; 1 and 2 workers; default flags and --llm_rpm 1500
     python bench/quota_bench.py --unlimited --curator_python /tmp/curator-venv/bin/python   # no quota: the method vs Curator
 
-The fake endpoint (``comvint.llm.fake.FakeOpenAI`` with ``quota_rpm``) enforces the quota in one of two
+The fake endpoint (``comvint.testing.fake_openai.FakeOpenAI`` with ``quota_rpm``) enforces the quota in one of two
 ways (``--quota_kind``, default both, one after the other): ``window``, at most the quota in any 60 s window;
 ``bucket``, the per-minute limit enforced per second (OpenAI documents that it may be), a token bucket of one
 second's worth refilled evenly. It sends ``x-ratelimit-*`` headers, refuses the rest with 429 +
@@ -27,7 +27,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.corpora import generate_flickr, generate_vg  # noqa: E402
-from comvint.llm.fake import FakeOpenAI, schema_json  # noqa: E402
+from comvint.testing.fake_openai import FakeOpenAI, schema_json  # noqa: E402
 
 
 def busiest_minute(times: list[float]) -> int:

@@ -116,11 +116,11 @@ def trace(ann: dict[str, Any], cfg: MethodConfig, verify_reformulations: bool = 
     made: list[tuple[Any, dict[str, Any]]] = []
 
     def step(stage, item) -> list[dict[str, Any]]:
-        calls = stage.calls(item)
+        calls = stage.calls(item, ann)
         replies = [engine.answer(call.stage, call.context) for call in calls]
         made.extend(zip(calls, replies, strict=True))
         try:
-            return [record for tag, record in stage.handle(item, replies) if tag == OK]
+            return [record for tag, record in stage.handle(item, ann, replies) if tag == OK]
         except ParseError:
             return []
 

@@ -10,6 +10,8 @@ makes) and ``judge`` (an independent re-derivation of every clause from the raw 
 from __future__ import annotations
 
 import functools
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from comvint.engine import judge, rounds
@@ -29,10 +31,26 @@ def _reading(packed: bytes) -> judge.Record:
     return judge.Record(unpack(packed))
 
 
+_keys: OrderedDict[int, tuple[dict[str, Any], bytes]] = OrderedDict()  # id(record) -> (the record, its packed bytes)
+_keys_lock = threading.Lock()
+
+
 def _packed(ann: dict[str, Any] | bytes) -> bytes:
-    """The record as the caches key it: its packed bytes (as items carry it), so two datasets that reuse an
-    image id never share a scene."""
-    return ann if isinstance(ann, bytes) else pack(ann)
+    """The record as the caches key it: its packed bytes, so two datasets that reuse an image id never share a
+    scene. A stage hands every item of an image the same record object: it is packed once while in use."""
+    if isinstance(ann, bytes):
+        return ann
+    with _keys_lock:
+        known = _keys.get(id(ann))
+        if known is not None and known[0] is ann:
+            _keys.move_to_end(id(ann))
+            return known[1]
+    key = pack(ann)
+    with _keys_lock:
+        _keys[id(ann)] = (ann, key)  # the record is held while listed: its id cannot be reused meanwhile
+        while len(_keys) > CACHE:
+            _keys.popitem(last=False)
+    return key
 
 
 def scene_of(ann: dict[str, Any] | bytes) -> Scene:
@@ -43,6 +61,8 @@ def scene_of(ann: dict[str, Any] | bytes) -> Scene:
 def clear_caches() -> None:
     _scene.cache_clear()
     _reading.cache_clear()
+    with _keys_lock:
+        _keys.clear()
 
 
 def answer(stage: str, context: dict[str, Any]) -> dict[str, Any]:

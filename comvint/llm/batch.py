@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -28,7 +29,7 @@ from typing import Any, Protocol
 from comvint.llm.client import Reply, reply_from_json, request_body
 from comvint.llm.config import LLMConfig
 from comvint.llm.retry import BatchLineError, classify
-from comvint.llm.runner import call_key
+from comvint.llm.runner import Call, call_key
 
 _LOGGER = logging.getLogger(__name__)
 ENDPOINT = "/v1/chat/completions"
@@ -48,22 +49,6 @@ class LedgerStore(Protocol):
     def read(self, name: str) -> str | None: ...
 
     def write(self, name: str, text: str) -> None: ...
-
-
-class MemoryLedgerStore:
-    """A ledger store in a dict (tests)."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, str] = {}
-
-    def names(self) -> list[str]:
-        return sorted(self.files)
-
-    def read(self, name: str) -> str | None:
-        return self.files.get(name)
-
-    def write(self, name: str, text: str) -> None:
-        self.files[name] = text
 
 
 @dataclasses.dataclass
@@ -347,3 +332,22 @@ async def flush_when_waiting(backend: BatchBackend, open_calls: Callable[[], int
         return False
     await backend.flush(stage)
     return True
+
+
+def request_size(calls: list[Call]) -> tuple[int, int]:
+    """(calls, bytes of their messages) of one item: what its lines add to a batch file."""
+    return len(calls), sum(len(json.dumps(c.messages)) for c in calls)
+
+
+def add_sizes(sizes: Iterable[tuple[int, int]]) -> tuple[int, int]:
+    """The sum of :func:`request_size` pairs."""
+    calls = size = 0
+    for a, b in sizes:
+        calls, size = calls + a, size + b
+    return calls, size
+
+
+def batch_groups(totals: tuple[int, int], config: LLMConfig, fill: float = 0.9) -> int:
+    """How many batch files a stage's calls need (each filled to ``fill`` of the limits, leaving room for hashing)."""
+    calls, size = totals
+    return max(1, math.ceil(calls / (fill * config.batch_max_requests)), math.ceil(size / (fill * config.batch_max_mb * (1 << 20))))

@@ -20,27 +20,6 @@ class Store(Protocol):
     def put_if_absent(self, key: str, value: str) -> bool: ...
 
 
-class MemoryStore:
-    """An in-process store (tests, and the offline backend's no-op cache)."""
-
-    fast = True
-
-    def __init__(self) -> None:
-        self.data: dict[str, str] = {}
-
-    def get(self, key: str) -> str | None:
-        return self.data.get(key)
-
-    def put_if_absent(self, key: str, value: str) -> bool:
-        if key in self.data:
-            return False
-        self.data[key] = value
-        return True
-
-    def replace(self, key: str, value: str) -> None:
-        self.data[key] = value
-
-
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 

@@ -1,8 +1,8 @@
 """The contract between a stage and the generic stage runner.
 
-A stage is two pure halves around the LLM call: ``calls(item)`` builds the
-requests (messages + JSON schema, and the offline engine's reply), and
-``handle(item, replies)`` turns the validated replies into output records,
+A stage is two pure halves around the LLM call, each handed an item and, beside it, the annotation record
+of the item's image: ``calls(item, ann)`` builds the requests (messages + JSON schema, and the context the
+offline engine answers from), and ``handle(item, ann, replies)`` turns the validated replies into output records,
 each tagged ``ok`` (goes on), ``rejected`` (dropped on purpose, with a reason),
 ``failed``, or ``skipped`` (the stage had nothing to make of an item that stays
 where it is, e.g. a question with no entity to swap: counted, not an output). A reply that is valid JSON but unusable raises ParseError.
@@ -33,9 +33,9 @@ class ParseError(ValueError):
 class Stage(Protocol):
     name: str
 
-    def calls(self, item: Any) -> list[Call]: ...
+    def calls(self, item: Any, ann: Any) -> list[Call]: ...
 
-    def handle(self, item: Any, replies: list[dict[str, Any]]) -> Iterable[Emit]: ...
+    def handle(self, item: Any, ann: Any, replies: list[dict[str, Any]]) -> Iterable[Emit]: ...
 
 
 def item_identity(item: Any) -> tuple[str, str, str | None]:
@@ -51,13 +51,13 @@ def failure(stage: str, item: Any, reason: str, detail: str = "", raw: str | Non
                    raw_response=raw[:MAX_RAW] if raw else raw)
 
 
-def handle_outcomes(stage: Stage, item: Any, outcomes: list[Outcome]) -> list[Emit]:
+def handle_outcomes(stage: Stage, item: Any, ann: Any, outcomes: list[Outcome]) -> list[Emit]:
     """Everything one item becomes: its stage's records, or one failure with the raw reply."""
     for outcome in outcomes:
         if outcome.reason is not None:
             return [(FAILED, failure(stage.name, item, outcome.reason, outcome.detail, outcome.raw))]
     try:
-        return list(stage.handle(item, [o.reply for o in outcomes]))
+        return list(stage.handle(item, ann, [o.reply for o in outcomes]))
     except ParseError as err:
         raw = "\n".join(o.raw or "" for o in outcomes)
         return [(FAILED, failure(stage.name, item, f"{stage.name}_{err.reason}", err.detail, raw))]

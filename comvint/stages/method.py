@@ -1,19 +1,14 @@
 """The four stages of the method: synthesize, complicate, verify, reformulate.
 
-Items flowing between stages are instruction dicts in the contract's layout plus
-``grounding`` and two private fields that :func:`public_record` strips before
-writing: ``_unit`` (the physical image, for dedup) and ``_ann`` (the image's
-annotation record, pickled: one bytes object costs a shuffle a tenth of the
-memory the same record costs as nested dicts). A stage never asks which backend runs it:
-each call carries its messages for an endpoint and a structured ``context`` (the
+Items flowing between stages are :class:`~comvint.item.Instruction` records; each stage is handed an item
+and, beside it, its image's annotation record (Synthesize's item is that record). A stage never asks which
+backend runs it: each call carries its messages for an endpoint and a structured ``context`` (the
 annotation record and what the call is about) from which the offline engine answers.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
 import random
 import re
 from collections.abc import Iterable
@@ -22,10 +17,11 @@ from typing import Any
 from comvint import prompts
 from comvint.dedup import canonical_image
 from comvint.engine.scene import object_count
+from comvint.item import Annotation, Instruction, public, stable_id
 from comvint.llm.redact import redact
 from comvint.llm.runner import Call
 from comvint.prompts.render import MAX_REGIONS, render
-from comvint.records import pack, stable_int, unpack
+from comvint.records import stable_int
 from comvint.stages.base import OK, REJECTED, SKIPPED, Emit, ParseError
 
 STR = {"type": "string"}
@@ -68,15 +64,7 @@ class MethodConfig:
             raise ValueError("need 0 <= reformulate_share <= 1, rounds >= 0, per_image >= 1, max_regions >= 1")
 
 
-def stable_id(*parts: Any) -> str:
-    return hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).hexdigest()[:20]
-
-
-def public_record(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in item.items() if not k.startswith("_")}
-
-
-def image_filter(ann: dict[str, Any], cfg: MethodConfig) -> str | None:
+def image_filter(ann: Annotation, cfg: MethodConfig) -> str | None:
     """The reason an image is not used (None: keep)."""
     if ann["source"] == "flickr30k_entities":
         chars = sum(len(c["text"]) for c in ann["captions"])
@@ -94,7 +82,8 @@ class Synthesize:
     def __init__(self, cfg: MethodConfig) -> None:
         self.cfg = cfg
 
-    def calls(self, ann: dict[str, Any]) -> list[Call]:
+    def calls(self, ann: Annotation, _same: Annotation | None = None) -> list[Call]:
+        """The image's one call (its item is its annotation record: ``_same`` is that record again)."""
         topic = ann.get("_topic") or ""
         family = FAMILY[ann["source"]]
         topics = None
@@ -108,7 +97,7 @@ class Synthesize:
         messages = prompts.conversation(self.name, family, user, self.cfg.per_image)
         return [Call(item_id, self.name, messages, "synthesized", GENERATE_SCHEMA, prompts.PROMPT_VERSION, context)]
 
-    def handle(self, ann: dict[str, Any], replies: list[dict[str, Any]]) -> Iterable[Emit]:
+    def handle(self, ann: Annotation, _same: Annotation | None, replies: list[dict[str, Any]]) -> Iterable[Emit]:
         items = replies[0]["items"]
         if not items:  # nothing to ask about this image: it ends in rejected/ with its own reason
             yield REJECTED, {"image_id": ann["image_id"], "source": ann["source"], "family": FAMILY[ann["source"]],
@@ -118,7 +107,7 @@ class Synthesize:
         for index, qa in enumerate(items):
             yield OK, self._record(ann, index, qa)
 
-    def _record(self, ann: dict[str, Any], index: int, qa: dict[str, Any]) -> dict[str, Any]:
+    def _record(self, ann: Annotation, index: int, qa: dict[str, Any]) -> Instruction:
         return {
             "id": stable_id(ann["source"], ann["image_id"], 0, index, qa["instruction"], qa["answer"]),
             "image_id": ann["image_id"], "source": ann["source"], "image": ann["image"],
@@ -130,33 +119,22 @@ class Synthesize:
             "llm": {"backend": self.cfg.backend, "model": self.cfg.model, "prompt_version": prompts.PROMPT_VERSION},
             "grounding": list(qa["grounding"]),
             "_unit": canonical_image(ann),
-            "_ann": pack(ann),
         }
 
 
-def knowledge_type_for(item: dict[str, Any], seed: int) -> str:
+def knowledge_type_for(item: Instruction, seed: int) -> str:
     """The kind of hop a complication is asked to add, among those its family allows (the reply says which kind it added)."""
     kinds = prompts.FAMILY_KNOWLEDGE_TYPES[item["family"]]
     return kinds[stable_int(seed, item["id"], item["round"]) % len(kinds)]
 
 
-@functools.lru_cache(maxsize=64)
-def _unpack(packed: bytes) -> dict[str, Any]:
-    return unpack(packed)
-
-
-def annotation_of(item: dict[str, Any]) -> dict[str, Any]:
-    """The annotation record an item carries (unpacked once per worker while its image's items pass)."""
-    return _unpack(item["_ann"])
-
-
-def item_call(stage: str, item: dict[str, Any], schema_name: str, schema: dict[str, Any], cfg: MethodConfig,
+def item_call(stage: str, item: Instruction, ann: Annotation, schema_name: str, schema: dict[str, Any], cfg: MethodConfig,
               knowledge_type: str | None = None) -> Call:
     """The one call a later stage makes about an item: the stage's conversation ending in the image's annotations
     and the item, and the structured context an engine answers from (the annotations, the item, a seed)."""
     shown = item if stage == "verify" else {k: v for k, v in item.items() if k not in ("_parent_instruction", "_parent_answer")}
-    user = prompts.item_input(render(annotation_of(item), cfg.max_regions), shown, knowledge_type)
-    context = {"ann": item["_ann"], "item": public_record(item), "key": f"{cfg.seed}|{item['id']}"}
+    user = prompts.item_input(render(ann, cfg.max_regions), shown, knowledge_type)
+    context = {"ann": ann, "item": public(item), "key": f"{cfg.seed}|{item['id']}"}
     return Call(item["id"], stage, prompts.conversation(stage, item["family"], user), schema_name, schema, prompts.PROMPT_VERSION, context)
 
 
@@ -168,10 +146,10 @@ class Complicate:
     def __init__(self, cfg: MethodConfig) -> None:
         self.cfg = cfg
 
-    def calls(self, item: dict[str, Any]) -> list[Call]:
-        return [item_call(self.name, item, "complicated", COMPLICATE_SCHEMA, self.cfg, knowledge_type_for(item, self.cfg.seed))]
+    def calls(self, item: Instruction, ann: Annotation) -> list[Call]:
+        return [item_call(self.name, item, ann, "complicated", COMPLICATE_SCHEMA, self.cfg, knowledge_type_for(item, self.cfg.seed))]
 
-    def handle(self, item: dict[str, Any], replies: list[dict[str, Any]]) -> Iterable[Emit]:
+    def handle(self, item: Instruction, ann: Annotation, replies: list[dict[str, Any]]) -> Iterable[Emit]:
         reply = replies[0]
         if not reply["instruction"].strip():  # nothing harder to ask: the item stays as it is
             yield SKIPPED, {"stage": self.name, "reason": "complicate_not_applicable", "item_id": item["id"]}
@@ -190,7 +168,7 @@ TEMPLATE_LEAKS = ("rewritten prompt", "given prompt", "#rewritten", "as an ai", 
 _REFUSAL = re.compile(r"^\W*(?:(?:i'?m|i am|we are)\s+(?:sorry|unable|not able)|sorry\b|i\s+(?:cannot|can't|can ?not|won't)\b|as an ai\b)", re.I)
 
 
-def eliminate(item: dict[str, Any]) -> str | None:
+def eliminate(item: Instruction) -> str | None:
     """Evol-Instruct's cheap elimination rules before the judge; a reason code or None."""
     text, parent = item["instruction"].strip(), item.get("_parent_instruction")
     lowered = text.lower()
@@ -214,10 +192,10 @@ class Verify:
     def __init__(self, cfg: MethodConfig) -> None:
         self.cfg = cfg
 
-    def calls(self, item: dict[str, Any]) -> list[Call]:
-        return [item_call(self.name, item, "verdict", VERIFY_SCHEMA, self.cfg)]
+    def calls(self, item: Instruction, ann: Annotation) -> list[Call]:
+        return [item_call(self.name, item, ann, "verdict", VERIFY_SCHEMA, self.cfg)]
 
-    def handle(self, item: dict[str, Any], replies: list[dict[str, Any]]) -> Iterable[Emit]:
+    def handle(self, item: Instruction, ann: Annotation, replies: list[dict[str, Any]]) -> Iterable[Emit]:
         reply = replies[0]
         passed = reply["verdict"] == "yes"
         verified = {**item, "verification": {"passed": passed, "evidence": reply["evidence"]}}
@@ -233,17 +211,17 @@ class VerifyReformulated(Verify):
     name = "verify_reformulated"
 
 
-def inherited(item: dict[str, Any]) -> dict[str, Any]:
+def inherited(item: Instruction) -> Instruction:
     """A reformulated record that was not judged itself says whose verdict it carries."""
     return {**item, "verification": {"passed": None, "inherited_from": item["parent_id"]}}
 
 
-def rejection(item: dict[str, Any], reason: str, stage: str, evidence: str = "") -> dict[str, Any]:
+def rejection(item: Instruction, reason: str, stage: str, evidence: str = "") -> dict[str, Any]:
     """A rejected-sink record: the item plus why it was dropped."""
-    return {**public_record(item), "reason": reason, "stage": stage, "evidence": redact(evidence) or ""}
+    return {**public(item), "reason": reason, "stage": stage, "evidence": redact(evidence) or ""}
 
 
-def reformulate_selected(item: dict[str, Any], cfg: MethodConfig) -> bool:
+def reformulate_selected(item: Instruction, cfg: MethodConfig) -> bool:
     """Deterministic sampling of the items to reformulate."""
     return (stable_int(cfg.seed, item["id"], "reformulate") % 10_000) < cfg.reformulate_share * 10_000
 
@@ -263,10 +241,10 @@ class Reformulate:
     def __init__(self, cfg: MethodConfig) -> None:
         self.cfg = cfg
 
-    def calls(self, item: dict[str, Any]) -> list[Call]:
-        return [item_call(self.name, item, "reformulated", REFORMULATE_SCHEMA, self.cfg)]
+    def calls(self, item: Instruction, ann: Annotation) -> list[Call]:
+        return [item_call(self.name, item, ann, "reformulated", REFORMULATE_SCHEMA, self.cfg)]
 
-    def handle(self, item: dict[str, Any], replies: list[dict[str, Any]]) -> Iterable[Emit]:
+    def handle(self, item: Instruction, ann: Annotation, replies: list[dict[str, Any]]) -> Iterable[Emit]:
         r = replies[0]
         if not r["bool_positive"].strip() or not r["bool_negative"].strip():
             yield SKIPPED, {"stage": self.name, "reason": "reformulate_not_applicable", "item_id": item["id"]}
@@ -285,6 +263,6 @@ class Reformulate:
         yield OK, {**child, "options": options, "answer_index": index}
 
     @staticmethod
-    def _child(base: dict[str, Any], fmt: str, question: str, answer: str, grounding: list[str]) -> dict[str, Any]:
+    def _child(base: Instruction, fmt: str, question: str, answer: str, grounding: list[str]) -> Instruction:
         return {**base, "id": stable_id(base["parent_id"], fmt, question, answer), "format": fmt,
                 "instruction": question.strip(), "answer": answer, "grounding": list(grounding) or list(base["grounding"])}

@@ -11,7 +11,7 @@ from typing import Any
 
 from comvint.estimate import MESSAGE_TOKENS, REPLY_TOKENS
 from comvint.images import image_tokens
-from comvint.llm.fake import pictures_of, schema_value
+from comvint.testing.fake_openai import pictures_of, schema_value
 
 VARYING = ("stats.json", "report.html")  # both hold latencies, so two equal runs differ there
 

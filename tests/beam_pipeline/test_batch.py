@@ -14,8 +14,8 @@ import zlib
 import pytest
 
 from beam_pipeline import main
-from comvint.llm.fake import FakeOpenAI, schema_json
 from comvint.testing import output_bytes
+from comvint.testing.fake_openai import FakeOpenAI, schema_json
 from tests.beam_pipeline.helpers import read_jsonl, read_stats
 from tests.conftest import REPO
 

@@ -16,8 +16,9 @@ from label_studio_sdk.label_interface import LabelInterface
 
 from beam_pipeline import dedup as beam_dedup
 from beam_pipeline import main
-from beam_pipeline.dedup import DeduplicateInstructions, FilterInstructions
-from beam_pipeline.export import parse_formats
+from beam_pipeline.dedup import DeduplicateInstructions
+from beam_pipeline.exports import parse_formats
+from beam_pipeline.filters import FilterInstructions
 from beam_pipeline.stats import SummarizeRun
 from comvint import dedup as comvint_dedup
 from comvint import exports, filters

@@ -9,8 +9,8 @@ import pytest
 from beam_pipeline import estimate as cli
 from beam_pipeline import main
 from comvint import estimate
-from comvint.llm.fake import FakeOpenAI
 from comvint.testing import ModelLikeFake
+from comvint.testing.fake_openai import FakeOpenAI
 
 KEYS = ("requests", "prompt_tokens", "completion_tokens", "cost_usd", "hours")
 

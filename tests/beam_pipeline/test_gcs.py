@@ -14,7 +14,7 @@ from apache_beam.internal.gcp import auth
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline import main, report
-from beam_pipeline.io import FileSystemsStore
+from beam_pipeline.stores import FileSystemsStore
 from tests.conftest import DATA
 
 BUCKET = "comvint-test"
@@ -123,7 +123,7 @@ def test_a_gcs_cache_write_that_loses_the_race_says_so(monkeypatch):
     from apache_beam.io.gcp import gcsio
     from google.api_core.exceptions import PreconditionFailed
 
-    from beam_pipeline import io
+    from beam_pipeline.stores import _create_object_once
 
     uploads = []
 
@@ -141,5 +141,5 @@ def test_a_gcs_cache_write_that_loses_the_race_says_so(monkeypatch):
             return type("Bucket", (), {"blob": lambda self, n: Blob()})()
 
     monkeypatch.setattr(gcsio.GcsIO, "__init__", lambda self, *a, **k: setattr(self, "client", Client()))
-    assert io._create_object_once("gs://b/cache/ab/ab12.json", b"1") is True
-    assert io._create_object_once("gs://b/cache/ab/ab12.json", b"2") is False and uploads == [0, 0]
+    assert _create_object_once("gs://b/cache/ab/ab12.json", b"1") is True
+    assert _create_object_once("gs://b/cache/ab/ab12.json", b"2") is False and uploads == [0, 0]

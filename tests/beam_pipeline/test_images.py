@@ -12,7 +12,7 @@ from PIL import Image, ImageStat
 
 from beam_pipeline import main
 from beam_pipeline.options import SAMPLE_IMAGES
-from comvint.llm.fake import FakeOpenAI, pictures_of, schema_json
+from comvint.testing.fake_openai import FakeOpenAI, pictures_of, schema_json
 from tests.beam_pipeline.helpers import read_jsonl, read_stats
 
 JUDGES = ("verdict",)

@@ -13,7 +13,8 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipeline import io, main
+from beam_pipeline import main
+from beam_pipeline.sources import ReadFlickr30k, ReadVisualGenome
 from tests.beam_pipeline.helpers import local_pipeline, read_jsonl, read_stats
 from tests.conftest import DATA, REPO
 
@@ -65,7 +66,7 @@ EXPECTED_FAILURES = [
 def test_read_flickr30k_reports_every_bad_file(flickr_tree):
     root = str(flickr_tree)
     with local_pipeline() as p:
-        read = p | io.ReadFlickr30k(root)
+        read = p | ReadFlickr30k(root)
         ids = read.records | "Ids" >> beam.Map(lambda r: (r["image_id"], len(r["captions"]), len(r["entities"])))
         assert_that(ids, equal_to([("1", 5, 6), ("2", 5, 6)]), label="Records")
         failures = read.failures | "Fail" >> beam.Map(lambda f: (f.image_id, f.reason, os.path.relpath(f.path, root)))
@@ -74,11 +75,11 @@ def test_read_flickr30k_reports_every_bad_file(flickr_tree):
 
 def test_read_flickr30k_split_and_limit(flickr_tree):
     with local_pipeline() as p:
-        read = p | io.ReadFlickr30k(str(flickr_tree), split=frozenset({"2", "3", "99"}))
+        read = p | ReadFlickr30k(str(flickr_tree), split=frozenset({"2", "3", "99"}))
         assert_that(read.records | "R" >> beam.Map(lambda r: r["image_id"]), equal_to(["2"]), label="Records")
         assert_that(read.failures | "F" >> beam.Map(lambda f: f.image_id), equal_to(["3"]), label="Failures")
     with local_pipeline() as p:
-        read = p | io.ReadFlickr30k(str(flickr_tree), limit=2)
+        read = p | ReadFlickr30k(str(flickr_tree), limit=2)
         ids = (read.records, read.failures) | beam.Flatten() | beam.Map(lambda x: x["image_id"] if isinstance(x, dict) else x.image_id)
         assert_that(ids, equal_to(["1", "2"]))
 
@@ -89,7 +90,7 @@ def test_read_visual_genome_split_ranges_and_truncation(tmp_path):
     data = json.dumps(objs).encode()
     path.write_bytes(data[: len(data) - 40])
     with local_pipeline() as p:
-        read = p | io.ReadVisualGenome(str(path), split_bytes=50)
+        read = p | ReadVisualGenome(str(path), split_bytes=50)
         ids = read.records | "Ids" >> beam.Map(lambda r: (r["image_id"], r["regions"][0]["phrase"]))
         assert_that(ids, equal_to([(str(i), f"thing {i}") for i in range(29)]), label="Records")
         assert_that(read.failures | "F" >> beam.Map(lambda f: (f.reason, f.path)), equal_to([("ingest_vg_truncated", str(path))]), label="Failures")
@@ -184,7 +185,7 @@ def test_help_lists_every_flag_by_group(capsys, monkeypatch):
 
 
 def test_shard_lines_keep_key_size_and_shard_and_sort_as_before():
-    from beam_pipeline.io import line_shard, line_size, pack_line, stable_shard, unpack_line
+    from beam_pipeline.sinks import line_shard, line_size, pack_line, stable_shard, unpack_line
 
     records = [("b", '{"id":"b"}'), ("a", '{"id":"a","t":"é"}'), ("a\nz", "{}"), ("", '{"x":1}'), ("ab", '{"y":"«»"}')]
     values = [pack_line(key, line) for key, line in records]

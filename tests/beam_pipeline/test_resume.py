@@ -9,8 +9,8 @@ import subprocess
 import sys
 import threading
 
-from comvint.llm.fake import FakeOpenAI, schema_json
 from comvint.testing import output_bytes
+from comvint.testing.fake_openai import FakeOpenAI, schema_json
 from tests.conftest import REPO
 
 KILL_AFTER = 60  # requests the first run gets answered before it is killed

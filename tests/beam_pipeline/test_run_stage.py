@@ -12,13 +12,16 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import FixedWindows, GlobalWindow, TimestampedValue
 
-from beam_pipeline.io import FileSystemsStore
-from beam_pipeline.stages import RunStage, RunStageFn, api_key_from_env, attach_annotation, batch_groups
+from beam_pipeline.run_stage import RunStage, RunStageFn, pair_with_annotation
+from beam_pipeline.stores import FileSystemsStore
+from comvint.llm.backends import api_key_from_env
+from comvint.llm.batch import batch_groups
 from comvint.llm.client import Reply
 from comvint.llm.config import LLMConfig
-from comvint.llm.fake import FakeOpenAI, echo_json, last_user_message
 from comvint.llm.runner import Call
+from comvint.records import pack
 from comvint.stages.base import OK, REJECTED
+from comvint.testing.fake_openai import FakeOpenAI, echo_json, last_user_message
 from tests.beam_pipeline.helpers import local_pipeline
 
 SECRET = "sk-test-do-not-leak-1234567890"
@@ -49,10 +52,10 @@ class EchoStage:
 
     name = "echo"
 
-    def calls(self, item):
+    def calls(self, item, ann):
         return [Call(item["id"], self.name, [{"role": "user", "content": item["text"]}], "echo", SCHEMA, "v1", {"echo": item["text"]})]
 
-    def handle(self, item, replies):
+    def handle(self, item, ann, replies):
         tag = REJECTED if replies[0]["echo"].startswith("bad") else OK
         yield tag, {**item, "echo": replies[0]["echo"]}
 
@@ -110,7 +113,7 @@ def test_dofn_lifecycle_offline_rolls_across_elements():
     fn = RunStageFn(EchoStage(), LLMConfig(concurrency=2), EchoBackend)  # backlog of 4 calls: the 5th element runs the loop
     fn.setup()
     fn.start_bundle()
-    during = [list(fn.process(item, window=GlobalWindow(), timestamp=k)) for k, item in enumerate(_items(6))]
+    during = [list(fn.process((item, item), window=GlobalWindow(), timestamp=k)) for k, item in enumerate(_items(6))]
     last = list(fn.finish_bundle())
     fn.teardown()
     assert [len(out) for out in during[:4]] == [0, 0, 0, 0] and sum(map(len, during)) > 0
@@ -155,7 +158,7 @@ def test_the_key_comes_from_a_secret_and_reaches_nothing_but_the_endpoint(tmp_pa
     with FakeOpenAI(echo_json) as server:
         config = _config(server, tmp_path, api_key_secret="projects/p/secrets/openai/versions/3")
         with local_pipeline() as p:
-            result = p | beam.Create(items) | beam.ParDo(RunStageFn(EchoStage(), config, read_secret=_secret_store)).with_outputs()
+            result = p | beam.Create([(it, it) for it in items]) | beam.ParDo(RunStageFn(EchoStage(), config, read_secret=_secret_store)).with_outputs()
             result[None] | "WriteOk" >> beam.Map(str) | beam.io.WriteToText(str(tmp_path / "ok"))
         assert server.authorizations == {"Bearer sk-from-secret-manager"}
     assert "sk-from-secret-manager" not in caplog.text and "sk-from-secret-manager" not in repr(config)
@@ -165,42 +168,49 @@ def test_the_key_comes_from_a_secret_and_reaches_nothing_but_the_endpoint(tmp_pa
 
 
 def test_progress_is_logged_per_stage(caplog, monkeypatch):
-    caplog.set_level(logging.INFO, logger="beam_pipeline.stages")
+    caplog.set_level(logging.INFO, logger="beam_pipeline.run_stage")
     monkeypatch.setattr(RunStageFn, "PROGRESS_EVERY_S", 0.0)
     fn = RunStageFn(EchoStage(), LLMConfig(concurrency=2), EchoBackend)
     fn.setup()
     fn.start_bundle()
     for k, item in enumerate(_items(3)):
-        list(fn.process(item, window=GlobalWindow(), timestamp=k))
+        list(fn.process((item, item), window=GlobalWindow(), timestamp=k))
     list(fn.finish_bundle())
     fn.teardown()
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Stage echo:")]
     assert lines and lines[-1].startswith("Stage echo: 3 calls done") and "refusals" in lines[-1] and "$0.00" in lines[-1]
 
 
-def test_a_stage_joins_each_item_to_its_images_record_and_drops_it_from_what_it_emits():
+def test_a_stage_is_handed_each_item_beside_its_images_record():
     class AnnotationStage:
         name = "verify"
 
-        def calls(self, item):
-            return [Call(item["id"], self.name, [{"role": "user", "content": item["_ann"].decode()}], "s", SCHEMA, "v1",
-                         {"echo": item["_ann"].decode()})]
+        def calls(self, item, ann):
+            return [Call(item["id"], self.name, [{"role": "user", "content": ann["name"]}], "s", SCHEMA, "v1", {"echo": ann["name"]})]
 
-        def handle(self, item, replies):
-            yield OK, {**item, "seen": replies[0]["echo"]}
+        def handle(self, item, ann, replies):
+            yield OK, {**item, "seen": replies[0]["echo"], "same_image": ann["image_id"] == item["image_id"]}
 
     items = [{"id": f"i{k}", "source": "visual_genome", "image_id": str(k % 2)} for k in range(4)]
+    records = [{"source": "visual_genome", "image_id": i, "name": name} for i, name in (("0", "zero"), ("1", "one"), ("9", "unused"))]
     with local_pipeline() as p:
-        anns = p | "Anns" >> beam.Create([("visual_genome/0", b"zero"), ("visual_genome/1", b"one"), ("visual_genome/9", b"unused")])
+        anns = p | "Anns" >> beam.Create([(f"visual_genome/{r['image_id']}", pack(r)) for r in records])
         result = p | beam.Create(items) | RunStage(AnnotationStage(), LLMConfig(concurrency=2), backend=EchoBackend, annotations=anns)
-        assert_that(result.ok | beam.Map(lambda r: (r["id"], r["seen"], "_ann" in r)),
-                    equal_to([("i0", "zero", False), ("i1", "one", False), ("i2", "zero", False), ("i3", "one", False)]))
+        assert_that(result.ok | beam.Map(lambda r: (r["id"], r["seen"], r["same_image"], set(r) - {"seen", "same_image"} == {"id", "source", "image_id"})),
+                    equal_to([("i0", "zero", True, True), ("i1", "one", True, True), ("i2", "zero", True, True), ("i3", "one", True, True)]))
+
+
+def test_the_items_of_an_image_share_one_unpacked_record():
+    packed = pack({"source": "visual_genome", "image_id": "0"})
+    pairs = list(pair_with_annotation(("visual_genome/0", {"ann": [packed], "items": [pack({"id": "i0"}), pack({"id": "i1"})]})))
+    assert [item["id"] for item, _ in pairs] == ["i0", "i1"] and pairs[0][1] is pairs[1][1] and pairs[0][1]["image_id"] == "0"
+    assert list(pair_with_annotation(("visual_genome/9", {"ann": [packed], "items": []}))) == []  # a record no item needs
 
 
 @pytest.mark.parametrize("annotations", [[], [b"a", b"b"]])
 def test_an_item_without_exactly_one_image_record_is_a_bug_that_fails_loudly(annotations):
     with pytest.raises(ValueError, match="annotation records for image"):
-        list(attach_annotation(("visual_genome/0", {"ann": annotations, "items": [{"id": "i0"}]})))
+        list(pair_with_annotation(("visual_genome/0", {"ann": annotations, "items": [pack({"id": "i0"})]})))
 
 
 def test_batch_groups_follow_both_limits():

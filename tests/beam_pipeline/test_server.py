@@ -15,7 +15,7 @@ from comvint.llm.config import ConfigError
 from comvint.llm.server import LocalServer, ServerError
 from tests.beam_pipeline.helpers import read_jsonl, read_stats
 
-FAKE = f"{shlex.quote(sys.executable)} -m comvint.llm.fake --port {{port}} --reply schema"
+FAKE = f"{shlex.quote(sys.executable)} -m comvint.testing.fake_openai --port {{port}} --reply schema"
 
 
 def alive(pid: int) -> bool:

@@ -15,17 +15,17 @@ from comvint.llm.batch import (
     BatchBackend,
     Ledger,
     Line,
-    MemoryLedgerStore,
     cancel_outstanding,
     endpoint_of,
     flush_when_waiting,
     plan_files,
 )
 from comvint.llm.budget import BUDGET_EXHAUSTED, Budget, BudgetExhausted
-from comvint.llm.cache import MemoryStore, ResponseCache
+from comvint.llm.cache import ResponseCache
 from comvint.llm.config import ConfigError, LLMConfig
-from comvint.llm.fake import FakeOpenAI, echo_json, last_user_message
 from comvint.llm.runner import Call, StageRunner, call_key
+from comvint.testing.fake_openai import FakeOpenAI, echo_json, last_user_message
+from comvint.testing.stores import MemoryLedgerStore, MemoryStore
 
 SCHEMA = {"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"], "additionalProperties": False}
 

@@ -11,7 +11,7 @@ from PIL import Image
 from comvint import images
 from comvint.llm.cache import cache_key
 from comvint.llm.config import ConfigError, LLMConfig
-from comvint.llm.fake import pictures_of, prompt_tokens_of
+from comvint.testing.fake_openai import pictures_of, prompt_tokens_of
 
 
 def jpeg(width: int, height: int, colour=(200, 30, 30)) -> bytes:

@@ -10,12 +10,13 @@ import httpx2
 import openai
 import pytest
 
-from comvint.llm.cache import MemoryStore, ResponseCache, cache_key
+from comvint.llm.cache import ResponseCache, cache_key
 from comvint.llm.client import OpenAIBackend, Reply
 from comvint.llm.config import LLMConfig, parse_prices, parse_stage_models, parse_stage_temperatures
-from comvint.llm.fake import FakeOpenAI, echo_json, last_user_message
 from comvint.llm.retry import ReplyError, backoff, classify, retry_after_seconds
 from comvint.llm.runner import Call, StageRunner, latency_bucket, parse_reply
+from comvint.testing.fake_openai import FakeOpenAI, echo_json, last_user_message
+from comvint.testing.stores import MemoryStore
 
 SCHEMA = {"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"], "additionalProperties": False}
 

@@ -21,7 +21,6 @@ from comvint.prompts import demonstrations
 from comvint.prompts.render import head_word, merge_regions, most_informative, render
 from comvint.readers import flickr30k
 from comvint.readers import visual_genome as vg
-from comvint.records import pack
 from comvint.stages.base import FAILED, OK, SKIPPED, handle_outcomes
 from comvint.stages.method import Complicate, MethodConfig, Reformulate, Synthesize, Verify, VerifyReformulated
 
@@ -46,16 +45,20 @@ class Scripted:
         return None
 
 
-def handled(stage, subject, reply: dict) -> list:
+def handled(stage, subject, ann: dict, reply: dict) -> list:
     runner = StageRunner(LLMConfig(backend="openai", max_retries=0), Scripted(json.dumps(reply)))
-    return handle_outcomes(stage, subject, asyncio.run(runner.run(stage.calls(subject))))
+    return handle_outcomes(stage, subject, ann, asyncio.run(runner.run(stage.calls(subject, ann))))
+
+
+def stub_ann(family: str) -> dict:
+    return {"source": SOURCE[family], "image_id": "1", "image": "x.jpg", "captions": [], "entities": [], "regions": []}
 
 
 def stub_item(family: str, **extra) -> dict:
-    ann = {"source": SOURCE[family], "image_id": "1", "image": "x.jpg", "captions": [], "entities": [], "regions": []}
+    ann = stub_ann(family)
     return {"id": "i1", "image_id": "1", "source": ann["source"], "image": "x.jpg", "family": family, "format": "open_ended",
             "instruction": "q", "answer": "a", "round": 0, "parent_id": None, "knowledge_type": None, "knowledge_topic": None,
-            "verification": None, "grounding": [], "llm": {}, "_ann": pack(ann), "_unit": "u", **extra}
+            "verification": None, "grounding": [], "llm": {}, "_unit": "u", **extra}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -67,10 +70,11 @@ def test_each_demonstration_passes_its_stages_schema_and_handler(stage, family):
     cited |= {g for qa in reply.get("items", []) for g in qa["grounding"]}
     assert cited <= ids  # every id a reply cites is one its annotations show
     item = stub_item(family)
-    subject = {"source": SOURCE[family], "image_id": "1", "image": "x.jpg", "captions": [], "entities": [], "regions": []} if stage == "generate" else item
+    ann = stub_ann(family)
+    subject = ann if stage == "generate" else item
     runner = {"generate": Synthesize, "complicate": Complicate, "verify": Verify, "verify_reformulated": VerifyReformulated,
               "reformulate": Reformulate}[stage](CFG)
-    out = handled(runner, subject, reply)
+    out = handled(runner, subject, ann, reply)
     assert [tag for tag, _ in out if tag in (FAILED, SKIPPED)] == [] and any(tag == OK for tag, _ in out) or reply.get("verdict") == "no"
     if stage == "generate":
         assert len({qa["instruction"] for qa in reply["items"]}) == 3 and all(len(qa["answer"].split()) < 30 for qa in reply["items"])
@@ -162,13 +166,13 @@ def golden_requests() -> dict[str, list[dict]]:
     visual = {**_vg_records(root / "visual_genome")["1"], "_topic": "kite"}
     out = {}
     for family, ann in ((prompts.CROSS_MODAL, flickr), (prompts.OUTSIDE_KNOWLEDGE, visual)):
-        out[f"generate/{family}"] = Synthesize(CFG).calls(ann)[0].messages
-        item = {**stub_item(family, instruction="What is the woman holding?", answer="A red umbrella."), "_ann": pack(ann)}
+        out[f"generate/{family}"] = Synthesize(CFG).calls(ann, ann)[0].messages
+        item = stub_item(family, instruction="What is the woman holding?", answer="A red umbrella.")
         child = {**item, "round": 1, "_parent_instruction": "What is the woman holding?", "_parent_answer": "An umbrella."}
         closed = {**item, "format": "multiple_choice", "options": ["A red umbrella", "A kite", "A bag", "A dog"]}
         for name, stage, subject in (("complicate", Complicate, item), ("verify", Verify, child),
                                      ("verify_reformulated", VerifyReformulated, closed), ("reformulate", Reformulate, item)):
-            out[f"{name}/{family}"] = stage(CFG).calls(subject)[0].messages
+            out[f"{name}/{family}"] = stage(CFG).calls(subject, ann)[0].messages
     return out
 
 

@@ -13,7 +13,7 @@ from comvint.llm.config import LLMConfig
 from comvint.llm.runner import StageRunner
 from comvint.records import Failure
 from comvint.stages.base import FAILED, OK, REJECTED, SKIPPED, handle_outcomes
-from comvint.stages.method import Complicate, MethodConfig, Reformulate, Synthesize, Verify, eliminate, pack
+from comvint.stages.method import Complicate, MethodConfig, Reformulate, Synthesize, Verify, eliminate
 
 CFG = MethodConfig(backend="openai", model="m", per_image=2)
 FLICKR = {
@@ -29,7 +29,7 @@ VG = {"source": "visual_genome", "image_id": "7", "image": "vg/7.jpg", "captions
 ITEM = {"id": "abc", "image_id": "1", "source": "flickr30k_entities", "image": "flickr30k-images/1.jpg", "family": "cross_modal",
         "format": "open_ended", "instruction": "Where is the dog?", "answer": "Right of the man.", "round": 0, "parent_id": None,
         "knowledge_type": None, "knowledge_topic": None, "verification": None, "grounding": ["e:1", "e:2"],
-        "llm": {"backend": "openai", "model": "m", "prompt_version": prompts.PROMPT_VERSION}, "_ann": pack(FLICKR),
+        "llm": {"backend": "openai", "model": "m", "prompt_version": prompts.PROMPT_VERSION},
         "_unit": "flickr30k_entities/1"}
 
 
@@ -48,15 +48,20 @@ class Scripted:
         return None
 
 
+def ann_for(item: dict) -> dict:
+    """The annotation record a stage is handed beside ``item``: the record itself for the first stage."""
+    return item if "captions" in item else FLICKR
+
+
 def run(stage, item, text: str, finish_reason: str = "stop"):
     """Everything ``item`` becomes in ``stage`` when the endpoint answers ``text``."""
     runner = StageRunner(LLMConfig(backend="openai", max_retries=0), Scripted(text, finish_reason))
-    outcomes = asyncio.run(runner.run(stage.calls(item)))
-    return handle_outcomes(stage, item, outcomes)
+    outcomes = asyncio.run(runner.run(stage.calls(item, ann_for(item))))
+    return handle_outcomes(stage, item, ann_for(item), outcomes)
 
 
 def test_synthesize_cross_modal_messages():
-    (call,) = Synthesize(CFG).calls(FLICKR)
+    (call,) = Synthesize(CFG).calls(FLICKR, FLICKR)
     roles = [m["role"] for m in call.messages]
     system, demo_user, demo_reply, user = (m["content"] for m in call.messages)
     assert roles == ["system", "user", "assistant", "user"] and call.item_id == "flickr30k_entities/1" and call.schema_name == "synthesized"
@@ -68,36 +73,37 @@ def test_synthesize_cross_modal_messages():
 
 
 def test_synthesize_outside_knowledge_messages():
-    (call,) = Synthesize(CFG).calls(VG)
+    (call,) = Synthesize(CFG).calls(VG, VG)
     system, user = call.messages[0]["content"], call.messages[-1]["content"]
     assert "Highly overlapping boxes may be the same object" in system and "no simple questions about colour or position" in system
     assert user.endswith('Topic entity: "car"')
     topics = user.split("Knowledge topics: ")[1].split("\n")[0].split("; ")
     assert len(topics) == 5 and set(topics) <= set(prompts.OKVQA_TOPICS)
     assert user.startswith("<annotations>\nr:5 a red car X: 1 Y: 2 Width: 10 Height: 20\n</annotations>")
-    assert Synthesize(CFG).calls(VG) == [call]  # topics sampled deterministically per image
-    untopical = Synthesize(CFG).calls({**VG, "_topic": None})[0].messages[-1]["content"]
+    assert Synthesize(CFG).calls(VG, VG) == [call]  # topics sampled deterministically per image
+    no_topic = {**VG, "_topic": None}
+    untopical = Synthesize(CFG).calls(no_topic, no_topic)[0].messages[-1]["content"]
     assert "Topic entity" not in untopical  # no empty topic sentence
 
 
 def test_later_stages_put_the_item_in_the_last_turn_and_keep_the_system_prompt_fixed():
     for stage in (Complicate(CFG), Verify(CFG), Reformulate(CFG)):
-        (call,) = stage.calls(ITEM)
-        (other,) = stage.calls({**ITEM, "id": "xyz", "instruction": "What pets the dog?"})
+        (call,) = stage.calls(ITEM, FLICKR)
+        (other,) = stage.calls({**ITEM, "id": "xyz", "instruction": "What pets the dog?"}, FLICKR)
         user = call.messages[-1]["content"]
         assert "Instruction: Where is the dog?" in user and "Answer: Right of the man." in user and call.item_id == "abc"
         assert user.startswith("<annotations>\nImage size: 100 x 100 pixels\nA man [0, 0, 10, 10]")
         assert call.messages[:3] == other.messages[:3]  # one cacheable prefix per stage and family
-    ktype = Complicate(CFG).calls(ITEM)[0].messages[-1]["content"].split("Knowledge to add: ")[1].split("\n")[0]
+    ktype = Complicate(CFG).calls(ITEM, FLICKR)[0].messages[-1]["content"].split("Knowledge to add: ")[1].split("\n")[0]
     assert ktype in prompts.FAMILY_KNOWLEDGE_TYPES["cross_modal"] and ktype != "knowledge-base"
 
 
 def test_the_judge_sees_the_instruction_a_complication_rewrites():
     child = {**ITEM, "round": 1, "instruction": "Where is the dog, and what is left of it?", "_parent_instruction": "Where is the dog?",
              "_parent_answer": "Right of the man."}
-    user = Verify(CFG).calls(child)[0].messages[-1]["content"]
+    user = Verify(CFG).calls(child, FLICKR)[0].messages[-1]["content"]
     assert "Rewrites: Where is the dog?\nIts answer: Right of the man." in user
-    assert "Rewrites:" not in Reformulate(CFG).calls(child)[0].messages[-1]["content"]
+    assert "Rewrites:" not in Reformulate(CFG).calls(child, FLICKR)[0].messages[-1]["content"]
 
 
 QA = {"instruction": "Is the man left of the dog?", "answer": "Yes.", "grounding": ["e:1"], "knowledge_topic": ""}

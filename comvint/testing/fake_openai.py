@@ -426,7 +426,7 @@ def echo_json(body: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m comvint.llm.fake [--port P] [--reply echo|schema] [--latency S] [--pid_file F]``: serve until stopped."""
+    """``python -m comvint.testing.fake_openai [--port P] [--reply echo|schema] [--latency S] [--pid_file F]``: serve until stopped."""
     import argparse
     import os
     import signal

@@ -11,7 +11,8 @@ import fastavro
 import orjson
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipeline import io
+from beam_pipeline.files import join
+from beam_pipeline.sinks import SHARD_TARGET_BYTES, WriteShards, write_jsonl_shard
 from comvint import exports
 from comvint.records import stable_int
 
@@ -59,7 +60,7 @@ def write_rejected_parquet_shard(handle, lines: list[bytes]) -> None:
 
 def merge_llava(_, directory: str, parts: list[str]) -> str:
     """Stream the sorted LLaVA parts into the one JSON array LLaVA's loader takes; delete the parts."""
-    path = io.join(directory, LLAVA_FILE)
+    path = join(directory, LLAVA_FILE)
     if not parts or not all(FileSystems.exists(p) for p in parts):
         if FileSystems.exists(path):  # a retried step whose first attempt finished
             return path
@@ -74,7 +75,7 @@ def merge_llava(_, directory: str, parts: list[str]) -> str:
                     first = False
         out.write(b"\n]\n")
     FileSystems.delete(sorted(parts))
-    parts_dir = io.join(directory, "parts")
+    parts_dir = join(directory, "parts")
     if FileSystems.exists(parts_dir):  # a local folder (object stores have none)
         FileSystems.delete([parts_dir])
     return path
@@ -87,22 +88,22 @@ class ExportInstructions(beam.PTransform):
     data); LLaVA's shards are then streamed into one file, ``export/llava/comvint_llava.json``.
     """
 
-    def __init__(self, output: str, formats: Sequence[str], num_shards: int = 0, target_bytes: int = io.SHARD_TARGET_BYTES,
+    def __init__(self, output: str, formats: Sequence[str], num_shards: int = 0, target_bytes: int = SHARD_TARGET_BYTES,
                  review: ReviewSample | None = None) -> None:
         super().__init__()
         self._output, self._formats, self._shards, self._target = output, tuple(formats), num_shards, target_bytes
         self._review = review or ReviewSample()
 
     def _shards_of(self, rows, name: str, write, suffix: str, directory: str | None = None):
-        directory = directory or io.join(self._output, "export", name)
-        return rows | f"Write{name.title()}" >> io.WriteShards(directory, _by_id, write, suffix, self._shards, target_bytes=self._target)
+        directory = directory or join(self._output, "export", name)
+        return rows | f"Write{name.title()}" >> WriteShards(directory, _by_id, write, suffix, self._shards, target_bytes=self._target)
 
     def expand(self, records):
         written = {}
         if "llava" in self._formats:
-            llava_dir = io.join(self._output, "export", "llava")
+            llava_dir = join(self._output, "export", "llava")
             rows = records | "ToLlava" >> beam.Map(exports.to_llava)
-            parts = self._shards_of(rows, "llava", io.write_jsonl_shard, ".jsonl", io.join(llava_dir, "parts"))
+            parts = self._shards_of(rows, "llava", write_jsonl_shard, ".jsonl", join(llava_dir, "parts"))
             written["llava"] = (
                 records.pipeline
                 | "OnceLlava" >> beam.Create([None])
@@ -111,7 +112,7 @@ class ExportInstructions(beam.PTransform):
         for name, convert in (("messages", exports.to_messages), ("trl", exports.to_trl)):
             if name in self._formats:
                 rows = records | f"To{name.title()}" >> beam.Map(convert)
-                written[name] = self._shards_of(rows, name, io.write_jsonl_shard, ".jsonl")
+                written[name] = self._shards_of(rows, name, write_jsonl_shard, ".jsonl")
         if {"avro", "parquet"} & set(self._formats):
             rows = records | "ToTableRows" >> beam.Map(exports.to_table_row)
             if "avro" in self._formats:
@@ -119,7 +120,7 @@ class ExportInstructions(beam.PTransform):
             if "parquet" in self._formats:
                 written["parquet"] = self._shards_of(rows, "parquet", write_parquet_shard, ".parquet")
         if "review" in self._formats:
-            written["review"] = records | "ExportReview" >> WriteReview(io.join(self._output, "export", "review"), self._review)
+            written["review"] = records | "ExportReview" >> WriteReview(join(self._output, "export", "review"), self._review)
         return written
 
 
@@ -135,7 +136,7 @@ class ReviewSample:
 def write_review(chosen: list[dict], directory: str, image_root: str | None) -> list[str]:
     """``tasks.json`` (sorted by id) and ``labeling_config.xml`` for a Label Studio project."""
     tasks = [exports.to_review_task(r, image_root) for r in sorted(chosen, key=_by_id)]
-    paths = [io.join(directory, exports.REVIEW_TASKS_FILE), io.join(directory, exports.REVIEW_CONFIG_FILE)]
+    paths = [join(directory, exports.REVIEW_TASKS_FILE), join(directory, exports.REVIEW_CONFIG_FILE)]
     for path, data in zip(paths, (orjson.dumps(tasks, option=orjson.OPT_INDENT_2), exports.REVIEW_CONFIG.encode("utf-8")), strict=True):
         with FileSystems.create(path, compression_type="uncompressed") as handle:
             handle.write(data)

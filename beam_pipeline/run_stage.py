@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import json
 import logging
-import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -18,16 +15,17 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils.multi_process_shared import MultiProcessShared
 from apache_beam.utils.windowed_value import WindowedValue
 
-from beam_pipeline.io import FileSystemsLedgerStore, FileSystemsStore
 from beam_pipeline.pictures import Pictures
+from beam_pipeline.stores import FileSystemsLedgerStore, FileSystemsStore
 from comvint import stats as run_stats
 from comvint.images import ImageError, image_tokens, picture_id, with_picture
-from comvint.llm.batch import BatchBackend, Ledger, flush_when_waiting
+from comvint.llm.backends import make_backend
+from comvint.llm.batch import add_sizes, batch_groups, flush_when_waiting, request_size
 from comvint.llm.budget import shared_budget
 from comvint.llm.cache import ResponseCache
-from comvint.llm.client import Backend, OfflineBackend, OpenAIBackend
+from comvint.llm.client import Backend, OfflineBackend
 from comvint.llm.config import LLMConfig
-from comvint.llm.redact import redact_url, remember
+from comvint.llm.redact import redact_url
 from comvint.llm.retry import UnusableReply
 from comvint.llm.runner import START_IN_FLIGHT, StageRunner
 from comvint.llm.server import LocalServer
@@ -38,7 +36,6 @@ from comvint.stats import unit_of
 
 _LOGGER = logging.getLogger(__name__)
 USAGE = "usage"
-API_KEY_ENV = "OPENAI_API_KEY"
 BACKLOG_FACTOR = 2  # calls queued per in-flight slot: a freed slot is refilled without waiting for the next element
 
 
@@ -50,32 +47,11 @@ class StageResult(NamedTuple):
     skipped: beam.PCollection
 
 
-def api_key_from_env() -> str:
-    """The API key, read from the worker's environment only (never an option)."""
-    key = os.environ.get(API_KEY_ENV)
-    if not key:
-        raise RuntimeError(f"--llm openai needs {API_KEY_ENV} in the environment of every worker, or --llm_api_key_secret")
-    return key
-
-
 def read_gcp_secret(version_name: str) -> str:
     """A Google Secret Manager secret version's value (Beam's GcpSecret; credentials are the worker's own)."""
     from apache_beam.utils.secret import GcpSecret
 
     return GcpSecret(version_name).get_secret_bytes().decode("utf-8").strip()
-
-
-def api_key(config: LLMConfig, read_secret: Callable[[str], str] = read_gcp_secret) -> str:
-    """The key for ``--llm openai``: from the secret store when ``--llm_api_key_secret`` names a version, else
-    from ``OPENAI_API_KEY``. Read in each worker's ``setup()``; it never becomes an option or reaches a log."""
-    if config.api_key_secret:
-        key = read_secret(config.api_key_secret)
-        if not key:
-            raise RuntimeError(f"the secret {config.api_key_secret} is empty")
-        return remember(key)
-    if config.server_cmd and not os.environ.get(API_KEY_ENV):
-        return "local"  # a self-hosted server asks for no key unless it was started with one
-    return remember(api_key_from_env())
 
 
 def shared_server(config: LLMConfig) -> MultiProcessShared:
@@ -131,28 +107,27 @@ class RunStageFn(beam.DoFn):
                          endpoint.base_url)
         if self._backend is not None:
             backend = self._backend()
-        elif config.mode == "batch":
-            backend = BatchBackend(config, api_key(config, self._read_secret), Ledger(FileSystemsLedgerStore(config.cache_dir)))
-            _LOGGER.info("Stage %s: model %s through the Batch API at %s", self._stage.name, config.model_for(self._stage.name),
-                         redact_url(config.base_url))
-        elif config.backend == "openai":
-            backend = OpenAIBackend(endpoint, api_key(config, self._read_secret))
-            if not config.server_cmd:
-                _LOGGER.info("Stage %s: model %s at %s", self._stage.name, config.model_for(self._stage.name), redact_url(config.base_url))
         else:
-            backend, cache = OfflineBackend(), None
+            ledger = FileSystemsLedgerStore(config.cache_dir) if config.mode == "batch" else None
+            backend = make_backend(config, self._read_secret, ledger, endpoint)
+            where = {"batch": f"through the Batch API at {redact_url(config.base_url)}"}.get(config.mode) or (
+                f"at {redact_url(config.base_url)}" if config.backend == "openai" and not config.server_cmd else None)
+            if where:
+                _LOGGER.info("Stage %s: model %s %s", self._stage.name, config.model_for(self._stage.name), where)
+            if isinstance(backend, OfflineBackend):
+                cache = None  # the offline engine is deterministic and cheap: nothing to cache
         # One throttle per worker process and endpoint: a refusal slows every stage of the worker.
         throttle = shared_throttle(f"{config.backend}|{config.base_url}", min(START_IN_FLIGHT, config.concurrency), config.concurrency,
                                    config.rpm, config.tpm, config.workers)
         return StageRunner(config, backend, cache, throttle, budget=shared_budget(config.run_id, config.max_cost_usd))
 
-    def _check(self, item: Any):
+    def _check(self, item: Any, ann: Any):
         """A reply the stage cannot use for this item (its ``handle`` raises ParseError) is worth another sample."""
         stage = self._stage
 
         def check(call: Any, reply: dict[str, Any]) -> None:
             try:
-                list(stage.handle(item, [reply]))
+                list(stage.handle(item, ann, [reply]))
             except ParseError as err:
                 raise UnusableReply(err.reason, err.detail) from None
 
@@ -168,8 +143,9 @@ class RunStageFn(beam.DoFn):
         return {"batches": getattr(backend, "batches_submitted", 0), "batch_lines": getattr(backend, "lines_submitted", 0),
                 "batches_resumed": getattr(backend, "batches_resumed", 0)}
 
-    def process(self, item: Any, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam) -> Iterator[Any]:
-        calls = self._stage.calls(item)
+    def process(self, pair: tuple[Any, Any], window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam) -> Iterator[Any]:
+        item, ann = pair
+        calls = self._stage.calls(item, ann)
         if self._pictures is not None:
             try:
                 calls = self._show_picture(item, calls)
@@ -178,8 +154,8 @@ class RunStageFn(beam.DoFn):
                 record = failure(self._stage.name, item, f"{self._stage.name}_image_missing", str(err))
                 yield beam.pvalue.TaggedOutput(FAILED, WindowedValue(record, timestamp, (window,)))
                 return
-        check = self._check(item) if len(calls) == 1 else None
-        self._pending[self._loop.create_task(self._runner.run(calls, check))] = (item, len(calls), window, timestamp)
+        check = self._check(item, ann) if len(calls) == 1 else None
+        self._pending[self._loop.create_task(self._runner.run(calls, check))] = (item, ann, len(calls), window, timestamp)
         self._queued += len(calls)
         self._issued += len(calls)
         while self._queued > self._backlog and not self._runner.batch:  # batch mode: queue the whole bundle first
@@ -222,14 +198,14 @@ class RunStageFn(beam.DoFn):
         self._loop.run_until_complete(asyncio.wait(self._pending, return_when=until))
         self._cpu_ms += (time.thread_time() - cpu) * 1000
         for task in [t for t in self._pending if t.done()]:
-            item, n_calls, window, timestamp = self._pending.pop(task)
+            item, ann, n_calls, window, timestamp = self._pending.pop(task)
             self._queued -= n_calls
             outcomes = task.result()  # an error no outcome describes (a bug) fails the bundle
             for outcome in outcomes:
                 self._usage[window] = run_stats.add_usage(self._usage.get(window, {}), outcome.usage)
                 self._progress = run_stats.add_usage(self._progress, outcome.usage)
             self._log_progress()
-            for tag, record in handle_outcomes(self._stage, item, outcomes):
+            for tag, record in handle_outcomes(self._stage, item, ann, outcomes):
                 self._count(tag)
                 if self._pictures is not None and tag in (OK, REJECTED):
                     record = {**record, "image_stages": sorted({*(record.get("image_stages") or ()), self._stage.name})}
@@ -282,27 +258,8 @@ class SpreadPacked(beam.PTransform):
         return records | "Pack" >> beam.Map(pack) | "Reshuffle" >> beam.Reshuffle() | "Unpack" >> beam.Map(unpack)
 
 
-def request_size(stage: Stage, item: Any) -> tuple[int, int]:
-    """(calls, bytes of their messages) of one item: what its lines add to a batch file."""
-    calls = stage.calls(item)
-    return len(calls), sum(len(json.dumps(c.messages)) for c in calls)
-
-
-def batch_groups(totals: tuple[int, int], config: LLMConfig, fill: float = 0.9) -> int:
-    """How many batch files a stage's calls need (each filled to ``fill`` of the limits, leaving room for hashing)."""
-    calls, size = totals
-    return max(1, math.ceil(calls / (fill * config.batch_max_requests)), math.ceil(size / (fill * config.batch_max_mb * (1 << 20))))
-
-
-def _sum_pairs(pairs) -> tuple[int, int]:
-    calls = size = 0
-    for a, b in pairs:
-        calls, size = calls + a, size + b
-    return calls, size
-
-
 class GroupForBatches(beam.PTransform):
-    """items -> the same items, regrouped so that one bundle holds about one batch file's worth of calls
+    """(item, annotation) pairs -> the same pairs, regrouped so that one bundle holds about one batch file's worth of calls
     (``--llm_batch_max_requests`` lines, ``--llm_batch_max_mb``), whatever the upstream bundle sizes."""
 
     def __init__(self, stage: Stage, config: LLMConfig) -> None:
@@ -311,10 +268,11 @@ class GroupForBatches(beam.PTransform):
 
     def expand(self, items):
         stage, config = self._stage, self._config
-        totals = items | "RequestSizes" >> beam.Map(lambda it: request_size(stage, it)) | "TotalRequestSize" >> beam.CombineGlobally(_sum_pairs)
+        totals = items | "RequestSizes" >> beam.Map(lambda pair: request_size(stage.calls(*pair))) | "TotalRequestSize" >> beam.CombineGlobally(
+            add_sizes)
         return (
             items
-            | "KeyByBatch" >> beam.Map(lambda it, t: (stable_int(item_key(it)) % batch_groups(t, config), pack(it)),
+            | "KeyByBatch" >> beam.Map(lambda pair, t: (stable_int(item_key(pair[0])) % batch_groups(t, config), pack(pair)),
                                        beam.pvalue.AsSingleton(totals))
             | "GroupIntoBatchFiles" >> beam.GroupByKey()
             | "Ungroup" >> beam.FlatMap(lambda group: map(unpack, group[1]))
@@ -326,26 +284,25 @@ def item_key(item: dict[str, Any]) -> str:
     return item.get("id") or unit_of(item)
 
 
-def attach_annotation(group: tuple[str, dict[str, list[Any]]]) -> Iterator[dict[str, Any]]:
-    """(image key, {"ann": [packed record], "items": [packed items]}) -> each item with its image's ``_ann``."""
+def pair_with_annotation(group: tuple[str, dict[str, list[bytes]]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(image key, {"ann": [packed record], "items": [packed items]}) -> (item, record) for each item: the record
+    unpacked once, one object shared by the image's items."""
     key, joined = group
-    if joined["items"] and len(joined["ann"]) != 1:  # a bug upstream, never data: fail loudly
+    if not joined["items"]:
+        return
+    if len(joined["ann"]) != 1:  # a bug upstream, never data: fail loudly
         raise ValueError(f"{len(joined['ann'])} annotation records for image {key!r}")
+    ann = unpack(joined["ann"][0])
     for packed in joined["items"]:
-        yield {**unpack(packed), "_ann": joined["ann"][0]}
-
-
-def detach_annotation(record: Any) -> Any:
-    """A stage's output without the annotation it was joined to (it is joined again before the next stage)."""
-    return {k: v for k, v in record.items() if k != "_ann"} if isinstance(record, dict) and "_ann" in record else record
+        yield unpack(packed), ann
 
 
 class RunStage(beam.PTransform):
-    """items -> StageResult, via a shuffle and RunStageFn.
+    """items -> StageResult, via a shuffle and RunStageFn, which is handed each item with its image's record.
 
     With ``annotations`` (``(unit_of(record), packed record)`` pairs), the shuffle is a join: items travel
     without their image's annotation record, which crosses each stage's shuffle once per image instead
-    of once per item, and is attached just before the call (and dropped from what the stage emits).
+    of once per item. Without, the items are the annotation records themselves (the first stage).
     Whatever crosses a shuffle is packed (one compressed bytes value): the local runner holds a
     shuffle's values decoded until its consumer runs, and a packed item costs a fraction of a dict.
     """
@@ -359,12 +316,14 @@ class RunStage(beam.PTransform):
     def expand(self, items) -> StageResult:
         if self._annotations is not None:
             keyed = items | "KeyByImage" >> beam.Map(lambda it: (unit_of(it), pack(it)))
-            items = {"ann": self._annotations, "items": keyed} | "JoinAnnotations" >> beam.CoGroupByKey() | (
-                "AttachAnnotations" >> beam.FlatMap(attach_annotation))
-        elif self._reshuffle:
-            items = items | "Spread" >> SpreadPacked()
+            pairs = {"ann": self._annotations, "items": keyed} | "JoinAnnotations" >> beam.CoGroupByKey() | (
+                "PairWithAnnotations" >> beam.FlatMap(pair_with_annotation))
+        else:
+            if self._reshuffle:
+                items = items | "Spread" >> SpreadPacked()
+            pairs = items | "PairWithItself" >> beam.Map(lambda record: (record, record))
         if self._config.mode == "batch":
-            items = items | "GroupForBatches" >> GroupForBatches(self._stage, self._config)
-        results = items | "Call" >> beam.ParDo(RunStageFn(self._stage, self._config, self._backend)).with_outputs(REJECTED, FAILED, USAGE, SKIPPED, main=OK)
-        ok = results[OK] | "DetachAnnotations" >> beam.Map(detach_annotation)
-        return StageResult(ok, results[REJECTED], results[FAILED], results[USAGE], results[SKIPPED])
+            pairs = pairs | "GroupForBatches" >> GroupForBatches(self._stage, self._config)
+        results = pairs | "Call" >> beam.ParDo(RunStageFn(self._stage, self._config, self._backend)).with_outputs(
+            REJECTED, FAILED, USAGE, SKIPPED, main=OK)
+        return StageResult(results[OK], results[REJECTED], results[FAILED], results[USAGE], results[SKIPPED])

@@ -1,0 +1,70 @@
+"""Paths and small files on any Beam file system (local or ``gs://``): read, write, join, and keep reads inside a root."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from typing import Any
+
+from apache_beam.io.filesystems import FileSystems
+
+from comvint.records import (
+    InputError,
+    safe_relative,
+)
+
+
+def read_text(path: str) -> str:
+    """Read a small text file (split lists, image_data) at pipeline construction."""
+    with FileSystems.open(path) as handle:
+        return handle.read().decode("utf-8")
+
+
+def exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+def inside(root: str, path: str) -> bool:
+    """Whether a local ``path`` resolves (symbolic links followed) to somewhere under ``root``; remote paths are."""
+    if "://" in root:
+        return True
+    import os
+
+    real_root = os.path.realpath(root)
+    return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
+
+
+def path_under(root: str, relative: str) -> str:
+    """``root/relative``; :class:`InputError` for a relative path that is not plain parts, or that resolves
+    (through a link) outside ``root``: nothing is read outside the trees a user names."""
+    if not safe_relative(relative):
+        raise InputError("outside_root", f"{relative[:120]!r} is not a plain relative path")
+    path = join(root, relative)
+    if not inside(root, path):
+        raise InputError("outside_root", f"{relative[:120]!r} resolves outside {root}")
+    return path
+
+
+def join(*parts: str) -> str:
+    return FileSystems.join(*parts) if parts[0].startswith("gs://") else posixpath.join(*parts)
+
+
+def file_stem(path: str) -> str:
+    return posixpath.splitext(posixpath.basename(path))[0]
+
+
+def read_bytes(path: str) -> bytes:
+    with FileSystems.open(path) as handle:
+        return handle.read()
+
+
+def write_json(path: str, value: Any) -> None:
+    """Write one JSON document (stats.json)."""
+    with FileSystems.create(path) as handle:
+        handle.write(json.dumps(value, indent=2, sort_keys=True).encode("utf-8") + b"\n")
+
+
+def write_text(path: str, text: str) -> str:
+    with FileSystems.create(path) as handle:
+        handle.write(text.encode("utf-8"))
+    return path
