@@ -30,14 +30,26 @@ setuptools.setup(
     description="ComVint: synthesize, complicate, verify and reformulate visual reasoning instructions at scale",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["comvint", "comvint.*", "beam_pipeline", "beam_pipeline.*"]),
-    package_data={"comvint": ["knowledge/*.json", "knowledge/*.json.gz", "knowledge/WORDNET_LICENSE", "report/assets/*"]},
+    package_data={
+        "comvint": ["knowledge/*.json", "knowledge/*.json.gz", "knowledge/WORDNET_LICENSE", "report/assets/*"]
+    },
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest==9.0.3", "pytest-timeout==2.4.0", "gcp-storage-emulator==2026.7.19", "ruff==0.17.5", "playwright==1.65.2",
-                 "polars==2.1.0", "datasets==5.2.0", "label-studio-sdk==2.1.2",
-                 # DuckDB reads the lake tables as users do; its extensions from PyPI (DuckDB would download them)
-                 "duckdb==1.4.4", "duckdb-ext-iceberg==1.4.4.20260205", "duckdb-ext-delta==1.4.4.20260205",
-                 "duckdb-ext-avro==1.4.4.20260205"],
+        "test": [
+            "pytest==9.0.3",
+            "pytest-timeout==2.4.0",
+            "gcp-storage-emulator==2026.7.19",
+            "ruff==0.17.5",
+            "playwright==1.65.2",
+            "polars==2.1.0",
+            "datasets==5.2.0",
+            "label-studio-sdk==2.1.2",
+            # DuckDB reads the lake tables as users do; its extensions from PyPI (DuckDB would download them)
+            "duckdb==1.4.4",
+            "duckdb-ext-iceberg==1.4.4.20260205",
+            "duckdb-ext-delta==1.4.4.20260205",
+            "duckdb-ext-avro==1.4.4.20260205",
+        ],
         "bench": ["datasketch==2.0.0", "psutil==7.2.2"],
     },
     entry_points={"console_scripts": ["comvint=beam_pipeline.main:main"]},

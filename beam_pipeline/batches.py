@@ -21,7 +21,8 @@ def list_rows(ledger: Ledger) -> list[str]:
     """One line per batch file of the ledger: endpoint, stage, model, batch id, lines and status."""
     rows = ["endpoint\tstage\tmodel\tbatch\tlines\tstatus"]
     for e in sorted(ledger.entries(), key=lambda e: (e.submitted_at, e.input_file_id)):
-        rows.append(f"{e.endpoint}\t{e.stage}\t{e.model}\t{e.batch_id or '(not created: ' + e.input_file_id + ')'}\t{len(e.custom_ids)}\t{e.status}")
+        batch = e.batch_id or f"(not created: {e.input_file_id})"
+        rows.append(f"{e.endpoint}\t{e.stage}\t{e.model}\t{batch}\t{len(e.custom_ids)}\t{e.status}")
     return rows
 
 
@@ -41,9 +42,13 @@ async def cancel(ledger: Ledger, base_url: str | None) -> list[tuple[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m beam_pipeline.batches", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    parser = argparse.ArgumentParser(
+        prog="python -m beam_pipeline.batches", description=__doc__.splitlines()[0].split(": ", 1)[1]
+    )
     parser.add_argument("command", choices=("list", "cancel"))
-    parser.add_argument("--cache_dir", required=True, help="the run's --cache_dir (local or gs://); the ledger is in batches/")
+    parser.add_argument(
+        "--cache_dir", required=True, help="the run's --cache_dir (local or gs://); the ledger is in batches/"
+    )
     parser.add_argument("--llm_base_url", default=None, help="the run's --llm_base_url (default: OpenAI's)")
     args = parser.parse_args(argv)
     ledger = Ledger(FileSystemsLedgerStore(args.cache_dir))

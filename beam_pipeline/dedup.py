@@ -114,7 +114,9 @@ def _apply(joined: tuple[str, dict[str, list]]):
         yield item
         return
     reason, of = min(parts[DROP], key=lambda d: (d[0] != dedup.EXACT, d[0] != dedup.NEAR, d))
-    yield beam.pvalue.TaggedOutput(REJECTED, {**rejection(item, reason, "dedup", f"duplicate of {of}"), "duplicate_of": of})
+    yield beam.pvalue.TaggedOutput(
+        REJECTED, {**rejection(item, reason, "dedup", f"duplicate of {of}"), "duplicate_of": of}
+    )
 
 
 class DeduplicateInstructions(beam.PTransform):
@@ -128,8 +130,14 @@ class DeduplicateInstructions(beam.PTransform):
     leader (GroupByKey on the component).
     """
 
-    def __init__(self, max_per_cluster: int, threshold: float = dedup.THRESHOLD,
-                 num_perm: int = dedup.NUM_PERM, bands: int = dedup.BANDS, waves: int = 1) -> None:
+    def __init__(
+        self,
+        max_per_cluster: int,
+        threshold: float = dedup.THRESHOLD,
+        num_perm: int = dedup.NUM_PERM,
+        bands: int = dedup.BANDS,
+        waves: int = 1,
+    ) -> None:
         super().__init__()
         if max_per_cluster < 1 or not 0 < threshold <= 1:
             raise ValueError("need max_per_cluster >= 1 and 0 < threshold <= 1")
@@ -148,7 +156,8 @@ class DeduplicateInstructions(beam.PTransform):
         survivors = per_image[OK]
         exact = (
             survivors
-            | "KeyByText" >> beam.Map(dedup.member) | "TextKey" >> beam.WithKeys(lambda m: m[4])
+            | "KeyByText" >> beam.Map(dedup.member)
+            | "TextKey" >> beam.WithKeys(lambda m: m[4])
             | "GroupByText" >> beam.GroupByKey()
             | "SplitExactGroups" >> beam.FlatMap(_split_exact).with_outputs(MEMBERS, main=OK)
         )
@@ -168,7 +177,11 @@ class DeduplicateInstructions(beam.PTransform):
                 for b in wave
             ]
             pairs += found
-            after = [beam.pvalue.AsList(tuple(found) | f"Wave{w}Done" >> beam.Flatten() | f"Wave{w}Barrier" >> beam.FlatMap(lambda _: ()))]
+            after = [
+                beam.pvalue.AsList(
+                    tuple(found) | f"Wave{w}Done" >> beam.Flatten() | f"Wave{w}Barrier" >> beam.FlatMap(lambda _: ())
+                )
+            ]
         components = (
             tuple(pairs)
             | "MergeBandPairs" >> beam.Flatten()

@@ -42,7 +42,9 @@ def tokenizer(model: str) -> tuple[Callable[[str], int], str]:
     elif name.startswith(("gpt-4", "gpt-3.5")):
         encoding = "cl100k_base"
     else:
-        return (lambda text: -(-len(text) // CHARS_PER_TOKEN)), f"{CHARS_PER_TOKEN} characters per token (no tokenizer known for {model})"
+        return (
+            lambda text: -(-len(text) // CHARS_PER_TOKEN)
+        ), f"{CHARS_PER_TOKEN} characters per token (no tokenizer known for {model})"
     enc = bpe_openai.get_encoding(encoding)
     return (lambda text: len(enc.encode(text))), encoding
 
@@ -65,8 +67,14 @@ def flickr_sample(opts: ComvintOptions, root: str, n: int) -> tuple[int, list[di
     records, failed = [], 0
     for image_id in heapq.nsmallest(n, ids, key=lambda i: _rank(opts.seed, i)):
         try:
-            records.append(flickr30k.build_record(image_id, read_bytes(join(root, "Sentences", f"{image_id}.txt")),
-                                                  read_bytes(xml[image_id]), unrelated))
+            records.append(
+                flickr30k.build_record(
+                    image_id,
+                    read_bytes(join(root, "Sentences", f"{image_id}.txt")),
+                    read_bytes(xml[image_id]),
+                    unrelated,
+                )
+            )
         except (InputError, OSError):
             failed += 1  # the run sends it to failures/: no request
     return len(ids), records, failed
@@ -90,11 +98,13 @@ def vg_sample(opts: ComvintOptions, regions: str, image_data: str | None, n: int
         kept = set(limited([r["image_id"] for r in _stream(regions, "regions")], opts.limit))
         population, candidates = len(kept), (r for r in _stream(regions, "regions", info) if r["image_id"] in kept)
     else:
+
         def counted() -> Iterator[dict[str, Any]]:
             nonlocal population
             for record in _stream(regions, "regions", info):
                 population += 1
                 yield record
+
         candidates = counted()
     picked = heapq.nsmallest(n, candidates, key=lambda r: _rank(opts.seed, r["image_id"]))
     records = {r["image_id"]: r for r in picked}
@@ -126,7 +136,9 @@ def project_run(argv: list[str]) -> dict[str, Any]:
     flickr_root, vg_regions, vg_image_data = resolve_sources(opts)
     population, sample, unreadable = {}, [], {}
     if flickr_root:
-        population["flickr30k_entities"], anns, unreadable["flickr30k_entities"] = flickr_sample(opts, flickr_root, mine.estimate_images)
+        population["flickr30k_entities"], anns, unreadable["flickr30k_entities"] = flickr_sample(
+            opts, flickr_root, mine.estimate_images
+        )
         sample += anns
     if vg_regions:
         population["visual_genome"], anns = vg_sample(opts, vg_regions, vg_image_data, mine.estimate_images)
@@ -140,22 +152,33 @@ def project_run(argv: list[str]) -> dict[str, Any]:
     if mine.estimate_from:
         stats_path = join(mine.estimate_from, "stats.json")
         if not exists(stats_path):
-            raise UsageError(f"--estimate_from {mine.estimate_from}: no stats.json there (the output folder of a finished run)")
+            raise UsageError(
+                f"--estimate_from {mine.estimate_from}: no stats.json there (the output folder of a finished run)"
+            )
         rates = estimate.rates_from_stats(json.loads(read_text(stats_path)))
-    projection = estimate.project(population, kept, sizes, rates, cfg, llm.max_tokens, pricing(llm), opts.verify_reformulations)
+    projection = estimate.project(
+        population, kept, sizes, rates, cfg, llm.max_tokens, pricing(llm), opts.verify_reformulations
+    )
     return {
         **{k: projection[k] for k in ("requests", "prompt_tokens", "completion_tokens", "cost_usd")},
         "hours": estimate.hours(projection, opts.llm_rpm, opts.llm_tpm, llm.mode == "batch", cfg.rounds),
         "by_stage": projection["by_stage"],
-        "inputs": {"images": population, "sampled": {s: len(k) for s, k in kept.items()},
-                   "kept_by_image_filter": {s: round(sum(k) / len(k), 3) for s, k in kept.items() if k}},
+        "inputs": {
+            "images": population,
+            "sampled": {s: len(k) for s, k in kept.items()},
+            "kept_by_image_filter": {s: round(sum(k) / len(k), 3) for s, k in kept.items() if k},
+        },
         "assumptions": {
             "rates": {case: vars(r) for case, r in rates.items()},
             "rates_from": mine.estimate_from or "stated defaults (comvint/estimate.py DEFAULT_RATES)",
-            "tokenizer": encoding, "model": llm.model, "mode": llm.mode, "picture_stages": list(llm.image_stages),
+            "tokenizer": encoding,
+            "model": llm.model,
+            "mode": llm.mode,
+            "picture_stages": list(llm.image_stages),
             "completion_tokens": "low: half the engine's reply, expected: the engine's reply, high: --llm_max_tokens",
-            "hours": "online: the slower of --llm_rpm and --llm_tpm (none given: null); batch: one batch per stage wave, "
-                     f"{estimate.BATCH_WAVE_HOURS} hours each",
+            "hours": "online: the slower of --llm_rpm and --llm_tpm (none given: null); batch: one batch per stage "
+            "wave, "
+            f"{estimate.BATCH_WAVE_HOURS} hours each",
         },
     }
 
@@ -171,19 +194,29 @@ def format_table(result: dict[str, Any]) -> str:
     for key in ("requests", "prompt_tokens", "completion_tokens", "cost_usd", "hours"):
         rows.append((key, *("-" if result[key][c] is None else f"{result[key][c]:,}" for c in estimate.CASES)))
     width = [max(len(str(r[i])) for r in rows) for i in range(4)]
-    lines = ["  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(r, width, strict=True))) for r in rows]
+    lines = [
+        "  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(r, width, strict=True)))
+        for r in rows
+    ]
     inputs = result["inputs"]
-    return "\n".join([f"ComVint estimate (no request sent): {inputs['images']} images, sampled {inputs['sampled']}",
-                      *lines, f"tokenizer: {result['assumptions']['tokenizer']}; rates: {result['assumptions']['rates_from']}"])
+    return "\n".join(
+        [
+            f"ComVint estimate (no request sent): {inputs['images']} images, sampled {inputs['sampled']}",
+            *lines,
+            f"tokenizer: {result['assumptions']['tokenizer']}; rates: {result['assumptions']['rates_from']}",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "-h" in argv or "--help" in argv:
-        print(__doc__.strip() + "\n\n  --estimate_images N    images sampled per source (default "
-              f"{DEFAULT_IMAGES})\n  --estimate_from DIR    an earlier run's output: its measured rates\n"
-              "  --json                 one JSON object\n\nEvery job flag is taken as the job takes it: "
-              "python -m beam_pipeline.main --help")
+        print(
+            __doc__.strip() + "\n\n  --estimate_images N    images sampled per source (default "
+            f"{DEFAULT_IMAGES})\n  --estimate_from DIR    an earlier run's output: its measured rates\n"
+            "  --json                 one JSON object\n\nEvery job flag is taken as the job takes it: "
+            "python -m beam_pipeline.main --help"
+        )
         return
     try:
         result = project_run(argv)

@@ -88,15 +88,23 @@ class ExportInstructions(beam.PTransform):
     data); LLaVA's shards are then streamed into one file, ``export/llava/comvint_llava.json``.
     """
 
-    def __init__(self, output: str, formats: Sequence[str], num_shards: int = 0, target_bytes: int = SHARD_TARGET_BYTES,
-                 review: ReviewSample | None = None) -> None:
+    def __init__(
+        self,
+        output: str,
+        formats: Sequence[str],
+        num_shards: int = 0,
+        target_bytes: int = SHARD_TARGET_BYTES,
+        review: ReviewSample | None = None,
+    ) -> None:
         super().__init__()
         self._output, self._formats, self._shards, self._target = output, tuple(formats), num_shards, target_bytes
         self._review = review or ReviewSample()
 
     def _shards_of(self, rows, name: str, write, suffix: str, directory: str | None = None):
         directory = directory or join(self._output, "export", name)
-        return rows | f"Write{name.title()}" >> WriteShards(directory, _by_id, write, suffix, self._shards, target_bytes=self._target)
+        return rows | f"Write{name.title()}" >> WriteShards(
+            directory, _by_id, write, suffix, self._shards, target_bytes=self._target
+        )
 
     def expand(self, records):
         written = {}
@@ -120,7 +128,9 @@ class ExportInstructions(beam.PTransform):
             if "parquet" in self._formats:
                 written["parquet"] = self._shards_of(rows, "parquet", write_parquet_shard, ".parquet")
         if "review" in self._formats:
-            written["review"] = records | "ExportReview" >> WriteReview(join(self._output, "export", "review"), self._review)
+            written["review"] = records | "ExportReview" >> WriteReview(
+                join(self._output, "export", "review"), self._review
+            )
         return written
 
 
@@ -137,14 +147,17 @@ def write_review(chosen: list[dict], directory: str, image_root: str | None) -> 
     """``tasks.json`` (sorted by id) and ``labeling_config.xml`` for a Label Studio project."""
     tasks = [exports.to_review_task(r, image_root) for r in sorted(chosen, key=_by_id)]
     paths = [join(directory, exports.REVIEW_TASKS_FILE), join(directory, exports.REVIEW_CONFIG_FILE)]
-    for path, data in zip(paths, (orjson.dumps(tasks, option=orjson.OPT_INDENT_2), exports.REVIEW_CONFIG.encode("utf-8")), strict=True):
+    for path, data in zip(
+        paths, (orjson.dumps(tasks, option=orjson.OPT_INDENT_2), exports.REVIEW_CONFIG.encode("utf-8")), strict=True
+    ):
         with FileSystems.create(path, compression_type="uncompressed") as handle:
             handle.write(data)
     return paths
 
 
 class WriteReview(beam.PTransform):
-    """Instructions -> a seeded sample of ``sample.tasks`` of them as a Label Studio import, with its labeling config."""
+    """Instructions -> a seeded sample of ``sample.tasks`` of them as a Label Studio import, with its labeling
+    config."""
 
     def __init__(self, directory: str, sample: ReviewSample) -> None:
         super().__init__()
@@ -154,7 +167,9 @@ class WriteReview(beam.PTransform):
         seed = self._sample.seed
         return (
             records
-            | "ChooseForReview" >> beam.combiners.Top.Of(self._sample.tasks, key=lambda r: stable_int(seed, "review", r["id"]),
-                                                         reverse=True)
+            | "ChooseForReview"
+            >> beam.combiners.Top.Of(
+                self._sample.tasks, key=lambda r: stable_int(seed, "review", r["id"]), reverse=True
+            )
             | "WriteReviewFiles" >> beam.Map(write_review, self._dir, self._sample.image_root)
         )

@@ -1,4 +1,5 @@
-"""Paths and small files on any Beam file system (local or ``gs://``): read, write, join, and keep reads inside a root."""
+"""Paths and small files on any Beam file system (local or ``gs://``): read, write, join, and keep reads inside a
+root."""
 
 from __future__ import annotations
 

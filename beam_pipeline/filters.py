@@ -16,7 +16,6 @@ class Screened(NamedTuple):
     rejected: beam.PCollection
 
 
-
 def _filter(item: dict[str, Any], cfg: filters.FilterConfig):
     reason = filters.check(item, cfg)
     yield beam.pvalue.TaggedOutput(REJECTED, rejection(item, reason, "quality")) if reason else item

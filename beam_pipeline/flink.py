@@ -37,7 +37,9 @@ BEAM_JAVA_VERSION = "2.62.0"
 FLINK_MINOR = "1.19"
 FLINK_VERSION = "1.19.3"
 JOB_SERVER_MAIN = "org.apache.beam.runners.flink.FlinkJobServerDriver"
-DEFAULT_CACHE = pathlib.Path(os.environ.get("COMVINT_FLINK_CACHE", pathlib.Path.home() / ".cache" / "comvint" / "flink"))
+DEFAULT_CACHE = pathlib.Path(
+    os.environ.get("COMVINT_FLINK_CACHE", pathlib.Path.home() / ".cache" / "comvint" / "flink")
+)
 
 # What every process of a local cluster is started with (``-D`` dynamic properties).
 CLUSTER_CONFIG = {
@@ -87,7 +89,7 @@ def manifest(main_class: str, class_path: Sequence[pathlib.Path]) -> str:
     for line in lines:
         raw = line.encode()
         folded.append(raw[:72])
-        folded.extend(b" " + raw[i:i + 71] for i in range(72, len(raw), 71))
+        folded.extend(b" " + raw[i : i + 71] for i in range(72, len(raw), 71))
     return "\r\n".join(part.decode() for part in folded) + "\r\n"
 
 
@@ -116,9 +118,21 @@ def fetch_job_server(cache: pathlib.Path = DEFAULT_CACHE) -> pathlib.Path:
         raise FlinkError("no Maven (mvn) to fetch Beam's Flink job server: install it (Debian: maven)")
     home.mkdir(parents=True, exist_ok=True)
     (home / "pom.xml").write_text(job_server_pom())
-    proc = subprocess.run([mvn, "-q", "-B", "-f", str(home / "pom.xml"), "dependency:copy-dependencies",
-                           "-DincludeScope=runtime", f"-DoutputDirectory={home / 'lib'}"],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(home / "pom.xml"),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={home / 'lib'}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode:
         raise FlinkError(f"Maven could not resolve Beam {BEAM_JAVA_VERSION}'s Flink job server:\n{proc.stdout[-2000:]}")
     write_manifest_jar(jar, JOB_SERVER_MAIN, sorted((home / "lib").glob("*.jar")))
@@ -143,8 +157,12 @@ def fetch_flink(cache: pathlib.Path = DEFAULT_CACHE, python: str = sys.executabl
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         work = pathlib.Path(tmp)
         for package in ("apache-flink", "apache-flink-libraries"):
-            proc = subprocess.run([python, "-m", "pip", "download", "-q", "--no-deps", "-d", str(work),
-                                   f"{package}=={FLINK_VERSION}"], capture_output=True, text=True, check=False)
+            proc = subprocess.run(
+                [python, "-m", "pip", "download", "-q", "--no-deps", "-d", str(work), f"{package}=={FLINK_VERSION}"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if proc.returncode:
                 raise FlinkError(f"pip could not download {package}=={FLINK_VERSION}:\n{proc.stderr[-2000:]}")
         staged = work / "home"
@@ -157,7 +175,11 @@ def fetch_flink(cache: pathlib.Path = DEFAULT_CACHE, python: str = sys.executabl
                     target.write_bytes(whl.read(name))
         (sdist,) = work.glob("apache-flink-libraries-*.tar.gz")
         with tarfile.open(sdist) as tar:
-            members = [m for m in tar.getmembers() if "/deps/lib/" in m.name or m.name.endswith("/deps/bin/bash-java-utils.jar")]
+            members = [
+                m
+                for m in tar.getmembers()
+                if "/deps/lib/" in m.name or m.name.endswith("/deps/bin/bash-java-utils.jar")
+            ]
             tar.extractall(work / "libs", members=members, filter="data")
         deps = next((work / "libs").glob("*/deps"))
         shutil.copytree(deps / "lib", staged / "lib")
@@ -183,8 +205,13 @@ def rest(address: str, path: str, timeout: float = 5.0) -> dict:
         return json.load(reply)
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str, clock: Callable[[], float] = time.monotonic,
-             pause: Callable[[float], None] = time.sleep) -> None:
+def wait_for(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    clock: Callable[[], float] = time.monotonic,
+    pause: Callable[[float], None] = time.sleep,
+) -> None:
     """Poll ``check`` until it holds, or raise FlinkError naming ``what`` after ``timeout`` seconds."""
     deadline = clock() + timeout
     while not check():
@@ -205,14 +232,25 @@ class LocalCluster:
     """A standalone Flink cluster on this machine: one JobManager and ``taskmanagers`` TaskManagers,
     each its own JVM started by Flink's own scripts, with a restart strategy; logs under ``workdir``."""
 
-    def __init__(self, flink_home: pathlib.Path, workdir: pathlib.Path, taskmanagers: int = 2, slots: int = 2,
-                 config: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        flink_home: pathlib.Path,
+        workdir: pathlib.Path,
+        taskmanagers: int = 2,
+        slots: int = 2,
+        config: dict[str, str] | None = None,
+    ) -> None:
         self.home, self.workdir, self.slots = flink_home, workdir, slots
         self.rest_port, self.rpc_port = free_port(), free_port()
-        self.config = {**CLUSTER_CONFIG, "rest.port": str(self.rest_port), "rest.address": "localhost",
-                       "jobmanager.rpc.address": "localhost", "jobmanager.rpc.port": str(self.rpc_port),
-                       "taskmanager.numberOfTaskSlots": str(slots),
-                       **(config or {})}
+        self.config = {
+            **CLUSTER_CONFIG,
+            "rest.port": str(self.rest_port),
+            "rest.address": "localhost",
+            "jobmanager.rpc.address": "localhost",
+            "jobmanager.rpc.port": str(self.rpc_port),
+            "taskmanager.numberOfTaskSlots": str(slots),
+            **(config or {}),
+        }
         self.jobmanager: subprocess.Popen | None = None
         self.taskmanagers: list[subprocess.Popen] = []
         self._wanted = taskmanagers
@@ -223,14 +261,24 @@ class LocalCluster:
         return f"localhost:{self.rest_port}"
 
     def _start(self, script: str, name: str) -> subprocess.Popen:
-        env = {**os.environ, "FLINK_HOME": str(self.home), "FLINK_CONF_DIR": str(self.home / "conf"),
-               "FLINK_LOG_DIR": str(self.workdir), "FLINK_IDENT_STRING": name}
+        env = {
+            **os.environ,
+            "FLINK_HOME": str(self.home),
+            "FLINK_CONF_DIR": str(self.home / "conf"),
+            "FLINK_LOG_DIR": str(self.workdir),
+            "FLINK_IDENT_STRING": name,
+        }
         dynamic = [arg for key, value in self.config.items() for arg in ("-D", f"{key}={value}")]
         if script == "taskmanager.sh":
             dynamic += ["-D", f"taskmanager.resource-id={name}"]
         log = open(self.workdir / f"{name}.out", "ab")  # noqa: SIM115 - the process owns it
-        return subprocess.Popen([str(self.home / "bin" / script), "start-foreground", *dynamic], env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [str(self.home / "bin" / script), "start-foreground", *dynamic],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def add_taskmanager(self) -> subprocess.Popen:
         """Start one more TaskManager (as a supervisor would after losing one)."""
@@ -245,8 +293,11 @@ class LocalCluster:
         self.jobmanager = self._start("jobmanager.sh", "jobmanager")
         for _ in range(self._wanted):
             self.add_taskmanager()
-        wait_for(lambda: registered(self.address, self._wanted) or self._died(), timeout,
-                 f"{self._wanted} TaskManagers at {self.address} (logs: {self.workdir})")
+        wait_for(
+            lambda: registered(self.address, self._wanted) or self._died(),
+            timeout,
+            f"{self._wanted} TaskManagers at {self.address} (logs: {self.workdir})",
+        )
         if self._died():
             raise FlinkError(f"a Flink process exited at startup: see the logs in {self.workdir}")
         return self
@@ -306,10 +357,16 @@ class WorkerPool:
         bindir = str(pathlib.Path(self.python).parent)
         env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
         log = open(self.workdir / f"worker-pool-{self.port}.out", "ab")  # noqa: SIM115 - the process owns it
-        self.proc = subprocess.Popen([self.python, "-m", "beam_pipeline.worker_pool",
-                                      f"--service_port={self.port}"], env=env, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: listening(self.port) or self.proc.poll() is not None, timeout, f"the worker pool on {self.port}")
+        self.proc = subprocess.Popen(
+            [self.python, "-m", "beam_pipeline.worker_pool", f"--service_port={self.port}"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(
+            lambda: listening(self.port) or self.proc.poll() is not None, timeout, f"the worker pool on {self.port}"
+        )
         if self.proc.poll() is not None:
             raise FlinkError(f"the worker pool exited: see {self.workdir}")
         return self
@@ -338,13 +395,25 @@ def listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def job_flags(job_server_jar: pathlib.Path, master: str, pool: str | None, workers: int, parallelism: int = 0,
-              mode: str = "PIPELINED") -> list[str]:
+def job_flags(
+    job_server_jar: pathlib.Path,
+    master: str,
+    pool: str | None,
+    workers: int,
+    parallelism: int = 0,
+    mode: str = "PIPELINED",
+) -> list[str]:
     """The Beam options that run the job on Flink: the cluster at ``master`` (``[local]``: a mini cluster
     inside the job server), Python workers from the pool at ``pool`` (None: inside this process)."""
-    flags = ["--runner=FlinkRunner", f"--flink_master={master}", f"--flink_job_server_jar={job_server_jar}",
-             f"--llm_workers={workers}"]
-    flags += ["--environment_type=EXTERNAL", f"--environment_config={pool}"] if pool else ["--environment_type=LOOPBACK"]
+    flags = [
+        "--runner=FlinkRunner",
+        f"--flink_master={master}",
+        f"--flink_job_server_jar={job_server_jar}",
+        f"--llm_workers={workers}",
+    ]
+    flags += (
+        ["--environment_type=EXTERNAL", f"--environment_config={pool}"] if pool else ["--environment_type=LOOPBACK"]
+    )
     flags.append(f"--execution_mode_for_batch={mode}")
     return flags + ([f"--parallelism={parallelism}"] if parallelism else [])
 
@@ -354,8 +423,9 @@ def cluster_workers(address: str) -> int:
     return max(1, int(rest(address, "/overview").get("taskmanagers", 1)))
 
 
-def run_job(job_args: Sequence[str], master: str, pool: str | None, jar: pathlib.Path, parallelism: int,
-            mode: str) -> int:
+def run_job(
+    job_args: Sequence[str], master: str, pool: str | None, jar: pathlib.Path, parallelism: int, mode: str
+) -> int:
     """Run the job on the cluster at ``master`` (a failed job exits with the job's own status)."""
     from beam_pipeline import main as job  # the job itself, only when running it
 
@@ -371,35 +441,70 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m beam_pipeline.flink", description=main.__doc__)
     parser.add_argument("command", choices=("fetch", "cluster", "run"))
     parser.add_argument("--cache", type=pathlib.Path, default=DEFAULT_CACHE, help="where the jars are kept")
-    parser.add_argument("--flink_master", default="", help="run: an existing cluster's REST address host:port, "
-                        "or [local] for the job server's embedded cluster (default: start a local cluster)")
-    parser.add_argument("--worker_pool", default="", help="run: the worker pool each TaskManager reaches "
-                        "(host:port; default: one started here)")
+    parser.add_argument(
+        "--flink_master",
+        default="",
+        help="run: an existing cluster's REST address host:port, "
+        "or [local] for the job server's embedded cluster (default: start a local cluster)",
+    )
+    parser.add_argument(
+        "--worker_pool",
+        default="",
+        help="run: the worker pool each TaskManager reaches (host:port; default: one started here)",
+    )
     parser.add_argument("--taskmanagers", type=int, default=2, help="TaskManagers of a local cluster")
     parser.add_argument("--slots", type=int, default=2, help="task slots per TaskManager of a local cluster")
-    parser.add_argument("--parallelism", type=int, default=0,
-                        help="run: the job's parallelism (0: a local cluster's TaskManager count, else the cluster's default)")
-    parser.add_argument("--execution_mode_for_batch", default="PIPELINED", choices=("PIPELINED", "BATCH_FORCED"),
-                        help="run: Flink's exchanges (BATCH_FORCED: blocking, stage by stage, in less network memory)")
+    parser.add_argument(
+        "--parallelism",
+        type=int,
+        default=0,
+        help="run: the job's parallelism (0: a local cluster's TaskManager count, else the cluster's default)",
+    )
+    parser.add_argument(
+        "--execution_mode_for_batch",
+        default="PIPELINED",
+        choices=("PIPELINED", "BATCH_FORCED"),
+        help="run: Flink's exchanges (BATCH_FORCED: blocking, stage by stage, in less network memory)",
+    )
     parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("build/flink"), help="the cluster's logs")
     args, job_args = parser.parse_known_args(argv)
     try:
         jar = fetch_job_server(args.cache)
         if args.command == "run" and args.flink_master:
             with contextlib.ExitStack() as stack:
-                pool = args.worker_pool or (None if args.flink_master == "[local]" else
-                                            stack.enter_context(WorkerPool(args.workdir)).address)
+                pool = args.worker_pool or (
+                    None if args.flink_master == "[local]" else stack.enter_context(WorkerPool(args.workdir)).address
+                )
                 return run_job(job_args, args.flink_master, pool, jar, args.parallelism, args.execution_mode_for_batch)
         home = fetch_flink(args.cache)
         if args.command == "fetch":
             print(json.dumps({"job_server_jar": str(jar), "flink_home": str(home)}))
             return 0
-        with LocalCluster(home, args.workdir, args.taskmanagers, args.slots) as cluster, WorkerPool(args.workdir) as pool:
+        with (
+            LocalCluster(home, args.workdir, args.taskmanagers, args.slots) as cluster,
+            WorkerPool(args.workdir) as pool,
+        ):
             if args.command == "run":
-                return run_job(job_args, cluster.address, pool.address, jar, args.parallelism or args.taskmanagers,
-                               args.execution_mode_for_batch)
-            print(json.dumps({"flink_master": cluster.address, "worker_pool": pool.address, "job_server_jar": str(jar),
-                              "taskmanagers": args.taskmanagers, "pids": cluster.pids()}), flush=True)
+                return run_job(
+                    job_args,
+                    cluster.address,
+                    pool.address,
+                    jar,
+                    args.parallelism or args.taskmanagers,
+                    args.execution_mode_for_batch,
+                )
+            print(
+                json.dumps(
+                    {
+                        "flink_master": cluster.address,
+                        "worker_pool": pool.address,
+                        "job_server_jar": str(jar),
+                        "taskmanagers": args.taskmanagers,
+                        "pids": cluster.pids(),
+                    }
+                ),
+                flush=True,
+            )
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})  # after the children started
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
     except FlinkError as err:

@@ -46,8 +46,14 @@ class CommitToLake(beam.PTransform):
     parallel, only once ``gate`` — the checked run statistics — exists), then one commit per table and
     ``<output>/lake.json`` with what each commit did."""
 
-    def __init__(self, cfg: lake.LakeConfig, output: str, gate: beam.PCollection, num_shards: int = 0,
-                 target_bytes: int = SHARD_TARGET_BYTES) -> None:
+    def __init__(
+        self,
+        cfg: lake.LakeConfig,
+        output: str,
+        gate: beam.PCollection,
+        num_shards: int = 0,
+        target_bytes: int = SHARD_TARGET_BYTES,
+    ) -> None:
         super().__init__()
         self._cfg, self._output, self._gate, self._shards, self._target = cfg, output, gate, num_shards, target_bytes
 
@@ -59,8 +65,16 @@ class CommitToLake(beam.PTransform):
             files = (
                 outputs[name]
                 | f"{label}Rows" >> beam.Map(to_row)
-                | f"Write{label}Files" >> WriteShards(lake.data_dir(self._cfg, table), _row_key, write, ".parquet",
-                                                          self._shards, gate=self._gate, target_bytes=self._target)
+                | f"Write{label}Files"
+                >> WriteShards(
+                    lake.data_dir(self._cfg, table),
+                    _row_key,
+                    write,
+                    ".parquet",
+                    self._shards,
+                    gate=self._gate,
+                    target_bytes=self._target,
+                )
             )
             commits.append(
                 files.pipeline

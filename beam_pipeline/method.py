@@ -44,8 +44,17 @@ def _filter(ann: dict[str, Any], cfg: MethodConfig):
     if reason is None:
         yield ann
     else:
-        yield beam.pvalue.TaggedOutput(REJECTED, {"image_id": ann["image_id"], "source": ann["source"], "family": FAMILY[ann["source"]],
-                                                  "stage": "filter", "reason": reason, "round": None})
+        yield beam.pvalue.TaggedOutput(
+            REJECTED,
+            {
+                "image_id": ann["image_id"],
+                "source": ann["source"],
+                "family": FAMILY[ann["source"]],
+                "stage": "filter",
+                "reason": reason,
+                "round": None,
+            },
+        )
 
 
 def _eliminate(item: dict[str, Any]):
@@ -65,7 +74,9 @@ class AttachTopics(beam.PTransform):
             | "DocumentFrequency" >> beam.combiners.Count.PerElement()
         )
         return anns | "PickTopic" >> beam.Map(
-            lambda a, freq: {**a, "_topic": topics.rarest(topics.object_terms(a), freq)} if a["source"] == "visual_genome" else a,
+            lambda a, freq: (
+                {**a, "_topic": topics.rarest(topics.object_terms(a), freq)} if a["source"] == "visual_genome" else a
+            ),
             beam.pvalue.AsDict(df),
         )
 
@@ -112,7 +123,8 @@ class GenerateComplexInstructions(beam.PTransform):
         aside = StageOutputs(kept[REJECTED])
         # Synthesize: the annotations were spread over the workers just before (SpreadAnnotations): no second reshuffle.
         generated = aside.add(topics | "GenerateInstructions" >> RunStage(Synthesize(cfg), llm, reshuffle=False))
-        # Later stages are handed each item beside its image's record: one copy per image in a shuffle, not one per item.
+        # Later stages are handed each item beside its image's record: one copy per image in a shuffle, not one per
+        # item.
         records = topics | "PackAnnotations" >> beam.Map(lambda a: (unit_of(a), pack(a)))
         steps = {"images_used": kept[OK], "synthesized": generated.ok}
         verified, verdicts, created = [], [], [generated.ok]
@@ -123,23 +135,34 @@ class GenerateComplexInstructions(beam.PTransform):
             judged = aside.add(checked[OK] | f"VerifyRound{r}" >> RunStage(Verify(cfg), llm, annotations=records))
             verified.append(judged.ok)
             steps[f"verified_round_{r}"] = judged.ok
-            verdicts += [judged.ok | f"PassedRound{r}" >> beam.Map(_verdict, "passed"),
-                         judged.rejected | f"FailedRound{r}" >> beam.Map(_verdict, "failed")]
+            verdicts += [
+                judged.ok | f"PassedRound{r}" >> beam.Map(_verdict, "passed"),
+                judged.rejected | f"FailedRound{r}" >> beam.Map(_verdict, "failed"),
+            ]
             if r < cfg.rounds:
-                candidates = aside.add(judged.ok | f"ComplicateRound{r + 1}" >> RunStage(Complicate(cfg), llm, annotations=records)).ok
+                candidates = aside.add(
+                    judged.ok | f"ComplicateRound{r + 1}" >> RunStage(Complicate(cfg), llm, annotations=records)
+                ).ok
                 steps[f"complicated_round_{r + 1}"] = candidates
                 created.append(candidates)
         all_verified = flatten_packed(verified, "Verified")
-        chosen = unpack_records(all_verified, "Verified") | "ChooseForReformulation" >> beam.Filter(reformulate_selected, cfg)
+        chosen = unpack_records(all_verified, "Verified") | "ChooseForReformulation" >> beam.Filter(
+            reformulate_selected, cfg
+        )
         closed = aside.add(chosen | "ReformulateInstructions" >> RunStage(Reformulate(cfg), llm, annotations=records))
         steps["reformulated"] = closed.ok
         created.append(closed.ok)
         if cfg.verify_reformulations:  # each Bool and multiple-choice record judged itself
-            closed_ok = aside.add(closed.ok | "VerifyReformulations" >> RunStage(VerifyReformulated(cfg), llm, annotations=records)).ok
+            closed_ok = aside.add(
+                closed.ok | "VerifyReformulations" >> RunStage(VerifyReformulated(cfg), llm, annotations=records)
+            ).ok
             steps["verified_reformulated"] = closed_ok
         else:
             closed_ok = closed.ok | "InheritVerdicts" >> beam.Map(inherited)
-        instructions = (all_verified, closed_ok | "PackReformulated" >> beam.Map(pack)) | "MergeFormats" >> beam.Flatten()
+        instructions = (
+            all_verified,
+            closed_ok | "PackReformulated" >> beam.Map(pack),
+        ) | "MergeFormats" >> beam.Flatten()
         return MethodResult(
             unpack_records(instructions, "Instructions"),
             aside.rejected | "MergeRejected" >> beam.Flatten(),
@@ -148,7 +171,8 @@ class GenerateComplexInstructions(beam.PTransform):
             verdicts | "MergeVerdicts" >> beam.Flatten(),
             funnel_marks(steps) | "MergeFunnel" >> beam.Flatten(),
             aside.skipped | "MergeSkipped" >> beam.Flatten(),
-            [pc | f"CreatedIds{k}" >> beam.Map(lambda it: it["id"]) for k, pc in enumerate(created)] | "MergeCreated" >> beam.Flatten(),
+            [pc | f"CreatedIds{k}" >> beam.Map(lambda it: it["id"]) for k, pc in enumerate(created)]
+            | "MergeCreated" >> beam.Flatten(),
         )
 
 

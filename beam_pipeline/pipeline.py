@@ -70,9 +70,15 @@ def read_annotations(p: beam.Pipeline, opts: ComvintOptions) -> Read:
         reads.append(p | "ReadFlickr30k" >> ReadFlickr30k(flickr_root, split, unrelated, opts.limit))
     if vg_regions:
         reads.append(
-            p | "ReadVisualGenome" >> ReadVisualGenome(
-                vg_regions, vg_image_data, opts.vg_split_mb << 20, opts.limit,
-                scene_files(vg_regions, opts.vg_objects, opts.vg_attributes, opts.vg_relationships))
+            p
+            | "ReadVisualGenome"
+            >> ReadVisualGenome(
+                vg_regions,
+                vg_image_data,
+                opts.vg_split_mb << 20,
+                opts.limit,
+                scene_files(vg_regions, opts.vg_objects, opts.vg_attributes, opts.vg_relationships),
+            )
         )
     records = [r.records for r in reads] | "MergeAnnotations" >> beam.Flatten()
     failures = [r.failures for r in reads] | "MergeIngestFailures" >> beam.Flatten()
@@ -86,8 +92,15 @@ def lake_of(options: PipelineOptions, run_id: str) -> lake.LakeConfig | None:
         return None
     if opts.stages == "ingest":
         raise lake.LakeError("--lake commits instructions: it needs --stages all, not ingest")
-    return lake.lake_config(opts.lake, opts.output, opts.lake_table, opts.lake_catalog, opts.lake_uri, run_id,
-                            lake.config_hash(content_settings(options)))
+    return lake.lake_config(
+        opts.lake,
+        opts.output,
+        opts.lake_table,
+        opts.lake_catalog,
+        opts.lake_uri,
+        run_id,
+        lake.config_hash(content_settings(options)),
+    )
 
 
 def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
@@ -117,7 +130,8 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
     write_outputs(sinks, stats, opts)
     if tables:
         {k: sinks[k] for k in ("instructions", "rejected")} | "CommitToLake" >> CommitToLake(
-            tables, opts.output, stats, opts.num_shards, shard_bytes(opts))
+            tables, opts.output, stats, opts.num_shards, shard_bytes(opts)
+        )
     if opts.stages != "ingest":
         report_run(annotations, sinks, stats, opts)
     return p
@@ -126,8 +140,10 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
 def run_method(annotations, failures, opts: ComvintOptions, run_id: str) -> tuple[dict[str, beam.PCollection], dict]:
     """The method, quality filters and dedup: the run's sinks (and what stats.json counts) and its settings."""
     llm = config_from_mapping({**opts.get_all_options(), "run_id": run_id})
-    method = annotations | "SpreadAnnotations" >> SpreadPacked() | "RunMethod" >> GenerateComplexInstructions(
-        method_config(opts, llm), llm
+    method = (
+        annotations
+        | "SpreadAnnotations" >> SpreadPacked()
+        | "RunMethod" >> GenerateComplexInstructions(method_config(opts, llm), llm)
     )
     screened = (
         method.instructions
@@ -142,11 +158,20 @@ def run_method(annotations, failures, opts: ComvintOptions, run_id: str) -> tupl
         "instructions": unique.kept | "Publish" >> beam.Map(public),
         "rejected": (method.rejected, screened.rejected, unique.rejected) | "MergeRejected" >> beam.Flatten(),
         "failures": (failures, method.failed) | "MergeFailures" >> beam.Flatten(),
-        "llm": method.usage, "verdicts": method.verdicts, "skipped": method.skipped, "items": method.created,
+        "llm": method.usage,
+        "verdicts": method.verdicts,
+        "skipped": method.skipped,
+        "items": method.created,
         "funnel": (method.funnel, *funnel_marks(steps)) | "MergeFunnel" >> beam.Flatten(),
     }
-    extra = {"llm_backend": llm.backend, "llm_mode": llm.mode, "rounds": opts.rounds, "max_per_cluster": opts.max_per_cluster,
-             "dedup_threshold": opts.dedup_threshold, "exports": list(parse_formats(opts.export))}
+    extra = {
+        "llm_backend": llm.backend,
+        "llm_mode": llm.mode,
+        "rounds": opts.rounds,
+        "max_per_cluster": opts.max_per_cluster,
+        "dedup_threshold": opts.dedup_threshold,
+        "exports": list(parse_formats(opts.export)),
+    }
     return sinks, extra
 
 
@@ -198,4 +223,6 @@ def _rejected_key(record) -> str:
 
 
 def _failure_key(failure) -> str:
-    return "|".join(str(v) for v in (failure.unit_key(), failure.stage, failure.item_id, failure.reason, failure.detail))
+    return "|".join(
+        str(v) for v in (failure.unit_key(), failure.stage, failure.item_id, failure.reason, failure.detail)
+    )

@@ -29,7 +29,12 @@ SAMPLE_DIR = "report_sample"
 REPORT_FILE = "report.html"
 MAX_PICTURE_BYTES = 1 << 20  # a larger image file is drawn as a neutral canvas
 MAX_PICTURES_BYTES = 24 << 20  # what the report embeds of image files at most
-MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF8", "image/gif"), (b"RIFF", "image/webp"))
+MAGIC = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF8", "image/gif"),
+    (b"RIFF", "image/webp"),
+)
 
 
 def image_mime(data: bytes) -> str | None:
@@ -65,7 +70,8 @@ class SampleForReport(beam.PTransform):
         seed = self._seed
         chosen = (
             pcolls["annotations"]
-            | "RankImages" >> beam.Map(lambda a: (a["source"], (sample.rank(seed, run_stats.unit_of(a)), run_stats.unit_of(a), a)))
+            | "RankImages"
+            >> beam.Map(lambda a: (a["source"], (sample.rank(seed, run_stats.unit_of(a)), run_stats.unit_of(a), a)))
             | "ChooseImages" >> beam.combiners.Top.SmallestPerKey(self._n, key=lambda v: v[:2])
             | "Geometry" >> beam.FlatMap(lambda kv: [(unit, sample.geometry(ann)) for _, unit, ann in kv[1]])
         )
@@ -102,7 +108,9 @@ def read_pictures(entries: list[Mapping[str, Any]], image_root: str | None) -> d
     return pictures
 
 
-def write_report(stats: Mapping[str, Any], output: str, image_root: str | None, entries: list[Mapping[str, Any]]) -> str:
+def write_report(
+    stats: Mapping[str, Any], output: str, image_root: str | None, entries: list[Mapping[str, Any]]
+) -> str:
     """Render and write ``<output>/report.html``; return its path."""
     path = join(output, REPORT_FILE)
     html = page.render(page.page_data(stats, list(entries), read_pictures(entries, image_root), output))
@@ -124,12 +132,20 @@ def read_output(output: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``stats.json`` and the report sample of an output folder."""
     stats = json.loads(read_text(join(output, "stats.json")))
     matches = FileSystems.match([join(output, SAMPLE_DIR, "*.jsonl")])[0].metadata_list
-    entries = [json.loads(line) for m in sorted(matches, key=lambda m: m.path) for line in read_text(m.path).splitlines() if line]
+    entries = [
+        json.loads(line)
+        for m in sorted(matches, key=lambda m: m.path)
+        for line in read_text(m.path).splitlines()
+        if line
+    ]
     return stats, entries
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(prog="python -m beam_pipeline.report", description="Rebuild report.html and the dataset card README.md of a ComVint output folder.")
+    parser = argparse.ArgumentParser(
+        prog="python -m beam_pipeline.report",
+        description="Rebuild report.html and the dataset card README.md of a ComVint output folder.",
+    )
     parser.add_argument("output", help="the run's --output (local path or gs://)")
     parser.add_argument("--image_root", default=None, help="where the image files are, to draw boxes over them")
     args = parser.parse_args(argv)

@@ -57,7 +57,9 @@ def read_gcp_secret(version_name: str) -> str:
 def shared_server(config: LLMConfig) -> MultiProcessShared:
     """The one :class:`LocalServer` of this worker machine for ``--llm_server_cmd`` (its SDK processes share it)."""
     tag = "comvint-llm-server-" + hashlib.sha256(config.server_cmd.encode()).hexdigest()[:16]
-    return MultiProcessShared(lambda: LocalServer(config.server_cmd, config.server_startup_s), tag=tag, always_proxy=True)
+    return MultiProcessShared(
+        lambda: LocalServer(config.server_cmd, config.server_startup_s), tag=tag, always_proxy=True
+    )
 
 
 class RunStageFn(beam.DoFn):
@@ -76,13 +78,21 @@ class RunStageFn(beam.DoFn):
 
     PROGRESS_EVERY_S = 10.0
 
-    def __init__(self, stage: Stage, config: LLMConfig, backend: Callable[[], Backend] | None = None,
-                 read_secret: Callable[[str], str] = read_gcp_secret) -> None:
+    def __init__(
+        self,
+        stage: Stage,
+        config: LLMConfig,
+        backend: Callable[[], Backend] | None = None,
+        read_secret: Callable[[str], str] = read_gcp_secret,
+    ) -> None:
         self._stage, self._config, self._backend = stage, config, backend  # backend: a factory, called in setup()
         self._read_secret = read_secret
         self._backlog = config.concurrency * BACKLOG_FACTOR
         name = stage.name
-        self._counters = {k: Metrics.counter(f"comvint.{name}", k) for k in ("requests", "cache_hits", "failures", "emitted", "rejected", "skipped")}
+        self._counters = {
+            k: Metrics.counter(f"comvint.{name}", k)
+            for k in ("requests", "cache_hits", "failures", "emitted", "rejected", "skipped")
+        }
         self._prompt_tokens = Metrics.counter(f"comvint.{name}", "prompt_tokens")
         self._completion_tokens = Metrics.counter(f"comvint.{name}", "completion_tokens")
         self._latency = Metrics.distribution(f"comvint.{name}", "latency_ms")
@@ -94,7 +104,11 @@ class RunStageFn(beam.DoFn):
         cache = ResponseCache(FileSystemsStore(self._config.cache_dir)) if self._config.cache_dir else None
         self._runner = self._loop.run_until_complete(self._make_runner(cache))
         config = self._config
-        self._pictures = Pictures(config.image_root, config.image_detail, config.image_max_px) if self._stage.name in config.image_stages else None
+        self._pictures = (
+            Pictures(config.image_root, config.image_detail, config.image_max_px)
+            if self._stage.name in config.image_stages
+            else None
+        )
 
     async def _make_runner(self, cache: ResponseCache | None) -> StageRunner:
         config = self._config
@@ -103,22 +117,33 @@ class RunStageFn(beam.DoFn):
             self._shared_server = shared_server(config)
             self._server = self._shared_server.acquire()
             endpoint = dataclasses.replace(config, base_url=self._server.attach(), server_cmd=None)
-            _LOGGER.info("Stage %s: model %s on the worker's own server at %s", self._stage.name, config.model_for(self._stage.name),
-                         endpoint.base_url)
+            _LOGGER.info(
+                "Stage %s: model %s on the worker's own server at %s",
+                self._stage.name,
+                config.model_for(self._stage.name),
+                endpoint.base_url,
+            )
         if self._backend is not None:
             backend = self._backend()
         else:
             ledger = FileSystemsLedgerStore(config.cache_dir) if config.mode == "batch" else None
             backend = make_backend(config, self._read_secret, ledger, endpoint)
             where = {"batch": f"through the Batch API at {redact_url(config.base_url)}"}.get(config.mode) or (
-                f"at {redact_url(config.base_url)}" if config.backend == "openai" and not config.server_cmd else None)
+                f"at {redact_url(config.base_url)}" if config.backend == "openai" and not config.server_cmd else None
+            )
             if where:
                 _LOGGER.info("Stage %s: model %s %s", self._stage.name, config.model_for(self._stage.name), where)
             if isinstance(backend, OfflineBackend):
                 cache = None  # the offline engine is deterministic and cheap: nothing to cache
         # One throttle per worker process and endpoint: a refusal slows every stage of the worker.
-        throttle = shared_throttle(f"{config.backend}|{config.base_url}", min(START_IN_FLIGHT, config.concurrency), config.concurrency,
-                                   config.rpm, config.tpm, config.workers)
+        throttle = shared_throttle(
+            f"{config.backend}|{config.base_url}",
+            min(START_IN_FLIGHT, config.concurrency),
+            config.concurrency,
+            config.rpm,
+            config.tpm,
+            config.workers,
+        )
         return StageRunner(config, backend, cache, throttle, budget=shared_budget(config.run_id, config.max_cost_usd))
 
     def _check(self, item: Any, ann: Any):
@@ -140,10 +165,15 @@ class RunStageFn(beam.DoFn):
 
     def _batch_counts(self) -> dict[str, int]:
         backend = self._runner.backend
-        return {"batches": getattr(backend, "batches_submitted", 0), "batch_lines": getattr(backend, "lines_submitted", 0),
-                "batches_resumed": getattr(backend, "batches_resumed", 0)}
+        return {
+            "batches": getattr(backend, "batches_submitted", 0),
+            "batch_lines": getattr(backend, "lines_submitted", 0),
+            "batches_resumed": getattr(backend, "batches_resumed", 0),
+        }
 
-    def process(self, pair: tuple[Any, Any], window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam) -> Iterator[Any]:
+    def process(
+        self, pair: tuple[Any, Any], window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam
+    ) -> Iterator[Any]:
         item, ann = pair
         calls = self._stage.calls(item, ann)
         if self._pictures is not None:
@@ -155,7 +185,13 @@ class RunStageFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(FAILED, WindowedValue(record, timestamp, (window,)))
                 return
         check = self._check(item, ann) if len(calls) == 1 else None
-        self._pending[self._loop.create_task(self._runner.run(calls, check))] = (item, ann, len(calls), window, timestamp)
+        self._pending[self._loop.create_task(self._runner.run(calls, check))] = (
+            item,
+            ann,
+            len(calls),
+            window,
+            timestamp,
+        )
         self._queued += len(calls)
         self._issued += len(calls)
         while self._queued > self._backlog and not self._runner.batch:  # batch mode: queue the whole bundle first
@@ -165,11 +201,22 @@ class RunStageFn(beam.DoFn):
         """The calls with the item's picture (read once per worker); their records will say this stage saw it."""
         config = self._config
         pic = self._pictures.get(item["image"])
-        tokens = 0 if config.backend == "offline" else image_tokens(
-            config.model_for(self._stage.name), pic.width, pic.height, config.image_detail, config.image_tokens)
-        return [dataclasses.replace(call, messages=with_picture(call.messages, pic, config.image_detail),
-                                    images=(*call.images, picture_id(pic, config.image_detail)), image_tokens=call.image_tokens + tokens)
-                for call in calls]
+        tokens = (
+            0
+            if config.backend == "offline"
+            else image_tokens(
+                config.model_for(self._stage.name), pic.width, pic.height, config.image_detail, config.image_tokens
+            )
+        )
+        return [
+            dataclasses.replace(
+                call,
+                messages=with_picture(call.messages, pic, config.image_detail),
+                images=(*call.images, picture_id(pic, config.image_detail)),
+                image_tokens=call.image_tokens + tokens,
+            )
+            for call in calls
+        ]
 
     def finish_bundle(self) -> Iterator[Any]:
         if self._runner.batch:
@@ -182,13 +229,17 @@ class RunStageFn(beam.DoFn):
             # the bundle's CPU and batches, counted once
             usage = {**usage, "client_cpu_ms": self._cpu_ms if k == 0 else 0.0, **(batches if k == 0 else {})}
             self._record_usage(usage)
-            yield beam.pvalue.TaggedOutput(USAGE, WindowedValue({self._stage.name: usage}, window.max_timestamp(), (window,)))
+            yield beam.pvalue.TaggedOutput(
+                USAGE, WindowedValue({self._stage.name: usage}, window.max_timestamp(), (window,))
+            )
 
     def _send_batches(self) -> None:
         """Flush the batch backend whenever every open call waits for it (retries make follow-up batches)."""
         runner = self._runner
         cpu = time.thread_time()
-        while self._loop.run_until_complete(flush_when_waiting(runner.backend, lambda: self._issued - runner.finished, self._stage.name)):
+        while self._loop.run_until_complete(
+            flush_when_waiting(runner.backend, lambda: self._issued - runner.finished, self._stage.name)
+        ):
             pass
         self._cpu_ms += (time.thread_time() - cpu) * 1000
 
@@ -220,9 +271,17 @@ class RunStageFn(beam.DoFn):
         self._logged_at, p = now, self._progress
         _LOGGER.info(
             "Stage %s: %d calls done, %d requests in flight on this worker (limit %d), %d cache hits, %d refusals, "
-            "%d retries, %d tokens, estimated cost $%.2f", self._stage.name, p.get("calls", 0), self._runner.throttle.in_flight,
-            int(self._runner.throttle.limit), p.get("cache_hits", 0), p.get("retries", {}).get("rate_limited", 0),
-            sum(p.get("retries", {}).values()), p.get("prompt_tokens", 0) + p.get("completion_tokens", 0), p.get("cost", 0.0))
+            "%d retries, %d tokens, estimated cost $%.2f",
+            self._stage.name,
+            p.get("calls", 0),
+            self._runner.throttle.in_flight,
+            int(self._runner.throttle.limit),
+            p.get("cache_hits", 0),
+            p.get("retries", {}).get("rate_limited", 0),
+            sum(p.get("retries", {}).values()),
+            p.get("prompt_tokens", 0) + p.get("completion_tokens", 0),
+            p.get("cost", 0.0),
+        )
 
     def _count(self, tag: str) -> None:
         self._counters[{OK: "emitted", REJECTED: "rejected", FAILED: "failures", SKIPPED: "skipped"}[tag]].inc()
@@ -259,8 +318,8 @@ class SpreadPacked(beam.PTransform):
 
 
 class GroupForBatches(beam.PTransform):
-    """(item, annotation) pairs -> the same pairs, regrouped so that one bundle holds about one batch file's worth of calls
-    (``--llm_batch_max_requests`` lines, ``--llm_batch_max_mb``), whatever the upstream bundle sizes."""
+    """(item, annotation) pairs -> the same pairs, regrouped so that one bundle holds about one batch file's worth
+    of calls (``--llm_batch_max_requests`` lines, ``--llm_batch_max_mb``), whatever the upstream bundle sizes."""
 
     def __init__(self, stage: Stage, config: LLMConfig) -> None:
         super().__init__()
@@ -268,12 +327,18 @@ class GroupForBatches(beam.PTransform):
 
     def expand(self, items):
         stage, config = self._stage, self._config
-        totals = items | "RequestSizes" >> beam.Map(lambda pair: request_size(stage.calls(*pair))) | "TotalRequestSize" >> beam.CombineGlobally(
-            add_sizes)
+        totals = (
+            items
+            | "RequestSizes" >> beam.Map(lambda pair: request_size(stage.calls(*pair)))
+            | "TotalRequestSize" >> beam.CombineGlobally(add_sizes)
+        )
         return (
             items
-            | "KeyByBatch" >> beam.Map(lambda pair, t: (stable_int(item_key(pair[0])) % batch_groups(t, config), pack(pair)),
-                                       beam.pvalue.AsSingleton(totals))
+            | "KeyByBatch"
+            >> beam.Map(
+                lambda pair, t: (stable_int(item_key(pair[0])) % batch_groups(t, config), pack(pair)),
+                beam.pvalue.AsSingleton(totals),
+            )
             | "GroupIntoBatchFiles" >> beam.GroupByKey()
             | "Ungroup" >> beam.FlatMap(lambda group: map(unpack, group[1]))
         )
@@ -307,8 +372,14 @@ class RunStage(beam.PTransform):
     shuffle's values decoded until its consumer runs, and a packed item costs a fraction of a dict.
     """
 
-    def __init__(self, stage: Stage, config: LLMConfig, reshuffle: bool = True, backend: Callable[[], Backend] | None = None,
-                 annotations: beam.PCollection | None = None) -> None:
+    def __init__(
+        self,
+        stage: Stage,
+        config: LLMConfig,
+        reshuffle: bool = True,
+        backend: Callable[[], Backend] | None = None,
+        annotations: beam.PCollection | None = None,
+    ) -> None:
         super().__init__()
         self._stage, self._config, self._reshuffle, self._backend = stage, config, reshuffle, backend
         self._annotations = annotations
@@ -316,8 +387,11 @@ class RunStage(beam.PTransform):
     def expand(self, items) -> StageResult:
         if self._annotations is not None:
             keyed = items | "KeyByImage" >> beam.Map(lambda it: (unit_of(it), pack(it)))
-            pairs = {"ann": self._annotations, "items": keyed} | "JoinAnnotations" >> beam.CoGroupByKey() | (
-                "PairWithAnnotations" >> beam.FlatMap(pair_with_annotation))
+            pairs = (
+                {"ann": self._annotations, "items": keyed}
+                | "JoinAnnotations" >> beam.CoGroupByKey()
+                | ("PairWithAnnotations" >> beam.FlatMap(pair_with_annotation))
+            )
         else:
             if self._reshuffle:
                 items = items | "Spread" >> SpreadPacked()
@@ -325,5 +399,6 @@ class RunStage(beam.PTransform):
         if self._config.mode == "batch":
             pairs = pairs | "GroupForBatches" >> GroupForBatches(self._stage, self._config)
         results = pairs | "Call" >> beam.ParDo(RunStageFn(self._stage, self._config, self._backend)).with_outputs(
-            REJECTED, FAILED, USAGE, SKIPPED, main=OK)
+            REJECTED, FAILED, USAGE, SKIPPED, main=OK
+        )
         return StageResult(results[OK], results[REJECTED], results[FAILED], results[USAGE], results[SKIPPED])

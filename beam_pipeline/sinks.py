@@ -33,8 +33,15 @@ class WriteJsonLines(beam.PTransform):
     without it, records stream straight to the files (for the large annotation output).
     """
 
-    def __init__(self, prefix: str, name: str, num_shards: int = 1, sort_key=None, gate: beam.PCollection | None = None,
-                 target_bytes: int = SHARD_TARGET_BYTES) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        name: str,
+        num_shards: int = 1,
+        sort_key=None,
+        gate: beam.PCollection | None = None,
+        target_bytes: int = SHARD_TARGET_BYTES,
+    ) -> None:
         super().__init__()
         self._prefix, self._name, self._shards, self._sort_key = prefix, name, num_shards, sort_key
         self._gate, self._target = gate, target_bytes
@@ -42,9 +49,17 @@ class WriteJsonLines(beam.PTransform):
     def expand(self, records):
         if self._sort_key is None:
             lines = records | "ToJson" >> beam.Map(to_json_line)
-            return lines | "Write" >> beam.io.WriteToText(join(self._prefix, self._name, "part"), file_name_suffix=".jsonl")
+            return lines | "Write" >> beam.io.WriteToText(
+                join(self._prefix, self._name, "part"), file_name_suffix=".jsonl"
+            )
         return records | "Shards" >> WriteShards(
-            join(self._prefix, self._name), self._sort_key, write_jsonl_shard, ".jsonl", self._shards, self._gate, self._target
+            join(self._prefix, self._name),
+            self._sort_key,
+            write_jsonl_shard,
+            ".jsonl",
+            self._shards,
+            self._gate,
+            self._target,
         )
 
 
@@ -61,8 +76,16 @@ class WriteShards(beam.PTransform):
     fails its check leaves no output that looks complete. Output: the written paths.
     """
 
-    def __init__(self, directory: str, sort_key, write, suffix: str, num_shards: int = 0,
-                 gate: beam.PCollection | None = None, target_bytes: int = SHARD_TARGET_BYTES) -> None:
+    def __init__(
+        self,
+        directory: str,
+        sort_key,
+        write,
+        suffix: str,
+        num_shards: int = 0,
+        gate: beam.PCollection | None = None,
+        target_bytes: int = SHARD_TARGET_BYTES,
+    ) -> None:
         super().__init__()
         self._dir, self._key, self._write, self._suffix = directory, sort_key, write, suffix
         self._shards, self._gate, self._target = num_shards, gate, target_bytes
@@ -89,8 +112,11 @@ class WriteShards(beam.PTransform):
             | "GroupShards" >> beam.GroupByKey()
             | "WriteShard" >> beam.Map(write_sorted_shard, self._dir, self._write, self._suffix, shards, *gate)
         )
-        written.pipeline | "OnceClean" >> beam.Create([None]) | "RemoveStaleShards" >> beam.Map(
-            remove_stale_shards, self._dir, self._suffix, beam.pvalue.AsList(written))
+        (
+            written.pipeline
+            | "OnceClean" >> beam.Create([None])
+            | "RemoveStaleShards" >> beam.Map(remove_stale_shards, self._dir, self._suffix, beam.pvalue.AsList(written))
+        )
         return written
 
 
@@ -113,7 +139,7 @@ def pack_line(key: str, line: str) -> bytes:
 
 def unpack_line(value: bytes) -> tuple[str, bytes]:
     """``pack_line``'s value -> (key, the line's UTF-8 bytes)."""
-    text = unpack_text(value[_LINE_HEAD.size:])
+    text = unpack_text(value[_LINE_HEAD.size :])
     size = int.from_bytes(text[:4], "big")
     return text[4 : 4 + size].decode("utf-8"), text[4 + size :]
 
@@ -131,8 +157,9 @@ def shard_path(directory: str, shard: int, shards: int, suffix: str) -> str:
     return join(directory, f"part-{shard:05d}-of-{shards:05d}{suffix}")
 
 
-def write_sorted_shard(group: tuple[int, Iterable[bytes | None]], directory: str, write, suffix: str,
-                       shards: int, _gate: Any = None) -> str:
+def write_sorted_shard(
+    group: tuple[int, Iterable[bytes | None]], directory: str, write, suffix: str, shards: int, _gate: Any = None
+) -> str:
     """Write one shard's JSON lines sorted by key, in the format of ``write``; return the path."""
     shard, values = group
     lines = [line for _, line in sorted(unpack_line(value) for value in values if value is not None)]
@@ -169,5 +196,6 @@ class WriteConvertFiles(beam.PTransform):
         return (
             records
             | "OnlyFlickr" >> beam.Filter(lambda r: r["source"] == FLICKR)
-            | "WriteConvert" >> beam.Map(lambda r: write_text(join(directory, f"{r['image_id']}.txt"), flickr30k.convert_record(r)))
+            | "WriteConvert"
+            >> beam.Map(lambda r: write_text(join(directory, f"{r['image_id']}.txt"), flickr30k.convert_record(r)))
         )

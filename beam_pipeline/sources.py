@@ -179,18 +179,34 @@ def _join_scene(element: tuple[str, dict[str, list]], limited: bool, scene: bool
     image the region file lacks go to failures (unless ``--limit`` left that image out on purpose)."""
     image_id, grouped = element
     records, parts = grouped["regions"], [p for key in visual_genome.SCENE_KEYS for p in grouped.get(key, [])]
-    records = sorted(records, key=lambda r: json.dumps(r, sort_keys=True))  # one image twice: the same one kept on every run
+    records = sorted(
+        records, key=lambda r: json.dumps(r, sort_keys=True)
+    )  # one image twice: the same one kept on every run
     for k, record in enumerate(records):
         if k:
-            yield beam.pvalue.TaggedOutput(FAILED, Failure(
-                stage="ingest", reason="ingest_duplicate_image", source=visual_genome.VISUAL_GENOME, image_id=image_id,
-                detail=f"image {image_id} appears {len(records)} times in the region file; the first is kept"))
+            yield beam.pvalue.TaggedOutput(
+                FAILED,
+                Failure(
+                    stage="ingest",
+                    reason="ingest_duplicate_image",
+                    source=visual_genome.VISUAL_GENOME,
+                    image_id=image_id,
+                    detail=f"image {image_id} appears {len(records)} times in the region file; the first is kept",
+                ),
+            )
         else:
             yield visual_genome.attach_scene(record, parts) if scene else record
     if not records and parts and not limited:
-        yield beam.pvalue.TaggedOutput(FAILED, Failure(
-            stage="ingest", reason="ingest_vg_no_regions", source=visual_genome.VISUAL_GENOME, image_id=image_id,
-            detail=f"objects, attributes or relationships of image {image_id}, which the region file does not have"))
+        yield beam.pvalue.TaggedOutput(
+            FAILED,
+            Failure(
+                stage="ingest",
+                reason="ingest_vg_no_regions",
+                source=visual_genome.VISUAL_GENOME,
+                image_id=image_id,
+                detail=f"objects, attributes or relationships of image {image_id}, which the region file does not have",
+            ),
+        )
 
 
 def _image_data_entries(path: str) -> Iterator[Any]:
@@ -199,9 +215,12 @@ def _image_data_entries(path: str) -> Iterator[Any]:
     try:
         yield from visual_genome.parse_image_data(read_text(path)).items()
     except (InputError, UnicodeDecodeError) as err:
-        reason, detail = (err.reason, err.detail) if isinstance(err, InputError) else ("ingest_bad_image_data", str(err)[:200])
-        yield beam.pvalue.TaggedOutput(FAILED, Failure(stage="ingest", reason=reason, source=visual_genome.VISUAL_GENOME, path=path,
-                                                       detail=detail))
+        reason, detail = (
+            (err.reason, err.detail) if isinstance(err, InputError) else ("ingest_bad_image_data", str(err)[:200])
+        )
+        yield beam.pvalue.TaggedOutput(
+            FAILED, Failure(stage="ingest", reason=reason, source=visual_genome.VISUAL_GENOME, path=path, detail=detail)
+        )
 
 
 def byte_ranges(path: str, split_bytes: int) -> list[tuple[str, int, int]]:
@@ -213,8 +232,14 @@ def byte_ranges(path: str, split_bytes: int) -> list[tuple[str, int, int]]:
 class ReadVisualGenome(beam.PTransform):
     """region_descriptions.json -> Read(records, failures), split into byte ranges across workers."""
 
-    def __init__(self, regions: str, image_data: str | None = None, split_bytes: int = 64 << 20, limit: int = 0,
-                 scene: dict[str, str] | None = None):
+    def __init__(
+        self,
+        regions: str,
+        image_data: str | None = None,
+        split_bytes: int = 64 << 20,
+        limit: int = 0,
+        scene: dict[str, str] | None = None,
+    ):
         super().__init__()
         self._regions, self._image_data, self._split_bytes, self._limit = regions, image_data, split_bytes, limit
         self._scene = scene or {}
@@ -244,7 +269,10 @@ class ReadVisualGenome(beam.PTransform):
                 | "DropKey" >> beam.Values()
             )
         # Joined by image id with the scene files (when given): also where an image that appears twice is caught.
-        failures, keyed = [results[FAILED], *info_failures], {"regions": records | "KeyRegions" >> beam.Map(lambda r: (r["image_id"], pack(r)))}
+        failures, keyed = (
+            [results[FAILED], *info_failures],
+            {"regions": records | "KeyRegions" >> beam.Map(lambda r: (r["image_id"], pack(r)))},
+        )
         for key in self._scene:
             parts = (
                 pbegin
@@ -258,8 +286,12 @@ class ReadVisualGenome(beam.PTransform):
         joined = (
             keyed
             | "GroupScene" >> beam.CoGroupByKey()
-            | "UnpackScene" >> beam.Map(lambda kv: (kv[0], {k: [unpack(x) for x in v] for k, v in kv[1].items()}))  # packed across the shuffle
-            | "AttachScene" >> beam.FlatMap(_join_scene, bool(self._limit), bool(self._scene)).with_outputs(FAILED, main=OK)
+            | "UnpackScene"
+            >> beam.Map(
+                lambda kv: (kv[0], {k: [unpack(x) for x in v] for k, v in kv[1].items()})
+            )  # packed across the shuffle
+            | "AttachScene"
+            >> beam.FlatMap(_join_scene, bool(self._limit), bool(self._scene)).with_outputs(FAILED, main=OK)
         )
         failures.append(joined[FAILED])
         return Read(joined[OK], failures | "MergeVgFailures" >> beam.Flatten())

@@ -45,7 +45,9 @@ class SummarizeRun(beam.PTransform):
             | "CountKeys" >> beam.CombinePerKey(sum)
             | "ListCounts" >> beam.combiners.ToList()
         )
-        outputs = [records | f"Units{name.title()}" >> beam.Map(run_stats.unit_of) for name, records in sorted(sinks.items())]
+        outputs = [
+            records | f"Units{name.title()}" >> beam.Map(run_stats.unit_of) for name, records in sorted(sinks.items())
+        ]
         unaccounted = (
             {
                 "in": inputs | "KeyInputs" >> beam.Map(lambda u: (u, None)),
@@ -61,12 +63,15 @@ class SummarizeRun(beam.PTransform):
             if llm is not None
             else inputs.pipeline | "NoUsage" >> beam.Create([{}])
         )
-        item_check = _check_items(items, sinks) if items is not None else inputs.pipeline | "NoItems" >> beam.Create([None])
+        item_check = (
+            _check_items(items, sinks) if items is not None else inputs.pipeline | "NoItems" >> beam.Create([None])
+        )
         path, extra = self._path, self._extra
         return (
             inputs.pipeline
             | "Once" >> beam.Create([None])
-            | "WriteStats" >> beam.Map(
+            | "WriteStats"
+            >> beam.Map(
                 _finish,
                 path,
                 extra,
@@ -83,15 +88,21 @@ def _check_items(items, sinks: dict[str, beam.PCollection]):
     """The per-item identity: each created id against the outputs that end it -> one section of stats.json."""
     ends = [
         sinks[name] | f"ItemEnds{name.title()}" >> beam.FlatMap(lambda r, sink=name: run_stats.item_ends(sink, r))
-        for name in run_stats.ITEM_SINKS if name in sinks
+        for name in run_stats.ITEM_SINKS
+        if name in sinks
     ]
     problems = (
-        {"created": items | "KeyCreated" >> beam.Map(lambda i: (i, None)), "end": ends | "FlattenEnds" >> beam.Flatten()}
+        {
+            "created": items | "KeyCreated" >> beam.Map(lambda i: (i, None)),
+            "end": ends | "FlattenEnds" >> beam.Flatten(),
+        }
         | "MatchItems" >> beam.CoGroupByKey()
         | "ItemProblems" >> beam.FlatMap(_item_problem)
     )
     counts = problems | "CountProblems" >> beam.combiners.Count.PerKey() | "ListProblems" >> beam.combiners.ToList()
-    examples = problems | "ProblemExamples" >> beam.combiners.Top.SmallestPerKey(5) | "ListExamples" >> beam.combiners.ToList()
+    examples = (
+        problems | "ProblemExamples" >> beam.combiners.Top.SmallestPerKey(5) | "ListExamples" >> beam.combiners.ToList()
+    )
     created = items | "CountCreated" >> beam.combiners.Count.Globally()
     return created | "ItemAccounting" >> beam.Map(
         run_stats.item_accounting, beam.pvalue.AsSingleton(counts), beam.pvalue.AsSingleton(examples)

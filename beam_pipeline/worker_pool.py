@@ -57,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     stopped: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: stopped.append(signum))
-    _, server = SharedWorkerPool.start(use_process=True, port=args.service_port, state_cache_size=args.state_cache_mb << 20)
+    _, server = SharedWorkerPool.start(
+        use_process=True, port=args.service_port, state_cache_size=args.state_cache_mb << 20
+    )
     while not stopped:
         signal.pause()
     server.stop(0)

@@ -14,12 +14,40 @@ import os
 import random
 
 PEOPLE = ("man", "woman", "girl", "boy", "child", "cook", "guitarist", "performer", "gentleman", "musician")
-PLURAL_PEOPLE = {"man": "men", "woman": "women", "girl": "girls", "boy": "boys", "child": "children", "friend": "friends"}
+PLURAL_PEOPLE = {
+    "man": "men",
+    "woman": "women",
+    "girl": "girls",
+    "boy": "boys",
+    "child": "children",
+    "friend": "friends",
+}
 ANIMALS = {"dog": "dogs", "cat": "cats", "puppy": "puppies", "terrier": "terriers"}
-THINGS = {"bicycle": "bicycles", "plate": "plates", "lamp": "lamps", "chair": "chairs", "door": "doors", "guitar": "guitars",
-          "frisbee": "frisbees", "table": "tables", "book": "books", "candle": "candles", "car": "cars", "mug": "mugs",
-          "window": "windows", "tree": "trees", "umbrella": "umbrellas", "surfboard": "surfboards", "laptop": "laptops",
-          "clock": "clocks", "phone": "phones", "fork": "forks", "glass": "glasses", "plant": "plants", "pizza": "pizzas"}
+THINGS = {
+    "bicycle": "bicycles",
+    "plate": "plates",
+    "lamp": "lamps",
+    "chair": "chairs",
+    "door": "doors",
+    "guitar": "guitars",
+    "frisbee": "frisbees",
+    "table": "tables",
+    "book": "books",
+    "candle": "candles",
+    "car": "cars",
+    "mug": "mugs",
+    "window": "windows",
+    "tree": "trees",
+    "umbrella": "umbrellas",
+    "surfboard": "surfboards",
+    "laptop": "laptops",
+    "clock": "clocks",
+    "phone": "phones",
+    "fork": "forks",
+    "glass": "glasses",
+    "plant": "plants",
+    "pizza": "pizzas",
+}
 COLOURS = ("red", "blue", "yellow", "brown", "white", "gray", "green", "black")
 CLOTHING = ("apron", "jacket", "shirt", "hat", "coat", "wetsuit", "dress")
 AGES = ("young", "older", "little", "smiling", "tall")
@@ -69,13 +97,17 @@ def _box(rng: random.Random, width: int, height: int) -> tuple[int, int, int, in
 def box_object(names: str, box: tuple[int, int, int, int]) -> str:
     """One ``<object>`` of an Annotations XML: its ``<name>`` lines and a 1-based inclusive box."""
     x1, y1, x2, y2 = box
-    return (f"\t<object>\n{names}\t\t<bndbox>\n\t\t\t<xmin>{x1}</xmin>\n\t\t\t<ymin>{y1}</ymin>\n"
-            f"\t\t\t<xmax>{x2}</xmax>\n\t\t\t<ymax>{y2}</ymax>\n\t\t</bndbox>\n\t</object>\n")
+    return (
+        f"\t<object>\n{names}\t\t<bndbox>\n\t\t\t<xmin>{x1}</xmin>\n\t\t\t<ymin>{y1}</ymin>\n"
+        f"\t\t\t<xmax>{x2}</xmax>\n\t\t\t<ymax>{y2}</ymax>\n\t\t</bndbox>\n\t</object>\n"
+    )
 
 
 def annotation_xml(image_id: int, width: int, height: int, objects: list[str]) -> str:
-    return (f"<annotation>\n\t<filename>{image_id}.jpg</filename>\n\t<size>\n\t\t<width>{width}</width>\n"
-            f"\t\t<height>{height}</height>\n\t\t<depth>3</depth>\n\t</size>\n{''.join(objects)}</annotation>\n")
+    return (
+        f"<annotation>\n\t<filename>{image_id}.jpg</filename>\n\t<size>\n\t\t<width>{width}</width>\n"
+        f"\t\t<height>{height}</height>\n\t\t<depth>3</depth>\n\t</size>\n{''.join(objects)}</annotation>\n"
+    )
 
 
 def write_flickr_tree(root: str, images) -> None:
@@ -112,8 +144,10 @@ def flickr_image(rng: random.Random, image_id: int) -> tuple[str, str]:
     for _ in range(5):
         a, b, c = rng.sample(entities[:-1], 3) if len(entities) > 3 else (entities[0], entities[1], entities[0])
         scene = entities[-1]
-        lines.append(f"[/EN#{a[0]}/{a[2]} {a[1].capitalize()}] {rng.choice(VERBS)} [/EN#{b[0]}/{b[2]} {b[1]}] while "
-                     f"[/EN#{c[0]}/{c[2]} {c[1]}] {rng.choice(VERBS)} in [/EN#{scene[0]}/scene {scene[1]}] .")
+        lines.append(
+            f"[/EN#{a[0]}/{a[2]} {a[1].capitalize()}] {rng.choice(VERBS)} [/EN#{b[0]}/{b[2]} {b[1]}] while "
+            f"[/EN#{c[0]}/{c[2]} {c[1]}] {rng.choice(VERBS)} in [/EN#{scene[0]}/scene {scene[1]}] ."
+        )
     objects = []
     for entity_id, _, kind, boxes in entities:
         if kind == "scene":
@@ -134,7 +168,8 @@ def vg_phrase(rng: random.Random) -> str:
     if shape < 0.35:
         return _thing(rng, THINGS).split(" ", 1)[1]
     if shape < 0.5:
-        return f"{_thing(rng, THINGS).split(' ', 1)[1]} on the {rng.choice(('table', 'street', 'desk', 'sidewalk', 'beach'))}"
+        place = rng.choice(("table", "street", "desk", "sidewalk", "beach"))
+        return f"{_thing(rng, THINGS).split(' ', 1)[1]} on the {place}"
     if shape < 0.7:
         return _person(rng).split(" ", 1)[1]
     if shape < 0.85:
@@ -167,7 +202,14 @@ def generate_vg(path: str, n: int, regions: tuple[int, int] = (25, 75), seed: in
         if made >= counts[image_id]:
             return None
         x, y = rng.randint(0, 560), rng.randint(0, 400)
-        return {"region_id": region_id, "width": rng.randint(20, 640 - x), "height": rng.randint(20, 480 - y),
-                "image_id": image_id, "phrase": vg_phrase(rng), "y": y, "x": x}
+        return {
+            "region_id": region_id,
+            "width": rng.randint(20, 640 - x),
+            "height": rng.randint(20, 480 - y),
+            "image_id": image_id,
+            "phrase": vg_phrase(rng),
+            "y": y,
+            "x": x,
+        }
 
     write_vg(path, n, region)

@@ -29,12 +29,18 @@ from bench.common import measure, ratio  # noqa: E402
 from comvint import dedup  # noqa: E402
 
 TEMPLATES = [
-    "What is the {a} {n} next to the {m} used for?", "Why might the {n} be {a} in this scene?",
-    "How many {n}s are near the {a} {m}?", "Is the {a} {n} larger in the picture than the {m}?",
-    "What would happen if the {n} fell onto the {m}?", "Which season suggests the {a} {n} beside the {m}?",
-    "Where is the {n} usually found, given the {a} {m} behind it?", "What material is the {a} {n} made of?",
-    "Who would most likely use the {n} and the {a} {m} together?", "Could the {n} hold the {a} {m} safely?",
-    "What is unusual about the {a} {n} on top of the {m}?", "Explain how the {n} relates to the {a} {m}.",
+    "What is the {a} {n} next to the {m} used for?",
+    "Why might the {n} be {a} in this scene?",
+    "How many {n}s are near the {a} {m}?",
+    "Is the {a} {n} larger in the picture than the {m}?",
+    "What would happen if the {n} fell onto the {m}?",
+    "Which season suggests the {a} {n} beside the {m}?",
+    "Where is the {n} usually found, given the {a} {m} behind it?",
+    "What material is the {a} {n} made of?",
+    "Who would most likely use the {n} and the {a} {m} together?",
+    "Could the {n} hold the {a} {m} safely?",
+    "What is unusual about the {a} {n} on top of the {m}?",
+    "Explain how the {n} relates to the {a} {m}.",
 ]
 EDITS = ("in the picture", "shown here", "in this image", "visible", "exactly", "probably")
 
@@ -83,8 +89,17 @@ def generate(n: int, path: str, seed: int = 1, planted_share: float = 0.1) -> li
                 texts, in_sample = [fill(rng, nouns, adjs)], rng.random() < 600 / (n * 0.5)
             for text in texts[: n - written]:
                 image = str(rng.randrange(max(1, n // 3)))  # about 3 items per image, near copies on different images
-                rec = {"id": f"r{written:08d}", "image_id": image, "source": "visual_genome", "format": "open_ended", "round": 0,
-                       "parent_id": None, "instruction": text, "answer": rng.choice(nouns), "_unit": f"visual_genome/{image}"}
+                rec = {
+                    "id": f"r{written:08d}",
+                    "image_id": image,
+                    "source": "visual_genome",
+                    "format": "open_ended",
+                    "round": 0,
+                    "parent_id": None,
+                    "instruction": text,
+                    "answer": rng.choice(nouns),
+                    "_unit": f"visual_genome/{image}",
+                }
                 out.write(json.dumps(rec) + "\n")
                 if in_sample:
                     sample.append(rec["id"])
@@ -99,8 +114,22 @@ def generate_family(n: int, path: str, seed: int = 3) -> None:
     with open(path, "w", encoding="utf-8") as out:
         for k in range(n):
             text = base if k == 0 else variant(rng, base, adjs)
-            out.write(json.dumps({"id": f"f{k:08d}", "image_id": str(k), "source": "visual_genome", "format": "open_ended", "round": 0,
-                                  "parent_id": None, "instruction": text, "answer": "yes", "_unit": f"visual_genome/{k}"}) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "id": f"f{k:08d}",
+                        "image_id": str(k),
+                        "source": "visual_genome",
+                        "format": "open_ended",
+                        "round": 0,
+                        "parent_id": None,
+                        "instruction": text,
+                        "answer": "yes",
+                        "_unit": f"visual_genome/{k}",
+                    }
+                )
+                + "\n"
+            )
 
 
 def run_ours(path: str, out_dir: str, keep: int, workers: int, waves: int) -> dict:
@@ -111,11 +140,23 @@ def run_ours(path: str, out_dir: str, keep: int, workers: int, waves: int) -> di
 
     mode = ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"] if workers else []
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner", *mode])) as p:
-        result = p | beam.io.ReadFromText(path) | beam.Map(json.loads) | DeduplicateInstructions(max_per_cluster=keep, waves=waves)
-        result.clusters | "FormatClusters" >> beam.MapTuple(lambda i, c: f"{i}\t{c}") | "WriteClusters" >> beam.io.WriteToText(
-            os.path.join(out_dir, "clusters"))
-        (result.rejected | beam.combiners.Count.Globally() | beam.Map(lambda n: json.dumps({"removed": n}))
-         | "WriteCount" >> beam.io.WriteToText(os.path.join(out_dir, "removed"), shard_name_template=""))
+        result = (
+            p
+            | beam.io.ReadFromText(path)
+            | beam.Map(json.loads)
+            | DeduplicateInstructions(max_per_cluster=keep, waves=waves)
+        )
+        (
+            result.clusters
+            | "FormatClusters" >> beam.MapTuple(lambda i, c: f"{i}\t{c}")
+            | "WriteClusters" >> beam.io.WriteToText(os.path.join(out_dir, "clusters"))
+        )
+        (
+            result.rejected
+            | beam.combiners.Count.Globally()
+            | beam.Map(lambda n: json.dumps({"removed": n}))
+            | "WriteCount" >> beam.io.WriteToText(os.path.join(out_dir, "removed"), shard_name_template="")
+        )
     with open(os.path.join(out_dir, "removed"), encoding="utf-8") as handle:
         return json.loads(handle.read())
 
@@ -126,8 +167,14 @@ def run_floor(path: str, out_dir: str) -> dict:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
-        (p | beam.io.ReadFromText(path) | beam.Reshuffle() | beam.combiners.Count.Globally()
-         | beam.Map(lambda n: json.dumps({"shuffled": n})) | beam.io.WriteToText(os.path.join(out_dir, "floor"), shard_name_template=""))
+        (
+            p
+            | beam.io.ReadFromText(path)
+            | beam.Reshuffle()
+            | beam.combiners.Count.Globally()
+            | beam.Map(lambda n: json.dumps({"shuffled": n}))
+            | beam.io.WriteToText(os.path.join(out_dir, "floor"), shard_name_template="")
+        )
     with open(os.path.join(out_dir, "floor"), encoding="utf-8") as handle:
         return json.loads(handle.read())
 
@@ -189,23 +236,43 @@ def evaluate(path: str, sample: list[str], out_dir: str, threshold: float) -> di
 
     def score(detected: set) -> dict:
         hit = len(truth & detected)
-        return {"recall": round(hit / len(truth), 4) if truth else None, "precision": round(hit / len(detected), 4) if detected else None}
+        return {
+            "recall": round(hit / len(truth), 4) if truth else None,
+            "precision": round(hit / len(detected), 4) if detected else None,
+        }
 
-    return {"sample_records": len(recs), "true_pairs": len(truth), "ours_lsh_candidates": score(ours_cand),
-            "ours_clusters": score(ours_cluster), "datasketch_lsh": score(theirs)}
+    return {
+        "sample_records": len(recs),
+        "true_pairs": len(truth),
+        "ours_lsh_candidates": score(ours_cand),
+        "ours_clusters": score(ours_cluster),
+        "datasketch_lsh": score(theirs),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="250000,500000,1000000")
     parser.add_argument("--keep", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=0, help="0: in-process runner; N: multi_processing with N workers")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="0: in-process runner; N: multi_processing with N workers"
+    )
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "comvint-bench-dedup"))
-    parser.add_argument("--only", default="ours,datasketch,floor", help="which runs to make (quality needs ours and datasketch)")
-    parser.add_argument("--waves", type=int, default=dedup.BANDS,
-                        help="LSH band waves (the job's default on the local runner: one band at a time)")
-    parser.add_argument("--family", type=int, default=0, help="also time one family of this many near-identical questions")
-    parser.add_argument("--role", choices=("main", "ours", "datasketch", "floor"), default="main", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--only", default="ours,datasketch,floor", help="which runs to make (quality needs ours and datasketch)"
+    )
+    parser.add_argument(
+        "--waves",
+        type=int,
+        default=dedup.BANDS,
+        help="LSH band waves (the job's default on the local runner: one band at a time)",
+    )
+    parser.add_argument(
+        "--family", type=int, default=0, help="also time one family of this many near-identical questions"
+    )
+    parser.add_argument(
+        "--role", choices=("main", "ours", "datasketch", "floor"), default="main", help=argparse.SUPPRESS
+    )
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -224,7 +291,21 @@ def main(argv: list[str] | None = None) -> None:
         os.makedirs(work, exist_ok=True)
         path = os.path.join(work, "records.jsonl")
         generate_family(args.family, path)
-        run = measure([os.path.abspath(__file__), "--role", "ours", "--input", path, "--out", work, "--keep", str(args.keep), "--waves", str(args.waves)])
+        run = measure(
+            [
+                os.path.abspath(__file__),
+                "--role",
+                "ours",
+                "--input",
+                path,
+                "--out",
+                work,
+                "--keep",
+                str(args.keep),
+                "--waves",
+                str(args.waves),
+            ]
+        )
         print(json.dumps({"family": args.family, **run, "kept": args.family - run["removed"]}), flush=True)
     for n in (int(s) for s in args.sizes.split(",") if int(s) > 0):
         work = os.path.join(args.work, str(n))
@@ -234,21 +315,42 @@ def main(argv: list[str] | None = None) -> None:
         json.dump(sample, open(os.path.join(work, "sample.json"), "w"))
         me, row = os.path.abspath(__file__), {"records": n}
         if "ours" in only:
-            row["ours"] = measure([me, "--role", "ours", "--input", path, "--out", work, "--keep", str(args.keep), "--workers", str(args.workers),
-                                 "--waves", str(args.waves)])
+            row["ours"] = measure(
+                [
+                    me,
+                    "--role",
+                    "ours",
+                    "--input",
+                    path,
+                    "--out",
+                    work,
+                    "--keep",
+                    str(args.keep),
+                    "--workers",
+                    str(args.workers),
+                    "--waves",
+                    str(args.waves),
+                ]
+            )
         if "datasketch" in only:
             row["datasketch"] = measure([me, "--role", "datasketch", "--input", path, "--out", work])
         if "floor" in only:
             row["runner_floor"] = measure([me, "--role", "floor", "--input", path, "--out", work])
         if "ours" in row and "datasketch" in row:
-            row.update(wall_ratio=ratio(row["ours"]["wall_s"], row["datasketch"]["wall_s"]),
-                       memory_ratio=ratio(row["ours"]["peak_rss_mb"], row["datasketch"]["peak_rss_mb"]),
-                       **evaluate(path, sample, work, dedup.THRESHOLD))
+            row.update(
+                wall_ratio=ratio(row["ours"]["wall_s"], row["datasketch"]["wall_s"]),
+                memory_ratio=ratio(row["ours"]["peak_rss_mb"], row["datasketch"]["peak_rss_mb"]),
+                **evaluate(path, sample, work, dedup.THRESHOLD),
+            )
         if "ours" in row and "runner_floor" in row:
             row["memory_vs_runner_floor"] = ratio(row["ours"]["peak_rss_mb"], row["runner_floor"]["peak_rss_mb"])
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(json.dumps({"threshold": dedup.THRESHOLD, "num_perm": dedup.NUM_PERM, "bands": dedup.BANDS, "results": rows}, indent=1))
+    print(
+        json.dumps(
+            {"threshold": dedup.THRESHOLD, "num_perm": dedup.NUM_PERM, "bands": dedup.BANDS, "results": rows}, indent=1
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -51,22 +51,52 @@ def vg_slice(out: pathlib.Path, ids: set[int]) -> pathlib.Path:
 
 
 def job_flags(flickr: pathlib.Path, split: pathlib.Path, vg: pathlib.Path) -> list[str]:
-    return ["--flickr_root", str(flickr), "--flickr_split", str(split), "--vg_regions", str(vg / "region_descriptions.json"),
-            "--vg_image_data", str(vg / "image_data.json"), "--llm_model", "gpt-4o-mini"]
+    return [
+        "--flickr_root",
+        str(flickr),
+        "--flickr_split",
+        str(split),
+        "--vg_regions",
+        str(vg / "region_descriptions.json"),
+        "--vg_image_data",
+        str(vg / "image_data.json"),
+        "--llm_model",
+        "gpt-4o-mini",
+    ]
 
 
 def run_job(server: FakeOpenAI, fake: ModelLikeFake, flags: list[str], output: pathlib.Path) -> dict:
     before = (fake.requests, fake.prompt_tokens)
-    subprocess.run([sys.executable, "-m", "beam_pipeline.main", *flags, "--llm", "openai", "--llm_base_url", server.base_url,
-                    "--output", str(output)], cwd=REPO, check=True, stdout=subprocess.DEVNULL,
-                   env={**__import__("os").environ, "OPENAI_API_KEY": "sk-estimate-bench"})
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "beam_pipeline.main",
+            *flags,
+            "--llm",
+            "openai",
+            "--llm_base_url",
+            server.base_url,
+            "--output",
+            str(output),
+        ],
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={**__import__("os").environ, "OPENAI_API_KEY": "sk-estimate-bench"},
+    )
     return {"requests": fake.requests - before[0], "prompt_tokens": fake.prompt_tokens - before[1]}
 
 
 def estimate_of(flags: list[str], images: int, earlier: pathlib.Path | None) -> dict:
     extra = ["--estimate_from", str(earlier)] if earlier else []
-    out = subprocess.run([sys.executable, "-m", "beam_pipeline.estimate", *flags, "--estimate_images", str(images), *extra, "--json"],
-                         cwd=REPO, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "beam_pipeline.estimate", *flags, "--estimate_images", str(images), *extra, "--json"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -95,10 +125,14 @@ def main() -> None:
         report["B_sent"] = run_job(server, fake, slices["B"], args.work / "out-B")
         assert fake.requests - sent_before == report["B_sent"]["requests"]
     for case in ("B_estimate_defaults", "B_estimate_from_A"):
-        report[f"{case}_error"] = {key: round((report[case][key]["expected"] - report["B_sent"][key]) / report["B_sent"][key], 3)
-                                   for key in ("requests", "prompt_tokens")}
-        report[f"{case}_range_holds_sent"] = {key: report[case][key]["low"] <= report["B_sent"][key] <= report[case][key]["high"]
-                                              for key in ("requests", "prompt_tokens")}
+        report[f"{case}_error"] = {
+            key: round((report[case][key]["expected"] - report["B_sent"][key]) / report["B_sent"][key], 3)
+            for key in ("requests", "prompt_tokens")
+        }
+        report[f"{case}_range_holds_sent"] = {
+            key: report[case][key]["low"] <= report["B_sent"][key] <= report[case][key]["high"]
+            for key in ("requests", "prompt_tokens")
+        }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1))
     summary = {k: v for k, v in report.items() if k.endswith(("_error", "_holds_sent", "_sent")) or k == "slices"}

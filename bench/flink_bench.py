@@ -51,7 +51,9 @@ def shards(output: pathlib.Path) -> dict[str, bytes]:
     return output_bytes(output, OUTPUTS)
 
 
-def roles(submitter: psutil.Process, cluster: flink.LocalCluster | None, pool: flink.WorkerPool | None) -> dict[str, int]:
+def roles(
+    submitter: psutil.Process, cluster: flink.LocalCluster | None, pool: flink.WorkerPool | None
+) -> dict[str, int]:
     """name -> resident bytes of every process taking part in a run, now."""
     found = {"submitter": [submitter]}
     for proc in submitter.children(recursive=True):
@@ -83,15 +85,26 @@ class Flink:
         return flink.job_flags(self.jar, self.cluster.address, self.pool.address, live, live)
 
 
-def run(args: list[str], on: Flink | None = None, env: dict[str, str] | None = None,
-        on_kill: Callable[[], None] | None = None, kill: threading.Event | None = None) -> dict:
+def run(
+    args: list[str],
+    on: Flink | None = None,
+    env: dict[str, str] | None = None,
+    on_kill: Callable[[], None] | None = None,
+    kill: threading.Event | None = None,
+) -> dict:
     """Run the job (locally, or ``on`` Flink): wall seconds and peak MB per process; ``on_kill()`` when
     ``kill`` is set."""
     cluster, pool = (on.cluster, on.pool) if on else (None, None)
     flags = on.flags() if on else []
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "beam_pipeline.main", *args, *flags], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "beam_pipeline.main", *args, *flags],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     submitter, peaks = psutil.Process(proc.pid), collections.Counter()
     while proc.poll() is None:
         for name, rss in roles(submitter, cluster, pool).items():
@@ -103,8 +116,10 @@ def run(args: list[str], on: Flink | None = None, env: dict[str, str] | None = N
     out = proc.stdout.read()
     if proc.returncode:
         raise SystemExit(f"job failed ({proc.returncode}):\n{out[-3000:]}")
-    return {"wall_s": round(time.monotonic() - start, 1),
-            "peak_mb": {name: round(rss / 2**20) for name, rss in sorted(peaks.items())}}
+    return {
+        "wall_s": round(time.monotonic() - start, 1),
+        "peak_mb": {name: round(rss / 2**20) for name, rss in sorted(peaks.items())},
+    }
 
 
 def identity(work: pathlib.Path, on: Flink, fractions: list[float]) -> list[dict]:
@@ -112,19 +127,39 @@ def identity(work: pathlib.Path, on: Flink, fractions: list[float]) -> list[dict
     rows = []
     flickr = unpack(work)
     vg = REAL / "visual_genome_1_50"
-    real = ["--flickr_root", str(flickr), "--vg_regions", str(vg / "region_descriptions.json"),
-            "--vg_image_data", str(vg / "image_data.json")]
+    real = [
+        "--flickr_root",
+        str(flickr),
+        "--vg_regions",
+        str(vg / "region_descriptions.json"),
+        "--vg_image_data",
+        str(vg / "image_data.json"),
+    ]
     cases = [("bundled sample", [])] if 0 in fractions else []
-    cases += [(f"Flickr30k train+val x{f:g} + VG 1-50", [*real, *(["--limit", str(round(FLICKR_IMAGES * f))] if f < 1 else [])])
-              for f in fractions if f]
+    cases += [
+        (
+            f"Flickr30k train+val x{f:g} + VG 1-50",
+            [*real, *(["--limit", str(round(FLICKR_IMAGES * f))] if f < 1 else [])],
+        )
+        for f in fractions
+        if f
+    ]
     for name, args in cases:
         local, on_flink = work / f"local-{len(rows)}", work / f"flink-{len(rows)}"
         measured_local = run([*args, "--output", str(local)])
         measured_flink = run([*args, "--output", str(on_flink)], on)
         a, b = shards(local), shards(on_flink)
-        rows.append({"case": name, "shards": len(a), "bytes": sum(map(len, a.values())), "identical": a == b,
-                     "local": measured_local, "flink": measured_flink,
-                     "wall_ratio_flink_to_local": round(measured_flink["wall_s"] / measured_local["wall_s"], 2)})
+        rows.append(
+            {
+                "case": name,
+                "shards": len(a),
+                "bytes": sum(map(len, a.values())),
+                "identical": a == b,
+                "local": measured_local,
+                "flink": measured_flink,
+                "wall_ratio_flink_to_local": round(measured_flink["wall_s"] / measured_local["wall_s"], 2),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -155,29 +190,55 @@ def llm_and_kill(work: pathlib.Path, on: Flink) -> dict:
         return schema_json(body)
 
     def job(output: pathlib.Path, cache: pathlib.Path) -> list[str]:
-        return ["--llm", "openai", "--llm_base_url", server.base_url, "--llm_model", "fake", "--llm_rpm", "1500",
-                "--llm_max_retries", "8", "--cache_dir", str(cache), "--output", str(output)]
+        return [
+            "--llm",
+            "openai",
+            "--llm_base_url",
+            server.base_url,
+            "--llm_model",
+            "fake",
+            "--llm_rpm",
+            "1500",
+            "--llm_max_retries",
+            "8",
+            "--cache_dir",
+            str(cache),
+            "--output",
+            str(output),
+        ]
 
     result = {}
     with FakeOpenAI(responder, latency=0.05, quota_rpm=3000) as server:
         whole = run(job(work / "llm-whole", work / "cache-whole"), on, env)
         sent = sum(answered.values())
-        result["uninterrupted"] = {**whole, "answered": sent, "refused_429": server.refused,
-                                   "busiest_minute": busiest_minute(server.accepted)}
+        result["uninterrupted"] = {
+            **whole,
+            "answered": sent,
+            "refused_429": server.refused,
+            "busiest_minute": busiest_minute(server.accepted),
+        }
         for name, kill in (("taskmanager_killed", kill_a_taskmanager), ("python_worker_killed", kill_a_python_worker)):
             answered.clear()
             killed.clear()
             state["kill_at"], refused_before = sent // 2, server.refused
             measured = run(job(work / name, work / f"cache-{name}"), on, env, kill, kill_now)
             twice = sum(n - 1 for n in answered.values() if n > 1)
-            result[name] = {**measured, "killed": list(killed), "answered": sum(answered.values()),
-                            "answered_twice": twice, "refused_429": server.refused - refused_before,
-                            "identical_to_uninterrupted": shards(work / name) == shards(work / "llm-whole")}
+            result[name] = {
+                **measured,
+                "killed": list(killed),
+                "answered": sum(answered.values()),
+                "answered_twice": twice,
+                "refused_429": server.refused - refused_before,
+                "identical_to_uninterrupted": shards(work / name) == shards(work / "llm-whole"),
+            }
         answered.clear()
         state["kill_at"] = 0
         rerun = run(job(work / "llm-rerun", work / "cache-taskmanager_killed"), on, env)
-        result["rerun_same_cache"] = {**rerun, "answered": sum(answered.values()),
-                                      "identical": shards(work / "llm-rerun") == shards(work / "llm-whole")}
+        result["rerun_same_cache"] = {
+            **rerun,
+            "answered": sum(answered.values()),
+            "identical": shards(work / "llm-rerun") == shards(work / "llm-whole"),
+        }
     print(json.dumps(result), flush=True)
     return result
 
@@ -185,16 +246,25 @@ def llm_and_kill(work: pathlib.Path, on: Flink) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="identity,llm", help="identity, llm (llm includes the kill)")
-    parser.add_argument("--fractions", default="0,0.1",
-                        help="slices of the real Flickr30k train+val (0: the bundled sample instead, 1: the whole)")
+    parser.add_argument(
+        "--fractions",
+        default="0,0.1",
+        help="slices of the real Flickr30k train+val (0: the bundled sample instead, 1: the whole)",
+    )
     parser.add_argument("--work", type=pathlib.Path, default=pathlib.Path(tempfile.mkdtemp(prefix="comvint-flink-")))
     parser.add_argument("--json", type=pathlib.Path, default=REPO / "build" / "flink_bench.json")
     opts = parser.parse_args()
     jar, home = flink.fetch_job_server(), flink.fetch_flink()
     os.environ["OPENAI_API_KEY"] = "sk-flink-bench"  # the workers (the pool's children) read the key, not the submitter
     parts = opts.parts.split(",")
-    report = {"versions": {"beam_python": __import__("apache_beam").__version__, "beam_java_job_server": flink.BEAM_JAVA_VERSION,
-                           "flink": flink.FLINK_VERSION}, "cluster": "1 JobManager + 2 TaskManagers x 2 slots, EXTERNAL worker pool"}
+    report = {
+        "versions": {
+            "beam_python": __import__("apache_beam").__version__,
+            "beam_java_job_server": flink.BEAM_JAVA_VERSION,
+            "flink": flink.FLINK_VERSION,
+        },
+        "cluster": "1 JobManager + 2 TaskManagers x 2 slots, EXTERNAL worker pool",
+    }
     with flink.LocalCluster(home, opts.work / "logs", 2, 2) as cluster, flink.WorkerPool(opts.work / "logs") as pool:
         on = Flink(jar, cluster, pool)
         if "identity" in parts:

@@ -25,8 +25,10 @@ from bench.common import measure, ratio  # noqa: E402
 from bench.corpora import annotation_xml, box_object, write_flickr_tree, write_vg  # noqa: E402
 
 TYPES = ("people", "clothing", "bodyparts", "animals", "vehicles", "instruments", "scene", "other")
-WORDS = ("man woman dog ball shirt red blue green street park child bike car tree hat table cup girl boy water grass "
-         "building sign window door chair shoes jacket bag phone camera guitar horse beach sand wave sky").split()
+WORDS = (
+    "man woman dog ball shirt red blue green street park child bike car tree hat table cup girl boy water grass "
+    "building sign window door chair shoes jacket bag phone camera guitar horse beach sand wave sky"
+).split()
 
 
 def _phrase(rng: random.Random) -> str:
@@ -47,7 +49,9 @@ def flickr_files(rng: random.Random, image_id: int) -> tuple[str, str]:
         lines.append(" ".join(parts) + " .")
     objects = []
     for entity in entities:
-        names = f"\t\t<name>{entity}</name>\n" + (f"\t\t<name>{entities[0]}</name>\n" if rng.random() < 0.2 and entity != entities[0] else "")
+        names = f"\t\t<name>{entity}</name>\n" + (
+            f"\t\t<name>{entities[0]}</name>\n" if rng.random() < 0.2 and entity != entities[0] else ""
+        )
         if entity == entities[-1]:
             objects.append(f"\t<object>\n{names}\t\t<scene>0</scene>\n\t\t<nobndbox>1</nobndbox>\n\t</object>\n")
             continue
@@ -69,8 +73,15 @@ def generate_vg(path: str, n: int, regions: int = 50, seed: int = 5) -> None:
     def region(image_id: int, region_id: int, made: int):
         if made >= regions:
             return None
-        return {"region_id": region_id, "width": rng.randint(5, 400), "height": rng.randint(5, 400), "image_id": image_id,
-                "phrase": _phrase(rng) + (" " if rng.random() < 0.3 else ""), "y": rng.randint(0, 400), "x": rng.randint(0, 400)}
+        return {
+            "region_id": region_id,
+            "width": rng.randint(5, 400),
+            "height": rng.randint(5, 400),
+            "image_id": image_id,
+            "phrase": _phrase(rng) + (" " if rng.random() < 0.3 else ""),
+            "y": rng.randint(0, 400),
+            "x": rng.randint(0, 400),
+        }
 
     write_vg(path, n, region)
 
@@ -94,14 +105,32 @@ def elementtree_loop(root: str, out_path: str) -> dict:
                 for entity in obj.iter("name"):
                     entry = boxes.setdefault(entity.text, [])
                     if box is not None:
-                        entry.append([int(box.find(k).text) - (1 if k in ("xmin", "ymin") else 0) for k in ("xmin", "ymin", "xmax", "ymax")])
+                        entry.append(
+                            [
+                                int(box.find(k).text) - (1 if k in ("xmin", "ymin") else 0)
+                                for k in ("xmin", "ymin", "xmax", "ymax")
+                            ]
+                        )
             captions = []
             with open(os.path.join(root, "Sentences", f"{image_id}.txt"), encoding="utf-8") as handle:
                 for line in handle:
-                    phrases = [{"entity_id": m.group(1), "types": m.group(2).split("/"), "text": m.group(3)} for m in _MARK.finditer(line)]
+                    phrases = [
+                        {"entity_id": m.group(1), "types": m.group(2).split("/"), "text": m.group(3)}
+                        for m in _MARK.finditer(line)
+                    ]
                     captions.append({"text": _MARK.sub(lambda m: m.group(3), line.strip()), "phrases": phrases})
-            out.write(json.dumps({"image_id": image_id, "width": int(size.find("width").text), "height": int(size.find("height").text),
-                                  "captions": captions, "entities": [{"entity_id": e, "boxes": b} for e, b in boxes.items() if e != "0"]}) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "image_id": image_id,
+                        "width": int(size.find("width").text),
+                        "height": int(size.find("height").text),
+                        "captions": captions,
+                        "entities": [{"entity_id": e, "boxes": b} for e, b in boxes.items() if e != "0"],
+                    }
+                )
+                + "\n"
+            )
             n += 1
     return {"images": n}
 
@@ -113,7 +142,10 @@ def pipeline_ingest(args: list[str]) -> dict:
     out = args[args.index("--output") + 1]
     with open(os.path.join(out, "stats.json"), encoding="utf-8") as handle:
         stats = json.load(handle)
-    return {"records": stats["counts"].get("annotations", {}).get("total", 0), "failures": stats["counts"].get("failures", {}).get("total", 0)}
+    return {
+        "records": stats["counts"].get("annotations", {}).get("total", 0),
+        "failures": stats["counts"].get("failures", {}).get("total", 0),
+    }
 
 
 def json_load(path: str) -> dict:
@@ -126,16 +158,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--flickr", type=int, default=31783)
     parser.add_argument("--vg", type=int, default=108077)
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "comvint-bench-ingest"))
-    parser.add_argument("--role", choices=("main", "pipeline", "etree", "json_load"), default="main", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--role", choices=("main", "pipeline", "etree", "json_load"), default="main", help=argparse.SUPPRESS
+    )
     parser.add_argument("--args", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.role != "main":
-        call = {"pipeline": lambda: pipeline_ingest(json.loads(args.args)),
-                "etree": lambda: elementtree_loop(*json.loads(args.args)),
-                "json_load": lambda: json_load(*json.loads(args.args))}[args.role]
+        call = {
+            "pipeline": lambda: pipeline_ingest(json.loads(args.args)),
+            "etree": lambda: elementtree_loop(*json.loads(args.args)),
+            "json_load": lambda: json_load(*json.loads(args.args)),
+        }[args.role]
         print(json.dumps(call()))
         return
-    flickr_root, vg_path = os.path.join(args.work, f"flickr-{args.flickr}"), os.path.join(args.work, f"vg-{args.vg}.json")
+    flickr_root, vg_path = (
+        os.path.join(args.work, f"flickr-{args.flickr}"),
+        os.path.join(args.work, f"vg-{args.vg}.json"),
+    )
     if not os.path.isdir(flickr_root):
         generate_flickr(flickr_root, args.flickr)
     if not os.path.exists(vg_path):
@@ -150,10 +189,20 @@ def main(argv: list[str] | None = None) -> None:
     loaded = run("json_load", [vg_path])
     vg = run("pipeline", ["--vg_regions", vg_path, "--output", os.path.join(args.work, "out-vg")])
     report = {
-        "flickr_images": args.flickr, "vg_images": args.vg, "vg_file_mb": round(os.path.getsize(vg_path) / 2**20, 1),
-        "flickr": {"pipeline": flickr, "elementtree_loop": etree, "time_ratio": ratio(flickr["wall_s"], etree["wall_s"])},
-        "visual_genome": {"pipeline": vg, "json_load": loaded, "time_ratio": ratio(vg["wall_s"], loaded["wall_s"]),
-                          "memory_ratio": ratio(vg["peak_rss_mb"], loaded["peak_rss_mb"])},
+        "flickr_images": args.flickr,
+        "vg_images": args.vg,
+        "vg_file_mb": round(os.path.getsize(vg_path) / 2**20, 1),
+        "flickr": {
+            "pipeline": flickr,
+            "elementtree_loop": etree,
+            "time_ratio": ratio(flickr["wall_s"], etree["wall_s"]),
+        },
+        "visual_genome": {
+            "pipeline": vg,
+            "json_load": loaded,
+            "time_ratio": ratio(vg["wall_s"], loaded["wall_s"]),
+            "memory_ratio": ratio(vg["peak_rss_mb"], loaded["peak_rss_mb"]),
+        },
     }
     print(json.dumps(report, indent=1))
 

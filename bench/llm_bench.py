@@ -30,7 +30,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import measure, ratio  # noqa: E402
 
-SCHEMA = {"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"], "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {"echo": {"type": "string"}},
+    "required": ["echo"],
+    "additionalProperties": False,
+}
 
 
 class EchoStage:
@@ -57,7 +62,11 @@ def server_stats(base_url: str, reset: bool = False) -> dict:
 def _served(base_url: str, before: int) -> dict:
     """What the server saw of one run: requests, and first-request-to-last-reply seconds."""
     stats = server_stats(base_url)
-    return {"requests_sent": stats["requests"] - before, "request_span_s": stats["span_s"], "max_in_flight": stats["max_in_flight"]}
+    return {
+        "requests_sent": stats["requests"] - before,
+        "request_span_s": stats["span_s"],
+        "max_in_flight": stats["max_in_flight"],
+    }
 
 
 def _check_count(outputs, n: int) -> None:
@@ -82,7 +91,9 @@ def run_stage(base_url: str, n: int, concurrency: int, cache_dir: str | None) ->
     from comvint.llm.config import LLMConfig
 
     os.environ.setdefault("OPENAI_API_KEY", "bench-key")
-    config = LLMConfig(backend="openai", base_url=base_url, model="fake", concurrency=concurrency, max_retries=2, cache_dir=cache_dir)
+    config = LLMConfig(
+        backend="openai", base_url=base_url, model="fake", concurrency=concurrency, max_retries=2, cache_dir=cache_dir
+    )
     before, cpu0, start = server_stats(base_url, reset=True)["requests"], time.process_time(), time.perf_counter()
     usage_path = os.path.join(tempfile.mkdtemp(), "usage.json")
     with beam.Pipeline(options=PipelineOptions(flags=[], runner="FnApiRunner")) as p:
@@ -90,8 +101,14 @@ def run_stage(base_url: str, n: int, concurrency: int, cache_dir: str | None) ->
         _check_count(result.ok, n)
         result.usage | beam.CombineGlobally(SumUsageFn()) | beam.Map(lambda u: write_json(usage_path, u))
     usage = json.load(open(usage_path))["echo"]
-    return {"seconds": round(time.perf_counter() - start, 2), "process_cpu_s": round(time.process_time() - cpu0, 2),
-            "client_cpu_s": round(usage["client_cpu_ms"] / 1000, 3), **_served(base_url, before), "cache_hits": usage.get("cache_hits", 0), "mean_latency_ms": round(usage.get("latency_ms", 0) / max(1, usage.get("requests", 0)), 1)}
+    return {
+        "seconds": round(time.perf_counter() - start, 2),
+        "process_cpu_s": round(time.process_time() - cpu0, 2),
+        "client_cpu_s": round(usage["client_cpu_ms"] / 1000, 3),
+        **_served(base_url, before),
+        "cache_hits": usage.get("cache_hits", 0),
+        "mean_latency_ms": round(usage.get("latency_ms", 0) / max(1, usage.get("requests", 0)), 1),
+    }
 
 
 class NaiveCallFn:
@@ -106,7 +123,9 @@ class NaiveCallFn:
         self._client = openai.OpenAI(base_url=self._base_url, api_key="bench-key", max_retries=2)
 
     def process(self, item):
-        reply = self._client.chat.completions.create(model="fake", messages=[{"role": "user", "content": f"naive {item}"}])
+        reply = self._client.chat.completions.create(
+            model="fake", messages=[{"role": "user", "content": f"naive {item}"}]
+        )
         yield reply.choices[0].message.content
 
 
@@ -119,8 +138,11 @@ def run_naive(base_url: str, n: int) -> dict:
     with beam.Pipeline(options=PipelineOptions(flags=[], runner="FnApiRunner")) as p:
         out = p | beam.Create(range(n)) | beam.Reshuffle() | beam.ParDo(fn(base_url))
         _check_count(out, n)
-    return {"seconds": round(time.perf_counter() - start, 2), "process_cpu_s": round(time.process_time() - cpu0, 2),
-            **_served(base_url, before)}
+    return {
+        "seconds": round(time.perf_counter() - start, 2),
+        "process_cpu_s": round(time.process_time() - cpu0, 2),
+        **_served(base_url, before),
+    }
 
 
 CURATOR_SCRIPT = r"""
@@ -145,17 +167,26 @@ llm = Echo(model_name="gpt-4o-mini", backend="openai",
 cpu0, start = time.process_time(), time.perf_counter()
 out = llm([{"i": i} for i in range(n)], working_dir=work)
 rows = len(out.dataset) if hasattr(out, "dataset") else len(out)
-print(json.dumps({"seconds": round(time.perf_counter() - start, 2), "client_cpu_s": round(time.process_time() - cpu0, 2), "rows": rows}))
+seconds, cpu_s = round(time.perf_counter() - start, 2), round(time.process_time() - cpu0, 2)
+print(json.dumps({"seconds": seconds, "client_cpu_s": cpu_s, "rows": rows}))
 """
 
 
 def run_curator(python: str, base_url: str, n: int) -> dict:
     before = server_stats(base_url, reset=True)["requests"]
     work = tempfile.mkdtemp(prefix="curator-")
-    env = {**os.environ, "CURATOR_DISABLE_CACHE": "1", "CURATOR_DISABLE_RICH_DISPLAY": "1", "HF_DATASETS_OFFLINE": "1",
-           "CURATOR_VIEWER": "0", "OPENAI_API_KEY": "bench-key"}
+    env = {
+        **os.environ,
+        "CURATOR_DISABLE_CACHE": "1",
+        "CURATOR_DISABLE_RICH_DISPLAY": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "CURATOR_VIEWER": "0",
+        "OPENAI_API_KEY": "bench-key",
+    }
     start = time.perf_counter()
-    done = subprocess.run([python, "-c", CURATOR_SCRIPT, base_url, str(n), work], capture_output=True, text=True, env=env, timeout=1800)
+    done = subprocess.run(
+        [python, "-c", CURATOR_SCRIPT, base_url, str(n), work], capture_output=True, text=True, env=env, timeout=1800
+    )
     wall = time.perf_counter() - start
     if done.returncode:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
@@ -181,7 +212,11 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_naive(args.base_url, args.naive_requests)))
         return
 
-    server = subprocess.Popen([sys.executable, "-m", "comvint.testing.fake_openai", "--latency", str(args.latency)], stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "comvint.testing.fake_openai", "--latency", str(args.latency)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         base_url = json.loads(server.stdout.readline())["base_url"]
         me, cache = os.path.abspath(__file__), tempfile.mkdtemp(prefix="llm-bench-cache-")
@@ -191,15 +226,24 @@ def main(argv: list[str] | None = None) -> None:
         warm = measure([me, "--role", "stage", *common, "--cache_dir", cache])
         naive = measure([me, "--role", "naive", *common, "--naive_requests", str(args.naive_requests)])
         report = {
-            "requests": args.requests, "latency_s": args.latency, "concurrency": args.concurrency,
+            "requests": args.requests,
+            "latency_s": args.latency,
+            "concurrency": args.concurrency,
             "ideal_s": round(ideal, 2),
-            "stage": {**stage, "share_of_ideal": ratio(ideal, stage["request_span_s"]), "req_per_s": round(args.requests / stage["request_span_s"], 1),
-                      "share_of_ideal_with_startup": ratio(ideal, stage["seconds"]),
-                      "client_cpu_ms_per_request": round(1000 * stage["client_cpu_s"] / args.requests, 2),
-                      "process_cpu_ms_per_request": round(1000 * stage["process_cpu_s"] / args.requests, 2)},
+            "stage": {
+                **stage,
+                "share_of_ideal": ratio(ideal, stage["request_span_s"]),
+                "req_per_s": round(args.requests / stage["request_span_s"], 1),
+                "share_of_ideal_with_startup": ratio(ideal, stage["seconds"]),
+                "client_cpu_ms_per_request": round(1000 * stage["client_cpu_s"] / args.requests, 2),
+                "process_cpu_ms_per_request": round(1000 * stage["process_cpu_s"] / args.requests, 2),
+            },
             "warm_cache": {**warm, "req_per_s_equivalent": round(args.requests / warm["seconds"], 1)},
-            "naive_dofn": {**naive, "req_per_s": round(args.naive_requests / naive["request_span_s"], 1),
-                           "process_cpu_ms_per_request": round(1000 * naive["process_cpu_s"] / args.naive_requests, 2)},
+            "naive_dofn": {
+                **naive,
+                "req_per_s": round(args.naive_requests / naive["request_span_s"], 1),
+                "process_cpu_ms_per_request": round(1000 * naive["process_cpu_s"] / args.naive_requests, 2),
+            },
         }
         report["stage_vs_naive_throughput"] = ratio(report["stage"]["req_per_s"], report["naive_dofn"]["req_per_s"])
         if args.curator_python:

@@ -37,8 +37,11 @@ STAGES = {"generate": Synthesize, "complicate": Complicate, "verify": Verify, "r
 
 def unmerged(ann: dict) -> str:
     """The old rendering of Visual Genome: every region line as the file gives it (no size, no merging, no cap)."""
-    return "\n".join(f"r:{r['region_id']} {r['phrase']} X: {r['box'][0]} Y: {r['box'][1]} Width: {r['box'][2] - r['box'][0]} "
-                     f"Height: {r['box'][3] - r['box'][1]}" for r in ann["regions"])
+    return "\n".join(
+        f"r:{r['region_id']} {r['phrase']} X: {r['box'][0]} Y: {r['box'][1]} Width: {r['box'][2] - r['box'][0]} "
+        f"Height: {r['box'][3] - r['box'][1]}"
+        for r in ann["regions"]
+    )
 
 
 def vg_records() -> list[dict]:
@@ -77,8 +80,15 @@ def requests(ann: dict, cfg: MethodConfig) -> dict[str, list[dict]]:
     out = {"generate": call.messages}
     if items:
         qa = items[0]
-        item = {"id": "x", "family": call.context["family"], "round": 0, "instruction": qa["instruction"], "answer": qa["answer"],
-                "grounding": qa["grounding"], "format": "open_ended"}
+        item = {
+            "id": "x",
+            "family": call.context["family"],
+            "round": 0,
+            "instruction": qa["instruction"],
+            "answer": qa["answer"],
+            "grounding": qa["grounding"],
+            "format": "open_ended",
+        }
         for name in ("complicate", "verify", "reformulate"):
             out[name] = STAGES[name](cfg).calls(item, ann)[0].messages
         closed = engine.answer("reformulate", STAGES["reformulate"](cfg).calls(item, ann)[0].context)
@@ -89,28 +99,50 @@ def requests(ann: dict, cfg: MethodConfig) -> dict[str, list[dict]]:
 
 
 def count(enc, messages: list[dict]) -> tuple[int, int]:
-    """(tokens of the fixed prefix: system prompt and demonstration, tokens of the last user turn), 4 per message framing."""
+    """(tokens of the fixed prefix: system prompt and demonstration, tokens of the last user turn), 4 per message
+    framing."""
     sizes = [len(enc.encode(m["content"])) + 4 for m in messages]
     return sum(sizes[:-1]), sizes[-1]
 
 
 def show(path: pathlib.Path, anns: list[dict], cfg: MethodConfig) -> None:
     """Every stage's request for each of ``anns`` as Markdown (the demonstration turns named, not repeated)."""
-    out = ["# What every stage sends, on real annotations", "",
-           "Written by `python bench/prompt_bench.py --show docs/prompts.md` from `../shared/real_samples` (the offline engine's "
-           "first question of each image is the item of the later stages). Each request is the stage's system prompt, its "
-           "demonstration (a user turn and the reply, in `comvint/prompts/demonstrations.py`), then the turn below.", ""]
+    out = [
+        "# What every stage sends, on real annotations",
+        "",
+        "Written by `python bench/prompt_bench.py --show docs/prompts.md` from `../shared/real_samples` (the offline "
+        "engine's "
+        "first question of each image is the item of the later stages). Each request is the stage's system prompt, its "
+        "demonstration (a user turn and the reply, in `comvint/prompts/demonstrations.py`), then the turn below.",
+        "",
+    ]
     for ann in anns:
         for stage, messages in requests(ann, cfg).items():
-            out += [f"## {stage}: {ann['source']} image {ann['image_id']}", "", "System:", "", "```text", messages[0]["content"], "```", "",
-                    "Last user turn:", "", "```text", messages[-1]["content"], "```", ""]
+            out += [
+                f"## {stage}: {ann['source']} image {ann['image_id']}",
+                "",
+                "System:",
+                "",
+                "```text",
+                messages[0]["content"],
+                "```",
+                "",
+                "Last user turn:",
+                "",
+                "```text",
+                messages[-1]["content"],
+                "```",
+                "",
+            ]
     path.write_text("\n".join(out))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flickr", type=int, default=500)
-    parser.add_argument("--show", type=pathlib.Path, default=None, help="write every stage's request for one image of each source here")
+    parser.add_argument(
+        "--show", type=pathlib.Path, default=None, help="write every stage's request for one image of each source here"
+    )
     args = parser.parse_args()
     enc = bpe_openai.get_encoding("o200k_base")
     cfg = MethodConfig(backend="openai", model="gpt-4o")
@@ -127,14 +159,26 @@ def main() -> None:
                 row["prefix"].append(prefix)
                 row["now"].append(varying)
                 row["before"].append(varying + delta)
-        report[source] = {stage: {"images": len(r["now"]), "fixed_prefix_tokens": round(statistics.mean(r["prefix"])),
-                                  "varying_tokens_before": round(statistics.mean(r["before"])),
-                                  "varying_tokens_now": round(statistics.mean(r["now"])),
-                                  "ratio_now_to_before": round(statistics.mean(r["now"]) / statistics.mean(r["before"]), 3)}
-                          for stage, r in rows.items()}
+        report[source] = {
+            stage: {
+                "images": len(r["now"]),
+                "fixed_prefix_tokens": round(statistics.mean(r["prefix"])),
+                "varying_tokens_before": round(statistics.mean(r["before"])),
+                "varying_tokens_now": round(statistics.mean(r["now"])),
+                "ratio_now_to_before": round(statistics.mean(r["now"]) / statistics.mean(r["before"]), 3),
+            }
+            for stage, r in rows.items()
+        }
     print(json.dumps(report, indent=1))
     if args.show:
-        show(args.show, [next(a for a in vg_records() if a["image_id"] == "1"), next(a for a in flickr_records(20) if len(requests(a, cfg)) == 5)], cfg)
+        show(
+            args.show,
+            [
+                next(a for a in vg_records() if a["image_id"] == "1"),
+                next(a for a in flickr_records(20) if len(requests(a, cfg)) == 5),
+            ],
+            cfg,
+        )
 
 
 if __name__ == "__main__":

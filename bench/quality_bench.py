@@ -32,8 +32,19 @@ sys.path.insert(0, str(REPO))
 from tests import checker  # noqa: E402
 
 REAL = REPO.parent / "shared" / "real_samples"
-KINDS = {"left_of": "position", "right_of": "position", "above": "position", "below": "position", "larger": "size",
-         "smaller": "size", "count": "count", "rel": "relation", "colour": "colour", "material": "material", "kind": "kind"}
+KINDS = {
+    "left_of": "position",
+    "right_of": "position",
+    "above": "position",
+    "below": "position",
+    "larger": "size",
+    "smaller": "size",
+    "count": "count",
+    "rel": "relation",
+    "colour": "colour",
+    "material": "material",
+    "kind": "kind",
+}
 
 
 def unpack(out: pathlib.Path) -> pathlib.Path:
@@ -78,26 +89,45 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     flickr = unpack(out)
     vg = REAL / "visual_genome_1_50"
-    args = ["--flickr_root", str(flickr), "--vg_regions", str(vg / "region_descriptions.json"),
-            "--vg_image_data", str(vg / "image_data.json"), "--output", str(out / "run")]
+    args = [
+        "--flickr_root",
+        str(flickr),
+        "--vg_regions",
+        str(vg / "region_descriptions.json"),
+        "--vg_image_data",
+        str(vg / "image_data.json"),
+        "--output",
+        str(out / "run"),
+    ]
     if opts.split:
         args += ["--flickr_split", opts.split]
     wall, peak = run_job(args)
-    items = [json.loads(line) for p in sorted(glob.glob(str(out / "run" / "instructions" / "*.jsonl"))) for line in open(p)]
-    rejected = [json.loads(line) for p in sorted(glob.glob(str(out / "run" / "rejected" / "*.jsonl"))) for line in open(p)]
+    items = [
+        json.loads(line) for p in sorted(glob.glob(str(out / "run" / "instructions" / "*.jsonl"))) for line in open(p)
+    ]
+    rejected = [
+        json.loads(line) for p in sorted(glob.glob(str(out / "run" / "rejected" / "*.jsonl"))) for line in open(p)
+    ]
     filtered = collections.Counter(r["source"] for r in rejected if r.get("stage") == "filter")
     stats = json.loads((out / "run" / "stats.json").read_text())
     genome = checker.load_genome(vg)
     defects: collections.Counter = collections.Counter()
     flagged = 0
     for item in items:
-        image = checker.load_flickr(flickr, item["image_id"]) if item["source"] == "flickr30k_entities" else genome[item["image_id"]]
+        image = (
+            checker.load_flickr(flickr, item["image_id"])
+            if item["source"] == "flickr30k_entities"
+            else genome[item["image_id"]]
+        )
         found = checker.flags(item, image)
         flagged += bool(found)
         defects.update(found)
     inputs = collections.Counter()
-    inputs["flickr30k_entities"] = len(list((flickr / "Annotations").glob("*.xml"))) if not opts.split else len(
-        (flickr / f"{opts.split}.txt").read_text().split())
+    inputs["flickr30k_entities"] = (
+        len(list((flickr / "Annotations").glob("*.xml")))
+        if not opts.split
+        else len((flickr / f"{opts.split}.txt").read_text().split())
+    )
     inputs["visual_genome"] = len(genome)
     n = len(items)
     kinds = collections.Counter(kind_of(i) for i in items)
@@ -105,11 +135,18 @@ def main() -> None:
     for i in items:
         words[i["round"]].append(len(i["instruction"].split()))
     report = {
-        "wall_s": round(wall, 1), "peak_rss_mb": round(peak), "kept": n, "flagged": flagged,
-        "flagged_share": round(flagged / max(n, 1), 4), "defects": dict(defects),
-        "kept_per_usable_image": {src: round(sum(i["source"] == src for i in items) / max(inputs[src] - filtered[src], 1), 2)
-                                  for src in inputs},
-        "filtered": dict(filtered), "inputs": dict(inputs),
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(peak),
+        "kept": n,
+        "flagged": flagged,
+        "flagged_share": round(flagged / max(n, 1), 4),
+        "defects": dict(defects),
+        "kept_per_usable_image": {
+            src: round(sum(i["source"] == src for i in items) / max(inputs[src] - filtered[src], 1), 2)
+            for src in inputs
+        },
+        "filtered": dict(filtered),
+        "inputs": dict(inputs),
         "formats": dict(collections.Counter(i["format"] for i in items)),
         "rounds": dict(collections.Counter(i["round"] for i in items)),
         "kinds": {k: round(v / n, 3) for k, v in kinds.most_common()},

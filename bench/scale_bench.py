@@ -53,8 +53,11 @@ def summarise(out: str, images: dict[str, int]) -> dict:
         "usable_images": usable,
         "kept": kept["total"],
         "kept_per_usable_image": round(kept["total"] / max(1, sum(usable.values())), 2),
-        "kept_per_usable_image_by_family": {f: round(kept["family"].get(f, 0) / max(1, n), 2) for f, n in usable.items()},
-        "formats": kept.get("format", {}), "rounds": kept.get("round", {}),
+        "kept_per_usable_image_by_family": {
+            f: round(kept["family"].get(f, 0) / max(1, n), 2) for f, n in usable.items()
+        },
+        "formats": kept.get("format", {}),
+        "rounds": kept.get("round", {}),
         "template_repeat_share_of_created": round(repeats / max(1, created), 3),
         "rejected_by_reason": stats["counts"]["rejected"]["reason"],
         "failures_by_reason": stats["counts"].get("failures", {}).get("reason", {}),
@@ -77,17 +80,31 @@ def item_bytes(flickr: str, vg: str, n: int = 200) -> dict:
     anns = []
     for name in sorted(os.listdir(os.path.join(flickr, "Sentences")))[:n]:
         stem = name[:-4]
-        with open(os.path.join(flickr, "Sentences", name), "rb") as s, open(os.path.join(flickr, "Annotations", stem + ".xml"), "rb") as x:
+        with (
+            open(os.path.join(flickr, "Sentences", name), "rb") as s,
+            open(os.path.join(flickr, "Annotations", stem + ".xml"), "rb") as x,
+        ):
             anns.append(flickr30k.build_record(stem, s.read(), x.read()))
     with open(vg, "rb") as handle:
         for k, ann in enumerate(visual_genome.read_images(handle, vg)):
             if k >= n:
                 break
             anns.append(ann)
-    stage, sizes = Synthesize(MethodConfig()), {"item": [], "annotation": [], "with_packed_record": [], "with_nested_record": []}
+    stage, sizes = (
+        Synthesize(MethodConfig()),
+        {"item": [], "annotation": [], "with_packed_record": [], "with_nested_record": []},
+    )
     for ann in anns:
-        item = stage._record(ann, 0, {"instruction": "Which is further to the left: the dog or the bike?", "answer": "The dog.",
-                                       "grounding": ["left_of(e:1,e:2)"], "knowledge_topic": ""})
+        item = stage._record(
+            ann,
+            0,
+            {
+                "instruction": "Which is further to the left: the dog or the bike?",
+                "answer": "The dog.",
+                "grounding": ["left_of(e:1,e:2)"],
+                "knowledge_topic": "",
+            },
+        )
         sizes["item"].append(len(pack(item)))
         sizes["annotation"].append(len(pack(ann)))
         sizes["with_packed_record"].append(len(pickle.dumps({**item, "_ann": pack(ann)}, pickle.HIGHEST_PROTOCOL)))
@@ -108,9 +125,17 @@ def main() -> None:
     if not os.path.exists(vg):
         generate_flickr(flickr, images["flickr30k_entities"])
         generate_vg(vg, images["visual_genome"])
-    run = measure(["-m", "beam_pipeline.main", "--flickr_root", flickr, "--vg_regions", vg, "--output", out, *args.job_args])
-    result = {"scale": args.scale, "images": images, "wall_s": run["wall_s"], "peak_rss_mb": run["peak_rss_mb"],
-              "item_bytes": item_bytes(flickr, vg), **summarise(out, images)}
+    run = measure(
+        ["-m", "beam_pipeline.main", "--flickr_root", flickr, "--vg_regions", vg, "--output", out, *args.job_args]
+    )
+    result = {
+        "scale": args.scale,
+        "images": images,
+        "wall_s": run["wall_s"],
+        "peak_rss_mb": run["peak_rss_mb"],
+        "item_bytes": item_bytes(flickr, vg),
+        **summarise(out, images),
+    }
     if args.json:
         print(json.dumps(result))
         return

@@ -96,13 +96,17 @@ class MinHasher:
     def band_keys(self, signature: np.ndarray) -> list[int]:
         """One 64-bit key per band: a hash of the band's index and rows."""
         rows = signature.reshape(self.bands, self.rows)
-        return [int.from_bytes(hashlib.blake2b(rows[i].tobytes(), digest_size=8, salt=i.to_bytes(2, "big")).digest(), "big")
-                for i in range(self.bands)]
+        return [
+            int.from_bytes(hashlib.blake2b(rows[i].tobytes(), digest_size=8, salt=i.to_bytes(2, "big")).digest(), "big")
+            for i in range(self.bands)
+        ]
 
     def sketch(self, member: Member) -> bytes:
         """A member with its band keys, packed as JSON bytes ``[[key per band], *member]`` (the signature is
         computed once; :func:`band_entries` cuts it per band)."""
-        return orjson.dumps([self.band_keys(self.signature(map(zlib.crc32, grams(member[4])))), *member])  # text is normalised
+        return orjson.dumps(
+            [self.band_keys(self.signature(map(zlib.crc32, grams(member[4])))), *member]
+        )  # text is normalised
 
 
 def band_entries(sketch: bytes, bands: Iterable[int]) -> list[tuple[int, int, bytes]]:
@@ -151,15 +155,24 @@ def related(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def compact(item: dict[str, Any], unit: str) -> dict[str, Any]:
     """What dedup needs of an item (small, so grouping moves few bytes)."""
-    return {"id": item["id"], "parent_id": item.get("parent_id"), "format": item["format"], "round": item["round"],
-            "unit": unit, "text": normalise(item["instruction"]), "answer": normalise(str(item["answer"]))}
+    return {
+        "id": item["id"],
+        "parent_id": item.get("parent_id"),
+        "format": item["format"],
+        "round": item["round"],
+        "unit": unit,
+        "text": normalise(item["instruction"]),
+        "answer": normalise(str(item["answer"])),
+    }
 
 
 def duplicate_reason(item: dict[str, Any], survivor: dict[str, Any]) -> str:
     return EXACT if item["text"] == survivor["text"] else NEAR
 
 
-def dedup_image(items: Iterable[dict[str, Any]], threshold: float = THRESHOLD) -> list[tuple[dict[str, Any], str | None, str | None]]:
+def dedup_image(
+    items: Iterable[dict[str, Any]], threshold: float = THRESHOLD
+) -> list[tuple[dict[str, Any], str | None, str | None]]:
     """Items of one image -> ``(item, reason, duplicate_of)``; reason None keeps the item.
 
     Greedy in order: an item is dropped when an earlier kept item (not its parent,
@@ -172,8 +185,15 @@ def dedup_image(items: Iterable[dict[str, Any]], threshold: float = THRESHOLD) -
     decisions = []
     for item in sorted(items, key=order_key):
         sh, ash = grams(item["text"]), grams(item["answer"])
-        match = next((k for k, ksh, kash in kept if not related(item, k) and (
-            k["text"] == item["text"] or (jaccard(sh, ksh) >= threshold and jaccard(ash, kash) >= threshold))), None)
+        match = next(
+            (
+                k
+                for k, ksh, kash in kept
+                if not related(item, k)
+                and (k["text"] == item["text"] or (jaccard(sh, ksh) >= threshold and jaccard(ash, kash) >= threshold))
+            ),
+            None,
+        )
         if match is None:
             kept.append((item, sh, ash))
             decisions.append((item, None, None))
@@ -203,8 +223,12 @@ def exact_groups(members: Iterable[Member]) -> tuple[Member, list[OrderKey]]:
     return ordered[0], [m[:3] for m in ordered]
 
 
-def bucket_pairs(members: Iterable[Member], threshold: float = THRESHOLD, max_compare: int = MAX_COMPARE,
-                 sets: dict[str, frozenset[bytes]] | None = None) -> list[tuple[str, str]]:
+def bucket_pairs(
+    members: Iterable[Member],
+    threshold: float = THRESHOLD,
+    max_compare: int = MAX_COMPARE,
+    sets: dict[str, frozenset[bytes]] | None = None,
+) -> list[tuple[str, str]]:
     """One LSH bucket -> verified near-duplicate pairs ``(id, id)`` of items of different images.
 
     Each member is checked (exact Jaccard) against up to ``max_compare`` earlier
@@ -229,14 +253,21 @@ def bucket_pairs(members: Iterable[Member], threshold: float = THRESHOLD, max_co
     return pairs
 
 
-def group_pairs(entries: Iterable[bytes], threshold: float = THRESHOLD, max_compare: int = MAX_COMPARE) -> list[tuple[str, str]]:
+def group_pairs(
+    entries: Iterable[bytes], threshold: float = THRESHOLD, max_compare: int = MAX_COMPARE
+) -> list[tuple[str, str]]:
     """The packed entries under one shuffle key -> verified pairs of each LSH bucket among them."""
     buckets: dict[int, list[Member]] = defaultdict(list)
     for entry in entries:
         key, *fields = orjson.loads(entry)
         buckets[key].append(tuple(fields))
     sets: dict[str, frozenset[bytes]] = {}
-    return [pair for members in buckets.values() if len(members) > 1 for pair in bucket_pairs(members, threshold, max_compare, sets)]
+    return [
+        pair
+        for members in buckets.values()
+        if len(members) > 1
+        for pair in bucket_pairs(members, threshold, max_compare, sets)
+    ]
 
 
 def find(parent: dict[str, str], node: str) -> str:
@@ -269,8 +300,12 @@ def component_roots(parent: dict[str, str]) -> dict[str, str]:
     return {node: find(parent, node) for node in list(parent)}
 
 
-def cap_cluster(groups: Iterable[tuple[str, list[OrderKey]]], keep: int, threshold: float = THRESHOLD,
-                max_leaders: int = MAX_LEADERS) -> list[tuple[str, str | None, str]]:
+def cap_cluster(
+    groups: Iterable[tuple[str, list[OrderKey]]],
+    keep: int,
+    threshold: float = THRESHOLD,
+    max_leaders: int = MAX_LEADERS,
+) -> list[tuple[str, str | None, str]]:
     """The exact groups ``(text, order keys)`` of one component -> ``(id, reason, leader id)`` of every item.
 
     Groups are taken best first; a group joins the most recent of the last ``max_leaders`` leaders
@@ -281,7 +316,9 @@ def cap_cluster(groups: Iterable[tuple[str, list[OrderKey]]], keep: int, thresho
     leaders: list[tuple[frozenset[bytes], list[OrderKey]]] = []
     for text, keys in sorted(groups, key=lambda g: min(g[1])):
         sh = grams(text)
-        home = next((members for lsh, members in reversed(leaders[-max_leaders:]) if jaccard(sh, lsh) >= threshold), None)
+        home = next(
+            (members for lsh, members in reversed(leaders[-max_leaders:]) if jaccard(sh, lsh) >= threshold), None
+        )
         if home is None:
             leaders.append((sh, list(keys)))
         else:

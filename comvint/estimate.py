@@ -63,7 +63,11 @@ class Rates:
 
 
 # Stated defaults: what an instruction-following model does with the paper's prompts (items asked for: 3).
-DEFAULT_RATES = {"low": Rates(2.0, 0.6, 0.6, 0.8), "expected": Rates(3.0, 0.8, 0.85, 0.95), "high": Rates(3.0, 0.95, 1.0, 1.0)}
+DEFAULT_RATES = {
+    "low": Rates(2.0, 0.6, 0.6, 0.8),
+    "expected": Rates(3.0, 0.8, 0.85, 0.95),
+    "high": Rates(3.0, 0.95, 1.0, 1.0),
+}
 
 
 MEASURED_BAND = 0.1  # low/high around measured rates: another slice of the data differs by about this much
@@ -89,12 +93,23 @@ def rates_from_stats(stats: Mapping[str, Any]) -> dict[str, Rates]:
         a=steps.get("reformulated", 0) / (3 * reformulate_calls) if reformulate_calls else 1.0,
         s=reformulate_calls / sum(n for key, n in verdicts.items() if key.endswith(":passed")) if passed else None,
     )
-    return {"low": _scaled(measured, 1 - MEASURED_BAND), "expected": measured, "high": _scaled(measured, 1 + MEASURED_BAND)}
+    return {
+        "low": _scaled(measured, 1 - MEASURED_BAND),
+        "expected": measured,
+        "high": _scaled(measured, 1 + MEASURED_BAND),
+    }
 
 
 def _scaled(rates: Rates, factor: float) -> Rates:
     share = None if rates.s is None else min(1.0, rates.s * factor)
-    return Rates(rates.g * factor, min(1.0, rates.p * factor), min(1.0, rates.c * factor), min(1.0, rates.a * factor), rates.k, share)
+    return Rates(
+        rates.g * factor,
+        min(1.0, rates.p * factor),
+        min(1.0, rates.c * factor),
+        min(1.0, rates.a * factor),
+        rates.k,
+        share,
+    )
 
 
 def calls_per_image(rates: Rates, rounds: int, share: float, verify_reformulations: bool) -> dict[str, float]:
@@ -111,7 +126,9 @@ def calls_per_image(rates: Rates, rounds: int, share: float, verify_reformulatio
     }
 
 
-def trace(ann: dict[str, Any], cfg: MethodConfig, verify_reformulations: bool = True) -> list[tuple[Any, dict[str, Any]]]:
+def trace(
+    ann: dict[str, Any], cfg: MethodConfig, verify_reformulations: bool = True
+) -> list[tuple[Any, dict[str, Any]]]:
     """Every (call, engine reply) the method makes for one image, the engine answering in the model's place."""
     made: list[tuple[Any, dict[str, Any]]] = []
 
@@ -167,8 +184,14 @@ class StageSizes:
         return statistics.fmean(self.completion[stage]) if self.completion.get(stage) else 0.0
 
 
-def measure(anns: Iterable[dict[str, Any]], cfg: MethodConfig, count: Callable[[str], int], picture_stages: Iterable[str],
-            picture_tokens: Callable[[str, int, int], int], verify_reformulations: bool = True) -> tuple[dict[str, StageSizes], dict[str, list[bool]]]:
+def measure(
+    anns: Iterable[dict[str, Any]],
+    cfg: MethodConfig,
+    count: Callable[[str], int],
+    picture_stages: Iterable[str],
+    picture_tokens: Callable[[str, int, int], int],
+    verify_reformulations: bool = True,
+) -> tuple[dict[str, StageSizes], dict[str, list[bool]]]:
     """Per source: the sizes of every stage's requests and replies on the sample; and whether each image passed
     the image filter."""
     sizes: dict[str, StageSizes] = {}
@@ -190,9 +213,16 @@ def measure(anns: Iterable[dict[str, Any]], cfg: MethodConfig, count: Callable[[
     return sizes, kept
 
 
-def project(population: Mapping[str, int], kept: Mapping[str, list[bool]], sizes: Mapping[str, StageSizes],
-            rates: Mapping[str, Rates], cfg: MethodConfig, max_tokens: int, pricing: Pricing,
-            verify_reformulations: bool = True) -> dict[str, Any]:
+def project(
+    population: Mapping[str, int],
+    kept: Mapping[str, list[bool]],
+    sizes: Mapping[str, StageSizes],
+    rates: Mapping[str, Rates],
+    cfg: MethodConfig,
+    max_tokens: int,
+    pricing: Pricing,
+    verify_reformulations: bool = True,
+) -> dict[str, Any]:
     """Low / expected / high requests, tokens and cost of the whole run, per stage and in total."""
     out: dict[str, Any] = {"requests": {}, "prompt_tokens": {}, "completion_tokens": {}, "cost_usd": {}, "by_stage": {}}
     for case in CASES:
@@ -235,8 +265,10 @@ def hours(projection: Mapping[str, Any], rpm: float, tpm: float, batch: bool, ro
         return {case: None for case in CASES}
     out = {}
     for case in CASES:
-        minutes = max(projection["requests"][case] / rpm if rpm else 0.0,
-                      (projection["prompt_tokens"][case] + projection["completion_tokens"][case]) / tpm if tpm else 0.0)
+        minutes = max(
+            projection["requests"][case] / rpm if rpm else 0.0,
+            (projection["prompt_tokens"][case] + projection["completion_tokens"][case]) / tpm if tpm else 0.0,
+        )
         out[case] = round(minutes / 60, 4)
     return out
 

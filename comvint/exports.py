@@ -2,9 +2,11 @@
 
 * LLaVA: ``{"id", "image", "conversations": [{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", ...}]}``
   (LLaVA's ``LazySupervisedDataset``: ``image`` is relative to its ``--image_folder``)
-* messages: ``{"id", "messages": [{"role": "user", "content": "<image>..."}, {"role": "assistant", ...}], "images": [path]}``
+* messages: ``{"id", "messages": [{"role": "user", "content": "<image>..."}, {"role": "assistant", ...}], "images":
+[path]}``
   (LLaMA-Factory's ``sharegpt`` layout: one ``<image>`` token per image, in the text)
-* trl: ``{"id", "messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ...}]}, ...], "images": [path]}``
+* trl: ``{"id", "messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ...}]}, ...],
+"images": [path]}``
   (TRL's vision format: the image is a content part, never a token in the text)
 * Avro and Parquet: the instruction record with a declared schema (:data:`AVRO_SCHEMA`, :func:`arrow_schema`).
 """
@@ -48,24 +50,36 @@ def answer_text(record: dict[str, Any]) -> str:
 
 
 def to_llava(record: dict[str, Any]) -> dict[str, Any]:
-    return {"id": record["id"], "image": record["image"], "conversations": [
-        {"from": "human", "value": f"{IMAGE_TOKEN}\n{prompt_text(record)}"},
-        {"from": "gpt", "value": answer_text(record)},
-    ]}
+    return {
+        "id": record["id"],
+        "image": record["image"],
+        "conversations": [
+            {"from": "human", "value": f"{IMAGE_TOKEN}\n{prompt_text(record)}"},
+            {"from": "gpt", "value": answer_text(record)},
+        ],
+    }
 
 
 def to_messages(record: dict[str, Any]) -> dict[str, Any]:
-    return {"id": record["id"], "messages": [
-        {"role": "user", "content": f"{IMAGE_TOKEN}{prompt_text(record)}"},
-        {"role": "assistant", "content": answer_text(record)},
-    ], "images": [record["image"]]}
+    return {
+        "id": record["id"],
+        "messages": [
+            {"role": "user", "content": f"{IMAGE_TOKEN}{prompt_text(record)}"},
+            {"role": "assistant", "content": answer_text(record)},
+        ],
+        "images": [record["image"]],
+    }
 
 
 def to_trl(record: dict[str, Any]) -> dict[str, Any]:
-    return {"id": record["id"], "messages": [
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt_text(record)}]},
-        {"role": "assistant", "content": [{"type": "text", "text": answer_text(record)}]},
-    ], "images": [record["image"]]}
+    return {
+        "id": record["id"],
+        "messages": [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt_text(record)}]},
+            {"role": "assistant", "content": [{"type": "text", "text": answer_text(record)}]},
+        ],
+        "images": [record["image"]],
+    }
 
 
 def _nullable(kind: Any) -> list[Any]:
@@ -74,7 +88,9 @@ def _nullable(kind: Any) -> list[Any]:
 
 _STRINGS = {"type": "array", "items": "string"}
 AVRO_SCHEMA: dict[str, Any] = {
-    "type": "record", "name": "Instruction", "namespace": "comvint",
+    "type": "record",
+    "name": "Instruction",
+    "namespace": "comvint",
     "doc": "One ComVint instruction record (docs/contract.md).",
     "fields": [
         {"name": "id", "type": "string"},
@@ -91,12 +107,33 @@ AVRO_SCHEMA: dict[str, Any] = {
         {"name": "parent_id", "type": _nullable("string"), "default": None},
         {"name": "knowledge_type", "type": _nullable("string"), "default": None},
         {"name": "knowledge_topic", "type": _nullable("string"), "default": None},
-        {"name": "verification", "type": _nullable({"type": "record", "name": "Verification", "fields": [
-            {"name": "passed", "type": _nullable("boolean"), "default": None},
-            {"name": "evidence", "type": _nullable("string"), "default": None},
-            {"name": "inherited_from", "type": _nullable("string"), "default": None}]}), "default": None},
-        {"name": "llm", "type": {"type": "record", "name": "LLM", "fields": [
-            {"name": "backend", "type": "string"}, {"name": "model", "type": "string"}, {"name": "prompt_version", "type": "string"}]}},
+        {
+            "name": "verification",
+            "type": _nullable(
+                {
+                    "type": "record",
+                    "name": "Verification",
+                    "fields": [
+                        {"name": "passed", "type": _nullable("boolean"), "default": None},
+                        {"name": "evidence", "type": _nullable("string"), "default": None},
+                        {"name": "inherited_from", "type": _nullable("string"), "default": None},
+                    ],
+                }
+            ),
+            "default": None,
+        },
+        {
+            "name": "llm",
+            "type": {
+                "type": "record",
+                "name": "LLM",
+                "fields": [
+                    {"name": "backend", "type": "string"},
+                    {"name": "model", "type": "string"},
+                    {"name": "prompt_version", "type": "string"},
+                ],
+            },
+        },
         {"name": "grounding", "type": _STRINGS, "default": []},
         {"name": "image_stages", "type": _nullable(_STRINGS), "default": None},
     ],
@@ -120,7 +157,11 @@ def to_rejected_row(record: dict[str, Any]) -> dict[str, Any]:
     """A rejected record restricted to the declared fields: an instruction's (null for an image-level
     rejection, which has no item) and why it was dropped."""
     row = to_table_row(record)
-    return {**row, "grounding": row["grounding"] if "id" in record else None, **{k: record.get(k) for k in REJECTED_FIELDS}}
+    return {
+        **row,
+        "grounding": row["grounding"] if "id" in record else None,
+        **{k: record.get(k) for k in REJECTED_FIELDS},
+    }
 
 
 def rejected_arrow_schema():
@@ -128,8 +169,12 @@ def rejected_arrow_schema():
     import pyarrow as pa
 
     instruction = [f.with_nullable(True) for f in arrow_schema()]
-    reasons = [pa.field("reason", pa.string(), nullable=False), pa.field("stage", pa.string(), nullable=False),
-               pa.field("evidence", pa.string()), pa.field("duplicate_of", pa.string())]
+    reasons = [
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("evidence", pa.string()),
+        pa.field("duplicate_of", pa.string()),
+    ]
     return pa.schema([*instruction, *reasons])
 
 
@@ -143,22 +188,39 @@ def arrow_schema():
     def required(name: str, kind) -> pa.Field:
         return pa.field(name, kind, nullable=False)
 
-    return pa.schema([
-        *(required(n, pa.string()) for n in ("id", "image_id", "source", "image", "family", "format", "instruction", "answer")),
-        ("options", strings()), ("answer_index", pa.int32()), required("round", pa.int32()), ("parent_id", pa.string()),
-        ("knowledge_type", pa.string()), ("knowledge_topic", pa.string()),
-        ("verification", pa.struct([("passed", pa.bool_()), ("evidence", pa.string()), ("inherited_from", pa.string())])),
-        required("llm", pa.struct([required(n, pa.string()) for n in ("backend", "model", "prompt_version")])),
-        required("grounding", strings()),
-        ("image_stages", strings()),
-    ])
+    return pa.schema(
+        [
+            *(
+                required(n, pa.string())
+                for n in ("id", "image_id", "source", "image", "family", "format", "instruction", "answer")
+            ),
+            ("options", strings()),
+            ("answer_index", pa.int32()),
+            required("round", pa.int32()),
+            ("parent_id", pa.string()),
+            ("knowledge_type", pa.string()),
+            ("knowledge_topic", pa.string()),
+            (
+                "verification",
+                pa.struct([("passed", pa.bool_()), ("evidence", pa.string()), ("inherited_from", pa.string())]),
+            ),
+            required("llm", pa.struct([required(n, pa.string()) for n in ("backend", "model", "prompt_version")])),
+            required("grounding", strings()),
+            ("image_stages", strings()),
+        ]
+    )
 
 
 # -- Label Studio review: a sample of instructions for human spot checks ------------------------------
 
 REVIEW_TASKS_FILE, REVIEW_CONFIG_FILE = "tasks.json", "labeling_config.xml"
-REVIEW_VERDICTS = ("correct", "wrong answer", "not answerable from the image", "answerable without the image",
-                   "unclear or ungrammatical question")
+REVIEW_VERDICTS = (
+    "correct",
+    "wrong answer",
+    "not answerable from the image",
+    "answerable without the image",
+    "unclear or ungrammatical question",
+)
 REVIEW_CONFIG = """<View>
   <Header value="$family · $format · round $round"/>
   <Image name="image" value="$image" zoom="true"/>
@@ -195,13 +257,24 @@ def to_review_task(record: dict[str, Any], image_root: str | None) -> dict[str, 
     passed = verification.get("passed")
     return {
         "data": {
-            "image": review_image_url(image_root, record["image"]), "question": question_text(record),
-            "answer": answer_text(record) if record["format"] != "multiple_choice" else
-            f"{answer_text(record)}. {record['options'][record['answer_index']]}",
-            "options": record.get("options") or [], "family": record["family"], "format": record["format"],
-            "round": record["round"], "verdict": {True: "passed", False: "failed"}.get(passed, "not judged"),
-            "evidence": verification.get("evidence") or "", "id": record["id"],
+            "image": review_image_url(image_root, record["image"]),
+            "question": question_text(record),
+            "answer": answer_text(record)
+            if record["format"] != "multiple_choice"
+            else f"{answer_text(record)}. {record['options'][record['answer_index']]}",
+            "options": record.get("options") or [],
+            "family": record["family"],
+            "format": record["format"],
+            "round": record["round"],
+            "verdict": {True: "passed", False: "failed"}.get(passed, "not judged"),
+            "evidence": verification.get("evidence") or "",
+            "id": record["id"],
         },
-        "meta": {"id": record["id"], "parent_id": record.get("parent_id"), "image_id": record["image_id"],
-                 "source": record["source"], "inherited_from": verification.get("inherited_from")},
+        "meta": {
+            "id": record["id"],
+            "parent_id": record.get("parent_id"),
+            "image_id": record["image_id"],
+            "source": record["source"],
+            "inherited_from": verification.get("inherited_from"),
+        },
     }

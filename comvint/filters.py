@@ -19,8 +19,12 @@ _THE = r"\b(?:the|these|this|those)\s+"
 _META = re.compile(
     r"\bbounding box(?:es)?\b|" + _THE + r"(?:annotations?|region descriptions?)\b"
     r"|\b(?:according to|based on|in|from)\s+(?:the|these|this|those)\s+(?:given\s+|provided\s+)?captions?\b"
-    + "|" + _THE + r"(?:given|provided|above|following)\s+captions?\b"
-    + "|" + _THE + r"captions?\s+(?:says?|mentions?|describes?|states?|provided|given|above)\b",
+    + "|"
+    + _THE
+    + r"(?:given|provided|above|following)\s+captions?\b"
+    + "|"
+    + _THE
+    + r"captions?\s+(?:says?|mentions?|describes?|states?|provided|given|above)\b",
     re.I,
 )
 

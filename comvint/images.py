@@ -30,8 +30,16 @@ from PIL import Image, UnidentifiedImageError
 DETAILS = ("low", "high", "auto")
 LOW_PX = 512
 JPEG_QUALITY = 85
-TILE_MODELS = (("gpt-4o-mini", 2833, 5667), ("gpt-4o", 85, 170), ("gpt-4.1-mini", None, None), ("gpt-4.1-nano", None, None),
-               ("gpt-4.1", 85, 170), ("gpt-4.5", 85, 170), ("o1", 85, 170), ("o3", 85, 170))
+TILE_MODELS = (
+    ("gpt-4o-mini", 2833, 5667),
+    ("gpt-4o", 85, 170),
+    ("gpt-4.1-mini", None, None),
+    ("gpt-4.1-nano", None, None),
+    ("gpt-4.1", 85, 170),
+    ("gpt-4.5", 85, 170),
+    ("o1", 85, 170),
+    ("o3", 85, 170),
+)
 PATCH_MULTIPLIER = {"gpt-4.1-mini": 1.62, "gpt-4.1-nano": 2.46, "o4-mini": 1.72}
 MAX_PATCHES = 1536
 
@@ -64,12 +72,17 @@ def fit(width: int, height: int, detail: str, max_px: int = 0) -> tuple[int, int
 
 
 def picture(data: bytes, detail: str = "low", max_px: int = 0) -> Picture:
-    """Image file bytes -> a :class:`Picture` (RGB JPEG, downsized by :func:`fit`); :class:`ImageError` if unreadable."""
+    """Image file bytes -> a :class:`Picture` (RGB JPEG, downsized by :func:`fit`); :class:`ImageError` if
+    unreadable."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             size = fit(image.width, image.height, detail, max_px)
-            rgb = image.convert("RGB").resize(size, Image.Resampling.LANCZOS) if size != image.size else image.convert("RGB")
+            rgb = (
+                image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+                if size != image.size
+                else image.convert("RGB")
+            )
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
         raise ImageError(f"{type(err).__name__}: {err}"[:300]) from None
     out = io.BytesIO()

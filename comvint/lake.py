@@ -61,7 +61,9 @@ class LakeConfig:
         return {"instructions": self.table, "rejected": f"{self.table}_rejected"}
 
 
-def lake_config(kind: str, output: str, table: str, catalog: str, uri: str, run_id: str, config_hash: str) -> LakeConfig:
+def lake_config(
+    kind: str, output: str, table: str, catalog: str, uri: str, run_id: str, config_hash: str
+) -> LakeConfig:
     """The configuration of ``--lake``, with the embedded defaults under ``output`` (``<output>/lake/``)."""
     if kind not in KINDS:
         raise LakeError(f"--lake {kind!r}: choose from {', '.join(KINDS)}")
@@ -96,7 +98,9 @@ def properties(cfg: LakeConfig) -> dict[str, str]:
     return {RUN_ID: cfg.run_id, CONFIG_HASH: cfg.config_hash}
 
 
-def commit(cfg: LakeConfig, table: str, files: Iterable[str], schema, delete: Callable[[list[str]], None]) -> dict[str, Any]:
+def commit(
+    cfg: LakeConfig, table: str, files: Iterable[str], schema, delete: Callable[[list[str]], None]
+) -> dict[str, Any]:
     """Commit ``files`` (Parquet, ``schema``) to ``table`` once; ``delete(files)`` when the table already
     holds this configuration's commit. Returns what happened (for ``lake.json``)."""
     paths = sorted(files)
@@ -122,7 +126,7 @@ def iceberg_catalog(cfg: LakeConfig):
     if cfg.catalog.startswith(("http://", "https://")):
         return RestCatalog("comvint", uri=cfg.catalog, warehouse=cfg.uri)
     if cfg.catalog.startswith("sqlite:///"):
-        os.makedirs(os.path.dirname(cfg.catalog[len("sqlite:///"):]), exist_ok=True)
+        os.makedirs(os.path.dirname(cfg.catalog[len("sqlite:///") :]), exist_ok=True)
     return SqlCatalog("comvint", uri=cfg.catalog, warehouse=cfg.uri)
 
 
@@ -175,8 +179,14 @@ def commit_iceberg(cfg: LakeConfig, name: str, paths: list[str], schema) -> dict
             LOG.warning("lake: commit to %s lost a race (attempt %d): %s; retrying", name, attempt, err)
             continue
         snapshot = catalog.load_table(name).current_snapshot()
-        return {"table": name, "format": "iceberg", "skipped": False, "files": len(paths), "attempts": attempt,
-                "snapshot_id": str(snapshot.snapshot_id)}
+        return {
+            "table": name,
+            "format": "iceberg",
+            "skipped": False,
+            "files": len(paths),
+            "attempts": attempt,
+            "snapshot_id": str(snapshot.snapshot_id),
+        }
     raise RuntimeError(f"lake: {name}: {COMMIT_ATTEMPTS} commit attempts all lost to concurrent writers")
 
 
@@ -198,7 +208,9 @@ def add_action(root: str, path: str):
     with filesystem.open_input_file(inner) as handle:
         rows = pq.ParquetFile(handle).metadata.num_rows
     relative = posixpath.relpath(_absolute(path), _absolute(root)) if "://" not in path else path[len(root) + 1 :]
-    return AddAction(relative, info.size, {}, int(info.mtime.timestamp() * 1000), True, json.dumps({"numRecords": rows}))
+    return AddAction(
+        relative, info.size, {}, int(info.mtime.timestamp() * 1000), True, json.dumps({"numRecords": rows})
+    )
 
 
 def commit_delta(cfg: LakeConfig, name: str, paths: list[str], schema) -> dict[str, Any]:
@@ -216,14 +228,28 @@ def commit_delta(cfg: LakeConfig, name: str, paths: list[str], schema) -> dict[s
             table = DeltaTable(root)
         except TableNotFoundError:
             try:
-                create_table_with_add_actions(root, _delta_schema(schema), actions, mode="error", name=name,
-                                              commit_properties=props)
+                create_table_with_add_actions(
+                    root, _delta_schema(schema), actions, mode="error", name=name, commit_properties=props
+                )
             except DeltaError as err:  # another writer created the table first
                 LOG.warning("lake: creating %s lost a race (attempt %d): %s; retrying", name, attempt, err)
                 continue
-            return {"table": name, "format": "delta", "skipped": False, "files": len(paths), "attempts": attempt, "version": 0}
+            return {
+                "table": name,
+                "format": "delta",
+                "skipped": False,
+                "files": len(paths),
+                "attempts": attempt,
+                "version": 0,
+            }
         if table.transaction_version(app_id(cfg)) is not None:
-            return {"table": name, "format": "delta", "skipped": True, "files": 0, "same_as": delta_commit_of(table, cfg)}
+            return {
+                "table": name,
+                "format": "delta",
+                "skipped": True,
+                "files": 0,
+                "same_as": delta_commit_of(table, cfg),
+            }
         try:
             added = new_fields(table, schema)
             if added:  # its own commit: a wider schema is harmless to readers even if the data commit fails
@@ -232,8 +258,14 @@ def commit_delta(cfg: LakeConfig, name: str, paths: list[str], schema) -> dict[s
         except CommitFailedError as err:
             LOG.warning("lake: commit to %s lost a race (attempt %d): %s; retrying", name, attempt, err)
             continue
-        return {"table": name, "format": "delta", "skipped": False, "files": len(paths), "attempts": attempt,
-                "version": DeltaTable(root).version()}
+        return {
+            "table": name,
+            "format": "delta",
+            "skipped": False,
+            "files": len(paths),
+            "attempts": attempt,
+            "version": DeltaTable(root).version(),
+        }
     raise RuntimeError(f"lake: {name}: {COMMIT_ATTEMPTS} commit attempts all lost to concurrent writers")
 
 

@@ -71,27 +71,65 @@ class Failure:
 # small record compresses to about two thirds of what zlib alone makes of it. Changing it changes
 # nothing persisted: packed bytes live only inside a run's shuffles.
 _PRESET_ITEM = {
-    "id": "0123456789abcdef0123", "image_id": "1000092795", "source": "flickr30k_entities",
-    "image": "flickr30k-images/1000092795.jpg", "family": "cross_modal", "format": "open_ended",
-    "instruction": "Which is further to the left in the picture: the man or the dog?", "answer": "The man.", "round": 1,
-    "parent_id": "0123456789abcdef0123", "knowledge_type": "visual", "knowledge_topic": "",
-    "verification": {"passed": True, "evidence": "left_of(e:1,e:2) -> ok (the man [1, 2, 3, 4] vs the dog [5, 6, 7, 8])"},
+    "id": "0123456789abcdef0123",
+    "image_id": "1000092795",
+    "source": "flickr30k_entities",
+    "image": "flickr30k-images/1000092795.jpg",
+    "family": "cross_modal",
+    "format": "open_ended",
+    "instruction": "Which is further to the left in the picture: the man or the dog?",
+    "answer": "The man.",
+    "round": 1,
+    "parent_id": "0123456789abcdef0123",
+    "knowledge_type": "visual",
+    "knowledge_topic": "",
+    "verification": {
+        "passed": True,
+        "evidence": "left_of(e:1,e:2) -> ok (the man [1, 2, 3, 4] vs the dog [5, 6, 7, 8])",
+    },
     "llm": {"backend": "offline", "model": "offline", "prompt_version": "comvint-prompts"},
-    "grounding": ["left_of(e:1,e:2)", "not fact(r:1,door,used_for)"], "_unit": "visual_genome:1000092795",
-    "_topic": "Sports and Recreation", "options": ["A", "B"], "duplicate_of": None, "stage": "dedup", "reason": "template_repeat",
+    "grounding": ["left_of(e:1,e:2)", "not fact(r:1,door,used_for)"],
+    "_unit": "visual_genome:1000092795",
+    "_topic": "Sports and Recreation",
+    "options": ["A", "B"],
+    "duplicate_of": None,
+    "stage": "dedup",
+    "reason": "template_repeat",
 }
 _PRESET_FLICKR = {
-    "image_id": "1000092795", "source": "flickr30k_entities", "width": 500, "height": 333, "image": "flickr30k-images/1000092795.jpg",
-    "captions": [{"text": "A man in a red shirt walks a dog in the park .", "phrases": [
-        {"text": "A man", "entity_id": "123", "types": ["people"], "first_word_index": 0},
-        {"text": "the park", "entity_id": "124", "types": ["scene"], "first_word_index": 9}]}],
-    "entities": [{"entity_id": "123", "boxes": [[166, 288, 218, 478]], "scene": False, "no_box": False},
-                 {"entity_id": "124", "boxes": [], "scene": True, "no_box": False}], "regions": [],
+    "image_id": "1000092795",
+    "source": "flickr30k_entities",
+    "width": 500,
+    "height": 333,
+    "image": "flickr30k-images/1000092795.jpg",
+    "captions": [
+        {
+            "text": "A man in a red shirt walks a dog in the park .",
+            "phrases": [
+                {"text": "A man", "entity_id": "123", "types": ["people"], "first_word_index": 0},
+                {"text": "the park", "entity_id": "124", "types": ["scene"], "first_word_index": 9},
+            ],
+        }
+    ],
+    "entities": [
+        {"entity_id": "123", "boxes": [[166, 288, 218, 478]], "scene": False, "no_box": False},
+        {"entity_id": "124", "boxes": [], "scene": True, "no_box": False},
+    ],
+    "regions": [],
 }
 _PRESET_VG = {
-    "image_id": "1", "source": "visual_genome", "width": None, "height": None, "image": "visual_genome/1.jpg", "captions": [],
-    "entities": [], "regions": [{"region_id": "15566", "phrase": "a man on the beach", "box": [182, 89, 585, 473]},
-                                {"region_id": "15567", "phrase": "wooden door", "box": [225, 236, 322, 287]}], "flickr_id": None,
+    "image_id": "1",
+    "source": "visual_genome",
+    "width": None,
+    "height": None,
+    "image": "visual_genome/1.jpg",
+    "captions": [],
+    "entities": [],
+    "regions": [
+        {"region_id": "15566", "phrase": "a man on the beach", "box": [182, 89, 585, 473]},
+        {"region_id": "15567", "phrase": "wooden door", "box": [225, 236, 322, 287]},
+    ],
+    "flickr_id": None,
 }
 _PRESETS = (_PRESET_VG, _PRESET_FLICKR, _PRESET_ITEM)
 _PRESET = b"".join(pickle.dumps(o, pickle.HIGHEST_PROTOCOL) for o in _PRESETS)

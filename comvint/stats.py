@@ -11,8 +11,16 @@ from comvint.records import Failure, image_key
 # one joint dimension, named ``a+b`` with values ``va:vb`` (e.g. ``stage+reason`` -> ``verify:verify_rejected``).
 DIMENSIONS: dict[str, tuple[str | tuple[str, ...], ...]] = {
     "annotations": ("source",),
-    "instructions": ("source", "family", "format", "round", "knowledge_type", "knowledge_topic", "answer_index",
-                     ("family", "format", "round")),
+    "instructions": (
+        "source",
+        "family",
+        "format",
+        "round",
+        "knowledge_type",
+        "knowledge_topic",
+        "answer_index",
+        ("family", "format", "round"),
+    ),
     "rejected": ("stage", "reason", "family", "format", "round", ("stage", "reason")),
     "failures": ("stage", "reason", "source", ("stage", "reason")),
     "verdicts": ("round_verdict",),
@@ -70,11 +78,17 @@ def item_problem(created: bool, ends: list[str]) -> str | None:
     return "in_two_places" if len(ends) > 1 else None
 
 
-def item_accounting(created: int, problems: list[tuple[str, int]], examples: list[tuple[str, list[str]]]) -> dict[str, Any]:
+def item_accounting(
+    created: int, problems: list[tuple[str, int]], examples: list[tuple[str, list[str]]]
+) -> dict[str, Any]:
     """The per-item identity's section of stats.json: every created item ends in exactly one sink."""
     counts = dict(problems)
-    return {"created": created, **{p: counts.get(p, 0) for p in ("missing", "in_two_places", "never_created")},
-            "examples": {p: sorted(ids) for p, ids in sorted(examples)}, "identity_holds": not counts}
+    return {
+        "created": created,
+        **{p: counts.get(p, 0) for p in ("missing", "in_two_places", "never_created")},
+        "examples": {p: sorted(ids) for p, ids in sorted(examples)},
+        "identity_holds": not counts,
+    }
 
 
 def nest_counts(counts: Iterable[tuple[str, int]]) -> dict[str, Any]:
@@ -112,7 +126,8 @@ def check_accounting(stats: Mapping[str, Any]) -> None:
     if items and not items["identity_holds"]:
         raise AccountingError(
             f"of {items['created']} items created, {items['missing']} ended in no output, {items['in_two_places']} "
-            f"in two places, and {items['never_created']} outputs name an item no stage created (e.g. {items['examples']})"
+            f"in two places, and {items['never_created']} outputs name an item no stage created (e.g. "
+            f"{items['examples']})"
         )
 
 
@@ -156,8 +171,11 @@ def rates(counts: Mapping[str, Any]) -> dict[str, Any]:
     screened = kept + sum(removed.values()) + filtered
     positions = counts.get("instructions", {}).get("answer_index", {})
     return {
-        "verification_pass_rate": {r: _share(v.get("passed", 0), v.get("passed", 0) + v.get("failed", 0)) for r, v in sorted(per_round.items())},
-        "duplicate_rate": {r: _share(n, screened) for r, n in removed.items()} | {"total": _share(sum(removed.values()), screened)},
+        "verification_pass_rate": {
+            r: _share(v.get("passed", 0), v.get("passed", 0) + v.get("failed", 0)) for r, v in sorted(per_round.items())
+        },
+        "duplicate_rate": {r: _share(n, screened) for r, n in removed.items()}
+        | {"total": _share(sum(removed.values()), screened)},
         "quality_filter_rate": _share(filtered, screened),
         "answer_position_share": {p: _share(n, sum(positions.values())) for p, n in sorted(positions.items())},
     }

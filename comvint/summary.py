@@ -15,10 +15,17 @@ def _n(value: Any) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "  ") -> list[str]:
     """A plain-text table: numeric columns right-aligned, text left-aligned."""
-    numeric = [bool(rows) and all(not isinstance(r[i], str) or r[i] == "-" or r[i].startswith("$") for r in rows) for i in range(len(header))]
+    numeric = [
+        bool(rows) and all(not isinstance(r[i], str) or r[i] == "-" or r[i].startswith("$") for r in rows)
+        for i in range(len(header))
+    ]
     cells = [list(map(str, header))] + [[c if isinstance(c, str) else _n(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return [indent + "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric, strict=True)).rstrip() for row in cells]
+    return [
+        indent
+        + "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric, strict=True)).rstrip()
+        for row in cells
+    ]
 
 
 def _top(mapping: Mapping[str, int], n: int = TOP) -> str:
@@ -43,12 +50,36 @@ def _llm(llm: Mapping[str, Mapping[str, Any]], batch: bool) -> list[str]:
     for stage, u in sorted(llm.items()):
         cost = u.get("cost")
         sent = [u.get("batches", 0), u.get("batch_lines", 0)] if batch else [u.get("requests", 0)]
-        rows.append([stage, u.get("calls", 0), u.get("cache_hits", 0), *sent, sum(u.get("retries", {}).values()),
-                     u.get("failures", 0), *([u.get("images", 0)] if pictures else []), u.get("prompt_tokens", 0),
-                     u.get("completion_tokens", 0), "-" if cost is None else f"${cost:,.4f}" if cost < 1 else f"${cost:,.2f}"])
+        rows.append(
+            [
+                stage,
+                u.get("calls", 0),
+                u.get("cache_hits", 0),
+                *sent,
+                sum(u.get("retries", {}).values()),
+                u.get("failures", 0),
+                *([u.get("images", 0)] if pictures else []),
+                u.get("prompt_tokens", 0),
+                u.get("completion_tokens", 0),
+                "-" if cost is None else f"${cost:,.4f}" if cost < 1 else f"${cost:,.2f}",
+            ]
+        )
     sent_heads = ["batches", "batch lines"] if batch else ["requests"]
-    return _table(["stage", "calls", "cache hits", *sent_heads, "retries", "failed", *(["pictures"] if pictures else []),
-                   "tokens in", "tokens out", "est. cost"], rows)
+    return _table(
+        [
+            "stage",
+            "calls",
+            "cache hits",
+            *sent_heads,
+            "retries",
+            "failed",
+            *(["pictures"] if pictures else []),
+            "tokens in",
+            "tokens out",
+            "est. cost",
+        ],
+        rows,
+    )
 
 
 def format_summary(stats: Mapping[str, Any], outputs: Sequence[tuple[str, str]], wall_s: float) -> str:
@@ -57,7 +88,8 @@ def format_summary(stats: Mapping[str, Any], outputs: Sequence[tuple[str, str]],
     kept, rejected, failed = (counts.get(k, {}) for k in ("instructions", "rejected", "failures"))
     holds = acct.get("identity_holds") and acct.get("items", {}).get("identity_holds", True)
     lines = [
-        f"ComVint run finished in {wall_s:,.1f} s ({stats.get('llm_backend') or 'no'} LLM backend, stages: {stats.get('stages')})",
+        f"ComVint run finished in {wall_s:,.1f} s ({stats.get('llm_backend') or 'no'} LLM backend, stages: "
+        f"{stats.get('stages')})",
         f"Inputs           {_n(acct.get('inputs', 0))} images and files; accounting identity "
         + ("holds" if holds else "BROKEN"),
         f"Kept             {_n(kept.get('total', 0))} instructions",

@@ -16,14 +16,76 @@ CLAUSE = re.compile(r"^(not )?(\w+)\(([^()]*)\)(?:=(\d+))?$")
 POSITION = ("left_of", "right_of", "above", "below")
 SIZE = ("larger", "smaller")
 NUMBER_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
-VAGUE = {"many", "several", "group", "crowd", "groups", "crowds", "lots", "bunch", "some", "few", "couple", "team", "herd", "flock"}
-SCENERY = {"sky", "ground", "grass", "field", "floor", "wall", "ceiling", "road", "street", "sidewalk", "water", "ocean", "sea",
-           "lake", "river", "beach", "sand", "snow", "dirt", "mountain", "mountains", "hill", "background", "area", "air",
-           "park", "city", "stage", "room", "crowd", "trees", "building", "buildings"}
+VAGUE = {
+    "many",
+    "several",
+    "group",
+    "crowd",
+    "groups",
+    "crowds",
+    "lots",
+    "bunch",
+    "some",
+    "few",
+    "couple",
+    "team",
+    "herd",
+    "flock",
+}
+SCENERY = {
+    "sky",
+    "ground",
+    "grass",
+    "field",
+    "floor",
+    "wall",
+    "ceiling",
+    "road",
+    "street",
+    "sidewalk",
+    "water",
+    "ocean",
+    "sea",
+    "lake",
+    "river",
+    "beach",
+    "sand",
+    "snow",
+    "dirt",
+    "mountain",
+    "mountains",
+    "hill",
+    "background",
+    "area",
+    "air",
+    "park",
+    "city",
+    "stage",
+    "room",
+    "crowd",
+    "trees",
+    "building",
+    "buildings",
+}
 COLOURS = {"red", "blue", "green", "yellow", "brown", "white", "black", "gray", "grey", "orange", "pink", "purple"}
 SINGULAR_S = {"gas", "canvas", "lens", "upstairs", "news", "series", "species", "bus", "chess", "tennis"}
-PLURAL_ONLY = {"jeans", "pants", "shorts", "glasses", "sunglasses", "trousers", "scissors", "clothes", "goggles", "sweatpants",
-               "scrubs", "binoculars", "fatigues", "knickers", "tongs"}
+PLURAL_ONLY = {
+    "jeans",
+    "pants",
+    "shorts",
+    "glasses",
+    "sunglasses",
+    "trousers",
+    "scissors",
+    "clothes",
+    "goggles",
+    "sweatpants",
+    "scrubs",
+    "binoculars",
+    "fatigues",
+    "knickers",
+    "tongs",
+}
 ENTITY = re.compile(r"\[/EN#(\d+)/([^\s]+) ([^\]]+)\]")
 
 
@@ -55,7 +117,11 @@ class Flickr:
         e = tid.removeprefix("e:")
         if e not in self.boxes:
             return None
-        return {"boxes": self.boxes[e], "texts": self.mentions.get(e, []), "scene": e in self.scene or "scene" in self.types.get(e, set())}
+        return {
+            "boxes": self.boxes[e],
+            "texts": self.mentions.get(e, []),
+            "scene": e in self.scene or "scene" in self.types.get(e, set()),
+        }
 
 
 class Genome:
@@ -64,17 +130,24 @@ class Genome:
     def __init__(self, image: dict, objects: dict, attributes: dict) -> None:
         self.width, self.height = image["width"], image["height"]
         attrs = {str(a["object_id"]): a.get("attributes", []) for a in attributes.get("attributes", [])}
-        self.objects = {str(o["object_id"]): {"boxes": [[max(0, o["x"]), max(0, o["y"]), o["x"] + o["w"], o["y"] + o["h"]]],
-                                               "texts": [n.lower() for n in o.get("names", [])], "scene": False,
-                                               "attributes": attrs.get(str(o["object_id"]), [])}
-                        for o in objects["objects"]}
+        self.objects = {
+            str(o["object_id"]): {
+                "boxes": [[max(0, o["x"]), max(0, o["y"]), o["x"] + o["w"], o["y"] + o["h"]]],
+                "texts": [n.lower() for n in o.get("names", [])],
+                "scene": False,
+                "attributes": attrs.get(str(o["object_id"]), []),
+            }
+            for o in objects["objects"]
+        }
 
     def thing(self, tid: str) -> dict | None:
         return self.objects.get(tid.removeprefix("o:"))
 
 
 def load_flickr(root: pathlib.Path, image_id: str) -> Flickr:
-    return Flickr((root / "Annotations" / f"{image_id}.xml").read_bytes(), (root / "Sentences" / f"{image_id}.txt").read_text())
+    return Flickr(
+        (root / "Annotations" / f"{image_id}.xml").read_bytes(), (root / "Sentences" / f"{image_id}.txt").read_text()
+    )
 
 
 def load_genome(root: pathlib.Path) -> dict[str, Genome]:
@@ -99,8 +172,11 @@ def _head(text: str) -> str:
 
 
 def _background(thing: dict, image) -> bool:
-    return (thing["scene"] or any(_head(t) in SCENERY for t in thing["texts"])
-            or any(_area(b) > 0.5 * image.width * image.height for b in thing["boxes"]))
+    return (
+        thing["scene"]
+        or any(_head(t) in SCENERY for t in thing["texts"])
+        or any(_area(b) > 0.5 * image.width * image.height for b in thing["boxes"])
+    )
 
 
 def _centre(b: list[int], axis: int) -> float:
@@ -159,21 +235,32 @@ def flags(item: dict, image) -> set[str]:
     if item["format"] == "multiple_choice" and len({_norm(o) for o in item["options"]}) < len(item["options"]):
         found.add("variant_option")
     question = item["instruction"]
-    match = re.match(r"^(Is|Are) the ([a-z' -]+?) (further to|higher up|lower down|larger in|smaller in|made of|a kind of|wearing|holding|sitting|standing)\b",
-                     question)
+    match = re.match(
+        r"^(Is|Are) the ([a-z' -]+?) (further to|higher up|lower down|larger in|smaller in|made of|a kind "
+        r"of|wearing|holding|sitting|standing)\b",
+        question,
+    )
     if match:
         head = _head(match.group(2))
-        plural = head in PLURAL_ONLY or (head.endswith("s") and not head.endswith(("ss", "us")) and head not in SINGULAR_S) or head.endswith(
-            "men") or head in ("children", "people", "feet", "teeth", "mice", "geese", "oxen", "dice")
+        plural = (
+            head in PLURAL_ONLY
+            or (head.endswith("s") and not head.endswith(("ss", "us")) and head not in SINGULAR_S)
+            or head.endswith("men")
+            or head in ("children", "people", "feet", "teeth", "mice", "geese", "oxen", "dice")
+        )
         if plural != (match.group(1) == "Are"):
             found.add("agreement")
     asks = [m for m in clauses if not m.group(1) and m.group(2) == "colour"]
     if asks and steps and steps[-1].group(2) in (*POSITION, *SIZE):
         loser = image.thing(steps[-1].group(3).split(",")[1].strip())
         colour = asks[0].group(3).split(",")[1].strip()
-        words = {w for t in loser["texts"] for w in t.split()} | {w for a in loser.get("attributes", []) for w in a.split()}
+        words = {w for t in loser["texts"] for w in t.split()} | {
+            w for a in loser.get("attributes", []) for w in a.split()
+        }
         if colour in words:
             found.add("text_only_answer")  # the other candidate has the same colour: the pick does not matter
     if asks and item["format"] != "bool" and COLOURS & set(re.findall(r"[a-z]+", question.lower())):
-        found.add("colour_in_question")  # "what colour is whichever of the white wraps and the pink shirts ...": half told
+        found.add(
+            "colour_in_question"
+        )  # "what colour is whichever of the white wraps and the pink shirts ...": half told
     return found

@@ -37,11 +37,16 @@ def llamafactory_sharegpt(row: dict[str, Any], media_dir: str) -> dict[str, Any]
     assert len(messages) % 2 == 0, "Invalid message count: the row is skipped"
     tokens = sum(m["content"].count(IMAGE) for m in messages)
     assert tokens == len(row["images"]), "The number of images does not match the number of <image> tokens"
-    return {"prompt": messages[:-1], "response": messages[-1:], "images": [posixpath.join(media_dir, i) for i in row["images"]]}
+    return {
+        "prompt": messages[:-1],
+        "response": messages[-1:],
+        "images": [posixpath.join(media_dir, i) for i in row["images"]],
+    }
 
 
 def trl_vision(row: dict[str, Any]) -> list[str]:
-    """TRL's vision format: content parts; each {"type": "image"} part takes the next image. Returns the rendered turns."""
+    """TRL's vision format: content parts; each {"type": "image"} part takes the next image. Returns the rendered
+    turns."""
     images, rendered = list(row["images"]), []
     for k, message in enumerate(row["messages"]):
         assert message["role"] == ("user" if k % 2 == 0 else "assistant") and isinstance(message["content"], list)
@@ -52,7 +57,9 @@ def trl_vision(row: dict[str, Any]) -> list[str]:
                 images.pop(0)
                 text += "<|image|>"
             else:
-                assert part["type"] == "text" and IMAGE not in part["text"], "an <image> token in text is a second image"
+                assert part["type"] == "text" and IMAGE not in part["text"], (
+                    "an <image> token in text is a second image"
+                )
                 text += part["text"]
         rendered.append(text)
     assert not images, "images without an image part"

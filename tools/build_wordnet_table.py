@@ -6,7 +6,8 @@ WordNet's ``wndb(5)``), and keeps, for every physical noun sense a head noun or 
 can name: its category (the nearest of a fixed list of everyday categories among its hypernyms), its
 lexicographer file, its own part meronyms, its substance meronyms (own and its direct hypernyms'),
 and the names of its direct hypernyms; for every single-word lemma, its first physical sense and the
-category the bare noun names (:func:`lemma_category`: none when its senses disagree). Run: ``python tools/build_wordnet_table.py [/usr/share/wordnet]``.
+category the bare noun names (:func:`lemma_category`: none when its senses disagree). Run: ``python
+tools/build_wordnet_table.py [/usr/share/wordnet]``.
 """
 
 from __future__ import annotations
@@ -17,33 +18,97 @@ import pathlib
 import sys
 
 OUT = pathlib.Path(__file__).resolve().parents[1] / "comvint" / "knowledge" / "wordnet.json.gz"
-LEXFILES = ["adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact", "noun.attribute",
-            "noun.body", "noun.cognition", "noun.communication", "noun.event", "noun.feeling", "noun.food", "noun.group",
-            "noun.location", "noun.motive", "noun.object", "noun.person", "noun.phenomenon", "noun.plant",
-            "noun.possession", "noun.process", "noun.quantity", "noun.relation", "noun.shape", "noun.state",
-            "noun.substance", "noun.time"]
+LEXFILES = [
+    "adj.all",
+    "adj.pert",
+    "adv.all",
+    "noun.Tops",
+    "noun.act",
+    "noun.animal",
+    "noun.artifact",
+    "noun.attribute",
+    "noun.body",
+    "noun.cognition",
+    "noun.communication",
+    "noun.event",
+    "noun.feeling",
+    "noun.food",
+    "noun.group",
+    "noun.location",
+    "noun.motive",
+    "noun.object",
+    "noun.person",
+    "noun.phenomenon",
+    "noun.plant",
+    "noun.possession",
+    "noun.process",
+    "noun.quantity",
+    "noun.relation",
+    "noun.shape",
+    "noun.state",
+    "noun.substance",
+    "noun.time",
+]
 # Everyday categories a "what kind of thing" question may answer with: (synset, label). The nearest
 # one among a sense's hypernyms is its category; earlier entries win at equal distance.
 CATEGORIES = [
-    ("person.n.01", "a person"), ("bird.n.01", "a bird"), ("fish.n.01", "a fish"), ("insect.n.01", "an insect"),
-    ("mammal.n.01", "a mammal"), ("reptile.n.01", "a reptile"), ("animal.n.01", "an animal"),
-    ("tree.n.01", "a tree"), ("flower.n.01", "a flower"), ("plant.n.02", "a plant"),
-    ("edible_fruit.n.01", "a fruit"), ("vegetable.n.01", "a vegetable"), ("baked_goods.n.01", "a baked food"),
-    ("dish.n.02", "a dish of food"), ("beverage.n.01", "a drink"), ("food.n.01", "food"), ("food.n.02", "food"),
-    ("motor_vehicle.n.01", "a motor vehicle"), ("aircraft.n.01", "an aircraft"), ("vessel.n.02", "a boat or ship"),
-    ("train.n.01", "a train"), ("public_transport.n.01", "public transport"), ("vehicle.n.01", "a vehicle"),
-    ("footwear.n.01", "footwear"), ("footwear.n.02", "footwear"), ("headdress.n.01", "headwear"),
-    ("garment.n.01", "a garment"), ("clothing.n.01", "clothing"), ("jewelry.n.01", "jewelry"),
-    ("seat.n.03", "a seat"), ("table.n.02", "a table"), ("furniture.n.01", "furniture"),
-    ("musical_instrument.n.01", "a musical instrument"), ("sports_equipment.n.01", "sports equipment"),
-    ("plaything.n.01", "a toy"), ("tableware.n.01", "tableware"), ("kitchen_utensil.n.01", "a kitchen utensil"),
-    ("bag.n.01", "a bag"), ("container.n.01", "a container"), ("electronic_equipment.n.01", "electronic equipment"),
-    ("computer.n.01", "a computer"), ("lamp.n.01", "a lamp"), ("source_of_illumination.n.01", "a light source"),
-    ("timepiece.n.01", "a timepiece"), ("tool.n.01", "a tool"), ("weapon.n.01", "a weapon"),
-    ("signboard.n.01", "a sign"), ("building.n.01", "a building"), ("bridge.n.01", "a bridge"),
-    ("road.n.01", "a road"), ("fabric.n.01", "a fabric"), ("paper.n.01", "paper"),
-    ("body_part.n.01", "a body part"), ("covering.n.02", "a covering"), ("device.n.01", "a device"),
-    ("structure.n.01", "a structure"), ("body_of_water.n.01", "a body of water"),
+    ("person.n.01", "a person"),
+    ("bird.n.01", "a bird"),
+    ("fish.n.01", "a fish"),
+    ("insect.n.01", "an insect"),
+    ("mammal.n.01", "a mammal"),
+    ("reptile.n.01", "a reptile"),
+    ("animal.n.01", "an animal"),
+    ("tree.n.01", "a tree"),
+    ("flower.n.01", "a flower"),
+    ("plant.n.02", "a plant"),
+    ("edible_fruit.n.01", "a fruit"),
+    ("vegetable.n.01", "a vegetable"),
+    ("baked_goods.n.01", "a baked food"),
+    ("dish.n.02", "a dish of food"),
+    ("beverage.n.01", "a drink"),
+    ("food.n.01", "food"),
+    ("food.n.02", "food"),
+    ("motor_vehicle.n.01", "a motor vehicle"),
+    ("aircraft.n.01", "an aircraft"),
+    ("vessel.n.02", "a boat or ship"),
+    ("train.n.01", "a train"),
+    ("public_transport.n.01", "public transport"),
+    ("vehicle.n.01", "a vehicle"),
+    ("footwear.n.01", "footwear"),
+    ("footwear.n.02", "footwear"),
+    ("headdress.n.01", "headwear"),
+    ("garment.n.01", "a garment"),
+    ("clothing.n.01", "clothing"),
+    ("jewelry.n.01", "jewelry"),
+    ("seat.n.03", "a seat"),
+    ("table.n.02", "a table"),
+    ("furniture.n.01", "furniture"),
+    ("musical_instrument.n.01", "a musical instrument"),
+    ("sports_equipment.n.01", "sports equipment"),
+    ("plaything.n.01", "a toy"),
+    ("tableware.n.01", "tableware"),
+    ("kitchen_utensil.n.01", "a kitchen utensil"),
+    ("bag.n.01", "a bag"),
+    ("container.n.01", "a container"),
+    ("electronic_equipment.n.01", "electronic equipment"),
+    ("computer.n.01", "a computer"),
+    ("lamp.n.01", "a lamp"),
+    ("source_of_illumination.n.01", "a light source"),
+    ("timepiece.n.01", "a timepiece"),
+    ("tool.n.01", "a tool"),
+    ("weapon.n.01", "a weapon"),
+    ("signboard.n.01", "a sign"),
+    ("building.n.01", "a building"),
+    ("bridge.n.01", "a bridge"),
+    ("road.n.01", "a road"),
+    ("fabric.n.01", "a fabric"),
+    ("paper.n.01", "paper"),
+    ("body_part.n.01", "a body part"),
+    ("covering.n.02", "a covering"),
+    ("device.n.01", "a device"),
+    ("structure.n.01", "a structure"),
+    ("body_of_water.n.01", "a body of water"),
     ("geological_formation.n.01", "a natural landform"),
 ]
 PHYSICAL = "physical_entity.n.01"
@@ -71,7 +136,11 @@ def parse(root: pathlib.Path) -> tuple[dict[str, list[str]], dict[str, dict]]:
         for _ in range(int(f[k])):
             pointers.append((f[k + 1], f[k + 2], f[k + 3]))
             k += 4
-        synsets[f[0]] = {"lemmas": lemmas, "lex": LEXFILES[int(f[1])], "ptr": [(s, o) for s, o, pos in pointers if pos == "n"]}
+        synsets[f[0]] = {
+            "lemmas": lemmas,
+            "lex": LEXFILES[int(f[1])],
+            "ptr": [(s, o) for s, o, pos in pointers if pos == "n"],
+        }
     return index, synsets
 
 
@@ -143,18 +212,33 @@ def build(root: pathlib.Path) -> dict:
             near = [o for o, d in anc.items() if d <= 1]
             parts = words([o for s, o in synsets[off]["ptr"] if s == "%p"])
             stuff = words([o for a in near for s, o in synsets[a]["ptr"] if s == "%s"])
-            table[key] = [cat[1] if cat else -1, LEXFILES.index(synsets[off]["lex"]), parts[:6], stuff[:4],
-                          [synsets[h]["lemmas"][0].replace("_", " ") for h in up(off)][:2]]
+            table[key] = [
+                cat[1] if cat else -1,
+                LEXFILES.index(synsets[off]["lex"]),
+                parts[:6],
+                stuff[:4],
+                [synsets[h]["lemmas"][0].replace("_", " ") for h in up(off)][:2],
+            ]
         if lemma in lemmas and len(lemmas[lemma]) == 1:
             lemmas[lemma].append(lemma_category(senses))
     labels = [label for _, label in CATEGORIES]
-    ancestry = [sorted({labels.index(CATEGORIES[categories[a]][1]) for a in ancestors(by_name[s]) if a in categories} - {labels.index(label)})
-                for s, label in CATEGORIES]
-    return {"source": "Princeton WordNet 3.0 (see comvint/knowledge/WORDNET_LICENSE)", "lexfiles": LEXFILES,
-            "category_ancestors": ancestry,
-            "fields": ["category", "lexfile", "parts", "substances", "hypernyms"], "categories": [label for _, label in CATEGORIES],
-            "lemma_fields": ["synset of the first physical sense", "category the bare noun names (-1: ambiguous)"],
-            "lemmas": lemmas, "synsets": table}
+    ancestry = [
+        sorted(
+            {labels.index(CATEGORIES[categories[a]][1]) for a in ancestors(by_name[s]) if a in categories}
+            - {labels.index(label)}
+        )
+        for s, label in CATEGORIES
+    ]
+    return {
+        "source": "Princeton WordNet 3.0 (see comvint/knowledge/WORDNET_LICENSE)",
+        "lexfiles": LEXFILES,
+        "category_ancestors": ancestry,
+        "fields": ["category", "lexfile", "parts", "substances", "hypernyms"],
+        "categories": [label for _, label in CATEGORIES],
+        "lemma_fields": ["synset of the first physical sense", "category the bare noun names (-1: ambiguous)"],
+        "lemmas": lemmas,
+        "synsets": table,
+    }
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 on a plain ground, at the size the annotations give, so a run on ``data/`` can send pictures to the judges
 and the report can draw its boxes over something.
 
-    python tools/draw_sample_images.py   # writes data/images/flickr30k-images/*.jpg, data/images/visual_genome/VG_100K/*.jpg
+    # writes data/images/flickr30k-images/*.jpg, data/images/visual_genome/VG_100K/*.jpg
+    python tools/draw_sample_images.py
 """
 
 from __future__ import annotations
@@ -43,11 +44,15 @@ def main() -> None:
     root = REPO / "data" / "flickr30k_entities"
     for xml in sorted((root / "Annotations").glob("*.xml")):
         try:
-            record = flickr30k.build_record(xml.stem, (root / "Sentences" / f"{xml.stem}.txt").read_bytes(), xml.read_bytes())
+            record = flickr30k.build_record(
+                xml.stem, (root / "Sentences" / f"{xml.stem}.txt").read_bytes(), xml.read_bytes()
+            )
         except (InputError, OSError):
             continue  # the sample's deliberately broken inputs have no picture
         names = {p["entity_id"]: p["text"] for c in record["captions"] for p in c["phrases"]}
-        shapes = [(names.get(e["entity_id"], e["entity_id"]), box) for e in record["entities"] for box in e.get("boxes", [])]
+        shapes = [
+            (names.get(e["entity_id"], e["entity_id"]), box) for e in record["entities"] for box in e.get("boxes", [])
+        ]
         draw(OUT / record["image"], record["width"], record["height"], shapes)
     vg_root = REPO / "data" / "visual_genome"
     info = vg.parse_image_data((vg_root / "image_data.json").read_text())

@@ -18,7 +18,8 @@ from comvint.engine import judge, rounds
 from comvint.engine.scene import Scene, build_scene
 from comvint.records import pack, unpack
 
-CACHE = 64  # images a worker keeps the scene and judge's reading of (a stage gets an image's items together, joined to its record)
+# images a worker keeps the scene and judge's reading of (a stage gets an image's items together, joined to its record)
+CACHE = 64
 
 
 @functools.lru_cache(maxsize=CACHE)
@@ -66,19 +67,27 @@ def clear_caches() -> None:
 
 
 def answer(stage: str, context: dict[str, Any]) -> dict[str, Any]:
-    """The reply of one call: ``context`` holds the annotation record (``ann``, or its packed bytes) and what the stage is about."""
+    """The reply of one call: ``context`` holds the annotation record (``ann``, or its packed bytes) and what the stage
+    is about."""
     if stage in ("verify", "verify_reformulated"):
         passed, evidence = judge.judge(context["item"], _reading(_packed(context["ann"])))
         return {"evidence": evidence, "verdict": "yes" if passed else "no"}
     things = scene_of(context["ann"])
     if stage == "generate":
-        return {"items": rounds.synthesize(things, context["family"], context.get("topic"), context["n"], context["key"])}
+        return {
+            "items": rounds.synthesize(things, context["family"], context.get("topic"), context["n"], context["key"])
+        }
     if stage == "complicate":
         made = rounds.complicate(context["item"]["grounding"], things, context["key"])
         if made is None:
             return {"instruction": "", "answer": "", "grounding": [], "knowledge_type": "visual"}
         qa, kind = made
-        return {"instruction": qa["instruction"], "answer": qa["answer"], "grounding": qa["grounding"], "knowledge_type": kind}
+        return {
+            "instruction": qa["instruction"],
+            "answer": qa["answer"],
+            "grounding": qa["grounding"],
+            "knowledge_type": kind,
+        }
     if stage == "reformulate":
         return rounds.reformulate(context["item"]["grounding"], things, context["key"])
     raise ValueError(f"the offline engine has no stage {stage!r}")

@@ -15,10 +15,21 @@ from comvint.engine.program import Chain, Clause, answer_value, pick_of, value_o
 from comvint.engine.scene import COLOURS, MATERIALS, Scene, Thing, same_answer, singular, wordnet
 from comvint.records import stable_int
 
-KNOWLEDGE_TYPE = {"position": "visual", "size": "physical", "count": "visual", "relation": "commonsense", "colour": "visual",
-                  "material": "physical", "kind": "knowledge-base"}
+KNOWLEDGE_TYPE = {
+    "position": "visual",
+    "size": "physical",
+    "count": "visual",
+    "relation": "commonsense",
+    "colour": "visual",
+    "material": "physical",
+    "kind": "knowledge-base",
+}
 TOPIC = {"colour": "Objects, Materials and Clothing", "material": "Objects, Materials and Clothing"}
-CATEGORY_TOPIC = {"a person": "People and Everyday Life", "food": "Cooking and Food", "a vehicle": "Vehicles and Transportation"}
+CATEGORY_TOPIC = {
+    "a person": "People and Everyday Life",
+    "food": "Cooking and Food",
+    "a vehicle": "Vehicles and Transportation",
+}
 
 
 def pick(options: Sequence[Any], *key: Any) -> Any:
@@ -57,7 +68,10 @@ def lead(chain: Chain, upto: int, scene: Scene) -> str:
     the bike is further to the left. Then take whichever of that one and the bench is higher up in the picture."."""
     parts = [f"Take {first_pick(chain, scene)}."]
     for k in range(1, upto + 1):
-        parts.append(f"Then take whichever of that one and {_other(chain, k, scene).the} is {realise.RELATION[chain.steps[k].rel]}.")
+        parts.append(
+            f"Then take whichever of that one and {_other(chain, k, scene).the} is "
+            f"{realise.RELATION[chain.steps[k].rel]}."
+        )
     return " ".join(parts)
 
 
@@ -78,20 +92,34 @@ def question(chain: Chain, scene: Scene) -> str:
         return f"{lead(chain, n - 1, scene)} {_ask_text(chain.ask, 'that one', key)}"
     if last.rel == "count":
         group = realise.group_phrase(t[last.args[0]])
-        return pick((f"How many {group} are there in the picture?", f"How many {group} can you see?",
-                     f"Count the {group}: how many are there?"), key)
+        return pick(
+            (
+                f"How many {group} are there in the picture?",
+                f"How many {group} can you see?",
+                f"Count the {group}: how many are there?",
+            ),
+            key,
+        )
     if last.rel == "rel":
         subject = t[last.args[0]]
         verb = last.args[1].replace("_", " ")
-        return f"What {realise.be(subject)} {subject.the} {verb}?"  # no "what is it ...": the subject is a person or an animal
+        # no "what is it ...": the subject is a person or an animal
+        return f"What {realise.be(subject)} {subject.the} {verb}?"
     relation = realise.RELATION[last.rel]
     if n == 1:
         x, y = named_pair(last, scene)
-        return pick((f"Which is {relation}: {x.the} or {y.the}?", f"Of {x.the} and {y.the}, which one is {relation}?",
-                     f"Looking at {x.the} and {y.the}, which appears {relation}?"), key)
+        return pick(
+            (
+                f"Which is {relation}: {x.the} or {y.the}?",
+                f"Of {x.the} and {y.the}, which one is {relation}?",
+                f"Looking at {x.the} and {y.the}, which appears {relation}?",
+            ),
+            key,
+        )
     other = _other(chain, n - 1, scene)
-    return f"{lead(chain, n - 2, scene)} " + pick((f"Which is {relation}: that one or {other.the}?",
-                                                    f"Of that one and {other.the}, which is {relation}?"), key)
+    return f"{lead(chain, n - 2, scene)} " + pick(
+        (f"Which is {relation}: that one or {other.the}?", f"Of that one and {other.the}, which is {relation}?"), key
+    )
 
 
 def explanation(chain: Chain, scene: Scene) -> str:
@@ -125,8 +153,12 @@ def item(chain: Chain, scene: Scene) -> dict[str, Any]:
         topic = CATEGORY_TOPIC.get(answer_value(chain, scene), "Science and Technology")
     elif chain.ask:
         topic = TOPIC[chain.ask]
-    return {"instruction": question(chain, scene), "answer": f"{realise.cap(short_answer(chain, scene))}. {explanation(chain, scene)}",
-            "grounding": chain.clauses(scene), "knowledge_topic": topic}
+    return {
+        "instruction": question(chain, scene),
+        "answer": f"{realise.cap(short_answer(chain, scene))}. {explanation(chain, scene)}",
+        "grounding": chain.clauses(scene),
+        "knowledge_topic": topic,
+    }
 
 
 # ---- closed formats --------------------------------------------------------------------------------
@@ -144,8 +176,11 @@ def other_values(ask: str, chain: Chain, scene: Scene, key: str) -> list[str]:
     loser = scene.things[chain.steps[-1].args[1]] if chain.steps[-1].rel not in ("rel", "count") else None
     pool = [value_of(ask, loser)] if loser else []
     pool += [value_of(ask, t) for t in shuffled(list(scene.things.values()), key, "values")]
-    fixed = {"colour": sorted(COLOURS - {"grey", "tan", "beige", "gold", "silver"}), "material": sorted(set(MATERIALS.values())),
-             "kind": list(wordnet()["categories"])}[ask]
+    fixed = {
+        "colour": sorted(COLOURS - {"grey", "tan", "beige", "gold", "silver"}),
+        "material": sorted(set(MATERIALS.values())),
+        "kind": list(wordnet()["categories"]),
+    }[ask]
     pool += shuffled(fixed, key, "fixed")
     values: list[str] = []
     for v in pool:
@@ -155,19 +190,23 @@ def other_values(ask: str, chain: Chain, scene: Scene, key: str) -> list[str]:
 
 
 def bool_question(chain: Chain, scene: Scene, claim: Clause) -> str:
-    """A yes/no question asking whether ``claim`` holds of the chain's pick (or, for a comparison, of its two things)."""
+    """A yes/no question asking whether ``claim`` holds of the chain's pick (or, for a comparison, of its two
+    things)."""
     t, n = scene.things, len(chain.steps)
     if claim.rel == "count":
         return f"Are there {realise.count_word(claim.value)} {realise.group_phrase(t[claim.args[0]])} in the picture?"
     if claim.rel in ("colour", "material", "kind"):
         value = claim.args[1]
-        predicate = {"colour": value, "material": f"made of {value}", "kind": f"a kind of {realise.bare(value)}"}[claim.rel]
+        predicate = {"colour": value, "material": f"made of {value}", "kind": f"a kind of {realise.bare(value)}"}[
+            claim.rel
+        ]
         if n == 1:
             return f"Is {first_pick(chain, scene)} {predicate}?"
         return f"{lead(chain, n - 1, scene)} Is that one {predicate}?"
     if claim.rel == "rel":
         subject = t[claim.args[0]]
-        return f"{'Are' if subject.plural else 'Is'} {subject.the} {claim.args[1].replace('_', ' ')} {t[claim.args[2]].the}?"
+        verb = claim.args[1].replace("_", " ")
+        return f"{'Are' if subject.plural else 'Is'} {subject.the} {verb} {t[claim.args[2]].the}?"
     a, b = t[claim.args[0]], t[claim.args[1]]
     if n == 1:
         return f"{'Are' if a.plural else 'Is'} {a.the} {realise.RELATION[claim.rel]} than {b.the}?"

@@ -19,15 +19,90 @@ MARGIN = 0.08
 SIZE_RATIO = 1.6
 OVERLAP = 0.1
 COMPARE = {"left_of": (0, -1), "right_of": (0, 1), "above": (1, -1), "below": (1, 1)}
-WORDS_BEFORE = re.compile(r"\b(in|on|with|of|at|by|near|under|wearing|holding|behind|next|beside|from|while|is|are|that|who)\b")
+WORDS_BEFORE = re.compile(
+    r"\b(in|on|with|of|at|by|near|under|wearing|holding|behind|next|beside|from|while|is|are|that|who)\b"
+)
 NUMBERS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
-VAGUE = ("many", "several", "some", "group", "crowd", "lots", "bunch", "few", "multiple", "couple", "team", "pair", "herd", "flock")
-SETTINGS = {"sky", "ground", "grass", "field", "floor", "wall", "walls", "ceiling", "road", "street", "sidewalk", "water", "ocean",
-            "sea", "lake", "river", "beach", "sand", "snow", "dirt", "mountain", "mountains", "hill", "air", "park", "forest",
-            "woods", "city", "stage", "room", "shore", "pool", "track", "path", "yard", "background", "area", "crowd",
-            "building", "buildings", "trees", "leaves", "window", "windows"}
-COLOUR_WORDS = {"red", "blue", "green", "yellow", "brown", "white", "black", "gray", "grey", "orange", "pink", "purple", "tan",
-                "beige", "silver", "gold"}
+VAGUE = (
+    "many",
+    "several",
+    "some",
+    "group",
+    "crowd",
+    "lots",
+    "bunch",
+    "few",
+    "multiple",
+    "couple",
+    "team",
+    "pair",
+    "herd",
+    "flock",
+)
+SETTINGS = {
+    "sky",
+    "ground",
+    "grass",
+    "field",
+    "floor",
+    "wall",
+    "walls",
+    "ceiling",
+    "road",
+    "street",
+    "sidewalk",
+    "water",
+    "ocean",
+    "sea",
+    "lake",
+    "river",
+    "beach",
+    "sand",
+    "snow",
+    "dirt",
+    "mountain",
+    "mountains",
+    "hill",
+    "air",
+    "park",
+    "forest",
+    "woods",
+    "city",
+    "stage",
+    "room",
+    "shore",
+    "pool",
+    "track",
+    "path",
+    "yard",
+    "background",
+    "area",
+    "crowd",
+    "building",
+    "buildings",
+    "trees",
+    "leaves",
+    "window",
+    "windows",
+}
+COLOUR_WORDS = {
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "brown",
+    "white",
+    "black",
+    "gray",
+    "grey",
+    "orange",
+    "pink",
+    "purple",
+    "tan",
+    "beige",
+    "silver",
+    "gold",
+}
 _CLAUSE = re.compile(r"^(not )?(\w+)\(([^()]*)\)(?:=(\d+))?$")
 
 
@@ -39,7 +114,19 @@ def _inter(p: list[int], q: list[int]) -> int:
     return _box_area([max(p[0], q[0]), max(p[1], q[1]), min(p[2], q[2]), min(p[3], q[3])])
 
 
-PAIRS = {"glasses", "sunglasses", "shorts", "pants", "jeans", "trousers", "goggles", "scissors", "overalls", "tights", "clothes"}
+PAIRS = {
+    "glasses",
+    "sunglasses",
+    "shorts",
+    "pants",
+    "jeans",
+    "trousers",
+    "goggles",
+    "scissors",
+    "overalls",
+    "tights",
+    "clothes",
+}
 
 
 def _singular(word: str) -> str:
@@ -48,13 +135,22 @@ def _singular(word: str) -> str:
     for suffix, repl in (("ies", "y"), ("ves", "f"), ("ches", "ch"), ("shes", "sh"), ("sses", "ss"), ("s", "")):
         if word.endswith(suffix) and len(word) > len(suffix) + 2 and not word.endswith(("ss", "us")):
             return word[: -len(suffix)] + repl
-    return {"men": "man", "women": "woman", "children": "child", "people": "person", "feet": "foot", "teeth": "tooth"}.get(word, word)
+    return {
+        "men": "man",
+        "women": "woman",
+        "children": "child",
+        "people": "person",
+        "feet": "foot",
+        "teeth": "tooth",
+    }.get(word, word)
 
 
 def _lead(text: str) -> list[str]:
     """The words of a mention before its first preposition or verb, determiners and numbers dropped."""
     head = WORDS_BEFORE.split(text.lower().replace(",", " "))[0]
-    return [w for w in re.findall(r"[a-z'-]+", head) if w not in ("a", "an", "the", "his", "her", "their", "its", "some")]
+    return [
+        w for w in re.findall(r"[a-z'-]+", head) if w not in ("a", "an", "the", "his", "her", "their", "its", "some")
+    ]
 
 
 class Record:
@@ -65,24 +161,51 @@ class Record:
         self.things: dict[str, dict[str, Any]] = {}
         boxes: list[list[int]] = []
         for e in ann.get("entities", []):
-            texts = [p["text"] for c in ann.get("captions", []) for p in c["phrases"] if p["entity_id"] == e["entity_id"]]
-            types = {t for c in ann.get("captions", []) for p in c["phrases"] if p["entity_id"] == e["entity_id"] for t in p.get("types", [])}
+            texts = [
+                p["text"] for c in ann.get("captions", []) for p in c["phrases"] if p["entity_id"] == e["entity_id"]
+            ]
+            types = {
+                t
+                for c in ann.get("captions", [])
+                for p in c["phrases"]
+                if p["entity_id"] == e["entity_id"]
+                for t in p.get("types", [])
+            }
             if e.get("scene"):
                 types.add("scene")
-            self.things[f"e:{e['entity_id']}"] = {"boxes": [list(b) for b in e["boxes"]], "texts": texts, "types": types,
-                                                  "attributes": [], "synsets": []}
+            self.things[f"e:{e['entity_id']}"] = {
+                "boxes": [list(b) for b in e["boxes"]],
+                "texts": texts,
+                "types": types,
+                "attributes": [],
+                "synsets": [],
+            }
             boxes += e["boxes"]
         objects = ann.get("objects") or []
         for o in objects:
-            same = [x for x in objects if (set(x["synsets"]) & set(o["synsets"]) or set(x["names"]) & set(o["names"]))
-                    and _inter(x["box"], o["box"]) >= 0.5 * (_box_area(x["box"]) + _box_area(o["box"]) - _inter(x["box"], o["box"]))]
-            self.things[f"o:{o['object_id']}"] = {"boxes": [[max(0, v) for v in x["box"]] for x in same], "texts": o["names"],
-                                                  "types": set(), "attributes": [a for x in same for a in x.get("attributes", [])],
-                                                  "synsets": o["synsets"]}
+            same = [
+                x
+                for x in objects
+                if (set(x["synsets"]) & set(o["synsets"]) or set(x["names"]) & set(o["names"]))
+                and _inter(x["box"], o["box"])
+                >= 0.5 * (_box_area(x["box"]) + _box_area(o["box"]) - _inter(x["box"], o["box"]))
+            ]
+            self.things[f"o:{o['object_id']}"] = {
+                "boxes": [[max(0, v) for v in x["box"]] for x in same],
+                "texts": o["names"],
+                "types": set(),
+                "attributes": [a for x in same for a in x.get("attributes", [])],
+                "synsets": o["synsets"],
+            }
             boxes.append(o["box"])
         for r in ann.get("regions", []):
-            self.things[f"r:{r['region_id']}"] = {"boxes": [[max(0, v) for v in r["box"]]], "texts": [r["phrase"]], "types": set(),
-                                                  "attributes": [], "synsets": []}
+            self.things[f"r:{r['region_id']}"] = {
+                "boxes": [[max(0, v) for v in r["box"]]],
+                "texts": [r["phrase"]],
+                "types": set(),
+                "attributes": [],
+                "synsets": [],
+            }
             boxes.append(r["box"])
         self.width = ann.get("width") or max((b[2] for b in boxes), default=1)
         self.height = ann.get("height") or max((b[3] for b in boxes), default=1)
@@ -99,14 +222,19 @@ class Record:
         raw = {lead[-1] for text in thing["texts"] if (lead := _lead(text))}
         if "scene" in thing["types"] or raw & SETTINGS:
             return True
-        if any(facts and facts["lexfile"] in ("noun.location", "noun.object", "noun.substance", "noun.phenomenon")
-               for facts in map(synset_facts, self.synsets(tid))):
+        if any(
+            facts and facts["lexfile"] in ("noun.location", "noun.object", "noun.substance", "noun.phenomenon")
+            for facts in map(synset_facts, self.synsets(tid))
+        ):
             return True
         return any(_box_area(b) >= 0.4 * self.width * self.height for b in thing["boxes"])
 
     def overlapping(self, a: str, b: str) -> bool:
-        return any(_inter(p, q) > OVERLAP * max(min(_box_area(p), _box_area(q)), 1)
-                   for p in self.things[a]["boxes"] for q in self.things[b]["boxes"])
+        return any(
+            _inter(p, q) > OVERLAP * max(min(_box_area(p), _box_area(q)), 1)
+            for p in self.things[a]["boxes"]
+            for q in self.things[b]["boxes"]
+        )
 
     def compare(self, rel: str, a: str, b: str) -> tuple[bool, str]:
         """Does ``rel(a, b)`` hold clearly, by the judge's own geometry? With why."""
@@ -121,7 +249,9 @@ class Record:
             if len(pa) != 1 or len(pb) != 1:
                 return False, "compares the size of a thing of several boxes"
             big, small = (pa[0], pb[0]) if rel == "larger" else (pb[0], pa[0])
-            return _box_area(big) >= SIZE_RATIO * max(_box_area(small), 1), f"areas {_box_area(pa[0])} vs {_box_area(pb[0])}"
+            return _box_area(big) >= SIZE_RATIO * max(
+                _box_area(small), 1
+            ), f"areas {_box_area(pa[0])} vs {_box_area(pb[0])}"
         axis, sign = COMPARE[rel]
         extent = self.width if axis == 0 else self.height
         for p in pa:
@@ -134,12 +264,16 @@ class Record:
 
     def colours(self, tid: str) -> set[str]:
         thing = self.things[tid]
-        words = {w for text in thing["texts"] for w in _lead(text)} | {w for a in thing["attributes"] for w in a.split()}
+        words = {w for text in thing["texts"] for w in _lead(text)} | {
+            w for a in thing["attributes"] for w in a.split()
+        }
         return words & COLOUR_WORDS
 
     def materials(self, tid: str) -> set[str]:
         thing = self.things[tid]
-        words = {w for text in thing["texts"] for w in _lead(text)[:-1]} | {w for a in thing["attributes"] for w in a.split()}
+        words = {w for text in thing["texts"] for w in _lead(text)[:-1]} | {
+            w for a in thing["attributes"] for w in a.split()
+        }
         return {MATERIALS[w] for w in words if w in MATERIALS}
 
     def kind(self, tid: str) -> str | None:
@@ -164,7 +298,8 @@ class Record:
         return stated.pop() if len(stated) == 1 and len(thing["boxes"]) in stated else None
 
     def related(self, subject: str, pred: str, obj: str) -> bool:
-        """The annotations state the relation: a caption reads "<subject> <pred> <object>", or a VG relationship does."""
+        """The annotations state the relation: a caption reads "<subject> <pred> <object>", or a VG relationship
+        does."""
         pred = pred.replace("_", " ")
         for rel in self.ann.get("relationships") or []:
             if f"o:{rel['subject_id']}" == subject and f"o:{rel['object_id']}" == obj:
@@ -174,14 +309,27 @@ class Record:
             tokens = caption["text"].lower().split()
             for a, b in zip(phrases, phrases[1:], strict=False):
                 between = tokens[a["first_word_index"] + len(a["text"].split()) : b["first_word_index"]]
-                if f"e:{a['entity_id']}" == subject and f"e:{b['entity_id']}" == obj and pred.split()[0][:3] in " ".join(between):
+                if (
+                    f"e:{a['entity_id']}" == subject
+                    and f"e:{b['entity_id']}" == obj
+                    and pred.split()[0][:3] in " ".join(between)
+                ):
                     return True
         return False
 
 
 def _parse(text: str) -> tuple[bool, str, list[str], int | None] | None:
     m = _CLAUSE.match(text.strip())
-    return (bool(m.group(1)), m.group(2), [a.strip() for a in m.group(3).split(",")], int(m.group(4)) if m.group(4) else None) if m else None
+    return (
+        (
+            bool(m.group(1)),
+            m.group(2),
+            [a.strip() for a in m.group(3).split(",")],
+            int(m.group(4)) if m.group(4) else None,
+        )
+        if m
+        else None
+    )
 
 
 def check(clause: tuple[bool, str, list[str], int | None], rec: Record) -> tuple[bool, str]:
@@ -202,7 +350,9 @@ def check(clause: tuple[bool, str, list[str], int | None], rec: Record) -> tuple
         own = rec.value(rel, args[0])
         if own is None:
             return False, f"the annotations give no single {rel} of {args[0]}"
-        same = own.lower() == args[1].lower() if not negated else same_answer(rel, own, args[1])  # a "no" must be clearly wrong
+        same = (
+            own.lower() == args[1].lower() if not negated else same_answer(rel, own, args[1])
+        )  # a "no" must be clearly wrong
         return (not same) if negated else same, f"{args[0]} {rel}: {own}"
     if rel == "rel":
         stated = rec.related(args[0], args[1], args[2])
@@ -214,7 +364,11 @@ def check(clause: tuple[bool, str, list[str], int | None], rec: Record) -> tuple
 
 def _steps_matter(clauses: list[tuple[bool, str, list[str], int | None]], rec: Record) -> tuple[bool, str]:
     """Had any comparison before the last (or before an asked property) picked its other thing, the answer changes."""
-    steps = [c for c in clauses if not c[0] and c[1] in ("left_of", "right_of", "above", "below", "larger", "smaller", "rel", "count")]
+    steps = [
+        c
+        for c in clauses
+        if not c[0] and c[1] in ("left_of", "right_of", "above", "below", "larger", "smaller", "rel", "count")
+    ]
     ask = next((c for c in clauses if not c[0] and c[1] in ("colour", "material", "kind")), None)
 
     def pick(k: int) -> str:
@@ -238,7 +392,11 @@ def _steps_matter(clauses: list[tuple[bool, str, list[str], int | None]], rec: R
                 continue
             return False, f"with the other pick at step {k + 1} the answer is not defined"
         alternative = answer(focus)
-        if alternative is None or actual is None or (same_answer(ask[1], alternative, actual) if ask else alternative == actual):
+        if (
+            alternative is None
+            or actual is None
+            or (same_answer(ask[1], alternative, actual) if ask else alternative == actual)
+        ):
             return False, f"step {k + 1} does not matter: the other pick gives the same answer"
     return True, ""
 
@@ -262,7 +420,9 @@ def judge(record: dict[str, Any], rec: Record) -> tuple[bool, str]:
     if not grounding or any(c is None for c in clauses):
         return False, f"cannot read the clauses {grounding}"
     checks = [check(c, rec) for c in clauses]
-    evidence = "; ".join(f"{g} -> {'ok' if ok else 'FAILS'} ({why})" for g, (ok, why) in zip(grounding, checks, strict=True))
+    evidence = "; ".join(
+        f"{g} -> {'ok' if ok else 'FAILS'} ({why})" for g, (ok, why) in zip(grounding, checks, strict=True)
+    )
     if not all(ok for ok, _ in checks):
         return False, evidence
     positive = [c for c in clauses if not c[0]]
@@ -272,7 +432,10 @@ def judge(record: dict[str, Any], rec: Record) -> tuple[bool, str]:
     fmt, answer = record.get("format", "open_ended"), str(record.get("answer", ""))
     if fmt == "bool":
         expected = "no" if clauses[-1][0] else "yes"
-        return (answer.lower() == expected, evidence + ("" if answer.lower() == expected else f"; the clauses say {expected}"))
+        return (
+            answer.lower() == expected,
+            evidence + ("" if answer.lower() == expected else f"; the clauses say {expected}"),
+        )
     ask = next((c for c in positive if c[1] in ("colour", "material", "kind")), None)
     last = [c for c in positive if c[1] not in ("colour", "material", "kind")][-1]
     short = answer.split(". ")[0].strip().rstrip(".")
@@ -302,4 +465,3 @@ def _stem(text: str) -> str:
 def _number_word(n: int | None) -> str:
     words = {v: k for k, v in NUMBERS.items()}
     return words.get(n or -1, str(n))
-

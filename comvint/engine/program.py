@@ -77,7 +77,9 @@ class Chain:
         if self.ask:
             return self.ask
         last = self.steps[-1]
-        return {"count": "count", "rel": "relation"}.get(last.rel) or ("size" if axis_of(last.rel) == "size" else "position")
+        return {"count": "count", "rel": "relation"}.get(last.rel) or (
+            "size" if axis_of(last.rel) == "size" else "position"
+        )
 
 
 def answer_value(chain: Chain, scene: Scene) -> str:

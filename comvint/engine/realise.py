@@ -7,12 +7,21 @@ import functools
 from comvint.engine.scene import NUMBERS, PAIR_NOUNS, Thing, inflector
 
 RELATION = {  # the comparative a "which" question asks about
-    "left_of": "further to the left", "right_of": "further to the right",
-    "above": "higher up in the picture", "below": "lower down in the picture",
-    "larger": "larger in the picture", "smaller": "smaller in the picture",
+    "left_of": "further to the left",
+    "right_of": "further to the right",
+    "above": "higher up in the picture",
+    "below": "lower down in the picture",
+    "larger": "larger in the picture",
+    "smaller": "smaller in the picture",
 }
-SUPERLATIVE = {"left_of": "furthest to the left", "right_of": "furthest to the right", "above": "highest up in the picture",
-               "below": "lowest down in the picture", "larger": "largest in the picture", "smaller": "smallest in the picture"}
+SUPERLATIVE = {
+    "left_of": "furthest to the left",
+    "right_of": "furthest to the right",
+    "above": "highest up in the picture",
+    "below": "lowest down in the picture",
+    "larger": "largest in the picture",
+    "smaller": "smallest in the picture",
+}
 
 
 def cap(text: str) -> str:

@@ -33,10 +33,20 @@ from comvint.engine.scene import COLOURS, MATERIALS, Scene, Thing, entangled, ho
 
 MAX_WORDS = 30  # the longest question made (LLaVA's complex questions have about 12 words)
 MAX_PAIRS = 400  # pairs of things tried per image and kind
-EMPTY_CLOSED = {"bool_positive": "", "bool_negative": "", "mc_question": "", "correct_option": "", "distractors": ["", "", ""],
-                "bool_positive_grounding": [], "bool_negative_grounding": [], "mc_grounding": []}
-PREFERENCE = {"cross_modal": ("count", "relation", "colour", "size", "kind", "position"),
-              "outside_knowledge": ("kind", "material", "colour", "relation", "size", "position")}
+EMPTY_CLOSED = {
+    "bool_positive": "",
+    "bool_negative": "",
+    "mc_question": "",
+    "correct_option": "",
+    "distractors": ["", "", ""],
+    "bool_positive_grounding": [],
+    "bool_negative_grounding": [],
+    "mc_grounding": [],
+}
+PREFERENCE = {
+    "cross_modal": ("count", "relation", "colour", "size", "kind", "position"),
+    "outside_knowledge": ("kind", "material", "colour", "relation", "size", "position"),
+}
 
 
 def short_enough(chain: Chain, scene: Scene) -> bool:
@@ -92,11 +102,15 @@ def round_zero(kind: str, scene: Scene, used: set[str], key: str) -> Chain | Non
                 if short_enough(chain, scene):
                     return chain
         return None
-    axes = {"size": ["size"], "position": shuffled(["horizontal", "vertical"], key, "axes")}.get(kind) or shuffled(list(AXES), key, kind)
+    axes = {"size": ["size"], "position": shuffled(["horizontal", "vertical"], key, "axes")}.get(kind) or shuffled(
+        list(AXES), key, kind
+    )
     for a, b in pairs(scene, f"{key}|{kind}"):
         if a.id in used or b.id in used:
             continue
-        if kind in ASKS and (not value_of(kind, a) or not value_of(kind, b) or same_answer(kind, value_of(kind, a), value_of(kind, b))):
+        if kind in ASKS and (
+            not value_of(kind, a) or not value_of(kind, b) or same_answer(kind, value_of(kind, a), value_of(kind, b))
+        ):
             continue
         step = compare(a, b, axes, scene, key)
         if step is None:
@@ -124,7 +138,8 @@ def synthesize(scene: Scene, family: str, topic: str | None, n: int, key: str) -
 
 
 def hops(chain: Chain, scene: Scene, key: str) -> Iterator[Chain]:
-    """Every longer chain a complication may make, in a seeded order: a comparison through the pick, or a property of it."""
+    """Every longer chain a complication may make, in a seeded order: a comparison through the pick, or a property of
+    it."""
     last = chain.steps[-1]
     focus = scene.things[chain.focus()]
     if chain.ask is None and last.rel in COMPARE:
@@ -155,8 +170,12 @@ def complicate(grounding: list[str], scene: Scene, key: str) -> tuple[dict[str, 
     for hop in hops(chain, scene, key):
         if len(hop.steps) > 3:
             continue
-        if (matters(hop, scene) and answer_value(hop, scene) != answer_value(chain, scene) and short_enough(hop, scene)
-                and names_no_property(hop, scene)):
+        if (
+            matters(hop, scene)
+            and answer_value(hop, scene) != answer_value(chain, scene)
+            and short_enough(hop, scene)
+            and names_no_property(hop, scene)
+        ):
             return item(hop, scene), KNOWLEDGE_TYPE[hop.kind]
     return None
 
@@ -184,8 +203,14 @@ def _not_related(chain: Chain, scene: Scene, key: str) -> list[str]:
         return []  # a wrong object must be of the same kind as the right one ("riding the horse", not "riding the man")
     found = []
     for t in shuffled(list(scene.things.values()), key, "unrelated"):
-        if (t.id not in related and t.id != subject and not t.background and t.noun not in names and t.category == kind
-                and not entangled(t, scene.things[subject])):
+        if (
+            t.id not in related
+            and t.id != subject
+            and not t.background
+            and t.noun not in names
+            and t.category == kind
+            and not entangled(t, scene.things[subject])
+        ):
             names.add(t.noun)
             found.append(t.id)
     return found
@@ -199,18 +224,30 @@ def _options(chain: Chain, scene: Scene, key: str) -> tuple[str, str, list[str],
         values = other_values(chain.ask, chain, scene, key)[:3]
         if len(values) < 3:
             return None
-        return (question, answer_value(chain, scene), values,
-                [str(Clause(chain.ask, (chain.focus(), v), negated=True)) for v in values])
+        return (
+            question,
+            answer_value(chain, scene),
+            values,
+            [str(Clause(chain.ask, (chain.focus(), v), negated=True)) for v in values],
+        )
     if last.rel == "count":
         counts = [m for m in (last.value + 1, last.value + 2, last.value - 1, last.value + 3) if m >= 1][:3]
-        return (question, forms.short_answer(chain, scene), [realise.count_word(m) for m in counts],
-                [str(Clause("count", last.args, negated=True, value=m)) for m in counts])
+        return (
+            question,
+            forms.short_answer(chain, scene),
+            [realise.count_word(m) for m in counts],
+            [str(Clause("count", last.args, negated=True, value=m)) for m in counts],
+        )
     if last.rel == "rel":
         wrong = _not_related(chain, scene, key)[:3]
         if len(wrong) < 3:
             return None
-        return (question, t[last.args[2]].the, [t[w].the for w in wrong],
-                [str(Clause("rel", (last.args[0], last.args[1], w), negated=True)) for w in wrong])
+        return (
+            question,
+            t[last.args[2]].the,
+            [t[w].the for w in wrong],
+            [str(Clause("rel", (last.args[0], last.args[1], w), negated=True)) for w in wrong],
+        )
     if len(chain.steps) > 1:
         return None  # "which of these" would not say how the earlier pick enters
     won = t[last.args[0]]
@@ -222,8 +259,12 @@ def _options(chain: Chain, scene: Scene, key: str) -> tuple[str, str, list[str],
             chosen.append(x)
     if len(chosen) < 3:
         return None
-    return (f"Which of these is {SUPERLATIVE[last.rel]}?", won.the, [x.the for x in chosen[:3]],
-            [str(Clause(last.rel, (x.id, won.id), negated=True)) for x in chosen[:3]])
+    return (
+        f"Which of these is {SUPERLATIVE[last.rel]}?",
+        won.the,
+        [x.the for x in chosen[:3]],
+        [str(Clause(last.rel, (x.id, won.id), negated=True)) for x in chosen[:3]],
+    )
 
 
 def reformulate(grounding: list[str], scene: Scene, key: str) -> dict[str, Any]:
@@ -233,19 +274,28 @@ def reformulate(grounding: list[str], scene: Scene, key: str) -> dict[str, Any]:
     if chain is None or any(a not in scene.things for a in participants(chain)):
         return dict(EMPTY_CLOSED)
     clauses = chain.clauses(scene)
-    true_claim, false_claim = (Clause(chain.ask, (chain.focus(), answer_value(chain, scene))) if chain.ask else chain.steps[-1],
-                               _false_claim(chain, scene, key))
+    true_claim, false_claim = (
+        Clause(chain.ask, (chain.focus(), answer_value(chain, scene))) if chain.ask else chain.steps[-1],
+        _false_claim(chain, scene, key),
+    )
     if false_claim is None:
         return dict(EMPTY_CLOSED)
     prefix = clauses[:-1]
     negated = Clause(false_claim.rel, false_claim.args, True, false_claim.value)
     closed = {
-        "bool_positive": bool_question(chain, scene, true_claim), "bool_positive_grounding": clauses,
-        "bool_negative": bool_question(chain, scene, false_claim), "bool_negative_grounding": [*prefix, str(negated)],
+        "bool_positive": bool_question(chain, scene, true_claim),
+        "bool_positive_grounding": clauses,
+        "bool_negative": bool_question(chain, scene, false_claim),
+        "bool_negative_grounding": [*prefix, str(negated)],
     }
     options = _options(chain, scene, key)
     if options is None:
         return {**EMPTY_CLOSED, **closed}
     mc_question, correct, distractors, wrong = options
-    return {**closed, "mc_question": mc_question, "correct_option": correct, "distractors": distractors,
-            "mc_grounding": list(dict.fromkeys([*clauses, *wrong]))}
+    return {
+        **closed,
+        "mc_question": mc_question,
+        "correct_option": correct,
+        "distractors": distractors,
+        "mc_grounding": list(dict.fromkeys([*clauses, *wrong])),
+    }

@@ -27,39 +27,351 @@ OVERLAP = 0.1  # two things whose boxes overlap by more than this share of the s
 BACKGROUND_SHARE = 0.4  # a thing covering this share of the image is background
 DETERMINERS = {"a", "an", "the", "some", "his", "her", "its", "their", "this", "that", "these", "those", "another"}
 NUMBERS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
-MANY = {"many", "several", "some", "group", "groups", "crowd", "crowds", "lots", "lot", "bunch", "few", "multiple",
-        "couple", "team", "pair", "herd", "flock", "line", "row", "number", "all", "other", "others", "various", "both"}
-NOT_NAMES = {"her", "his", "him", "she", "he", "it", "they", "them", "someone", "something", "one", "each", "other",
-             "person", "people", "thing", "things", "part", "side", "front", "back", "top", "bottom", "edge", "area",
-             "picture", "image", "photo", "view", "this", "that", "background", "foreground", "middle", "center", "left",
-             "right", "end", "piece", "object", "scene", "more", "same", "colors", "colours", "color", "colour"}
-BREAKERS = {"in", "with", "wearing", "on", "of", "by", "under", "near", "next", "behind", "holding", "at", "from", "for",
-            "above", "beside", "along", "while", "that", "who", "which", "is", "are", "was", "were", "to", "and", "or",
-            "has", "have", "had", "says", "reads", "can", "be", "being", "looks", "look", "sits", "stands", "hangs",
-            "into", "onto", "over", "around", "through", "against", "across", "between", "inside", "outside", "out",
-            "up", "down", "off", "as", "like", "than", "there", "here", "where", "when", "not", "no", "but", "very"}
-BACKGROUND = {"sky", "ground", "grass", "field", "floor", "wall", "walls", "ceiling", "road", "street", "sidewalk",
-              "pavement", "water", "ocean", "sea", "lake", "river", "beach", "sand", "snow", "dirt", "mountain",
-              "mountains", "hill", "hills", "air", "land", "park", "forest", "woods", "city", "town", "stage", "room",
-              "shore", "surface", "court", "pool", "ice", "track", "trail", "path", "yard", "lawn", "landscape", "weather",
-              "day", "night", "sunlight", "light", "shadow", "shade", "fog", "cloud", "clouds", "outdoors", "outside",
-              "area", "building", "buildings", "crowd", "audience", "pier", "dock", "bridge", "background", "scene",
-              "wave", "waves", "parking", "lot", "hillside", "desert", "countryside", "market", "restaurant", "office",
-              "kitchen", "store", "shop", "gym", "church", "station", "stadium", "arena", "rink", "pitch", "zoo",
-              "leaves", "foliage", "vegetation", "trees", "bushes", "tile", "tiles", "carpet", "rug", "window", "windows"}
-ING_NOUNS = {"clothing", "building", "ceiling", "railing", "ring", "king", "string", "wing", "painting", "sling", "swing", "icing"}
-COLOURS = frozenset("red blue green yellow brown white black gray grey orange pink purple tan beige silver gold".split())
-MATERIALS = {"wooden": "wood", "wood": "wood", "metal": "metal", "metallic": "metal", "steel": "steel", "iron": "iron",
-             "glass": "glass", "plastic": "plastic", "brick": "brick", "stone": "stone", "concrete": "concrete",
-             "leather": "leather", "cloth": "cloth", "cotton": "cotton", "wool": "wool", "woolen": "wool", "paper": "paper",
-             "rubber": "rubber", "ceramic": "ceramic", "porcelain": "porcelain", "straw": "straw", "wicker": "wicker",
-             "denim": "denim", "silk": "silk", "marble": "marble", "cement": "cement", "tin": "tin", "aluminum": "aluminum"}
-SINGULAR_S = {"bus", "canvas", "news", "lens", "gas", "series", "species", "tennis", "physics", "walrus", "cactus", "octopus",
-              "bonus", "circus", "campus"}  # singular nouns ending in s (those ending in ss are found by their ending)
-PAIR_NOUNS = {"shorts", "pants", "jeans", "trousers", "glasses", "sunglasses", "goggles", "scissors", "overalls", "tights",
-              "leggings", "clothes", "sweatpants", "scrubs", "binoculars", "fatigues", "knickers", "tongs", "pliers", "trunks",
-              "briefs", "panties", "slacks", "pajamas", "pyjamas", "suspenders", "headphones", "earphones", "earmuffs",
-              "khakis", "capris", "boxers", "dungarees", "chaps"}
+MANY = {
+    "many",
+    "several",
+    "some",
+    "group",
+    "groups",
+    "crowd",
+    "crowds",
+    "lots",
+    "lot",
+    "bunch",
+    "few",
+    "multiple",
+    "couple",
+    "team",
+    "pair",
+    "herd",
+    "flock",
+    "line",
+    "row",
+    "number",
+    "all",
+    "other",
+    "others",
+    "various",
+    "both",
+}
+NOT_NAMES = {
+    "her",
+    "his",
+    "him",
+    "she",
+    "he",
+    "it",
+    "they",
+    "them",
+    "someone",
+    "something",
+    "one",
+    "each",
+    "other",
+    "person",
+    "people",
+    "thing",
+    "things",
+    "part",
+    "side",
+    "front",
+    "back",
+    "top",
+    "bottom",
+    "edge",
+    "area",
+    "picture",
+    "image",
+    "photo",
+    "view",
+    "this",
+    "that",
+    "background",
+    "foreground",
+    "middle",
+    "center",
+    "left",
+    "right",
+    "end",
+    "piece",
+    "object",
+    "scene",
+    "more",
+    "same",
+    "colors",
+    "colours",
+    "color",
+    "colour",
+}
+BREAKERS = {
+    "in",
+    "with",
+    "wearing",
+    "on",
+    "of",
+    "by",
+    "under",
+    "near",
+    "next",
+    "behind",
+    "holding",
+    "at",
+    "from",
+    "for",
+    "above",
+    "beside",
+    "along",
+    "while",
+    "that",
+    "who",
+    "which",
+    "is",
+    "are",
+    "was",
+    "were",
+    "to",
+    "and",
+    "or",
+    "has",
+    "have",
+    "had",
+    "says",
+    "reads",
+    "can",
+    "be",
+    "being",
+    "looks",
+    "look",
+    "sits",
+    "stands",
+    "hangs",
+    "into",
+    "onto",
+    "over",
+    "around",
+    "through",
+    "against",
+    "across",
+    "between",
+    "inside",
+    "outside",
+    "out",
+    "up",
+    "down",
+    "off",
+    "as",
+    "like",
+    "than",
+    "there",
+    "here",
+    "where",
+    "when",
+    "not",
+    "no",
+    "but",
+    "very",
+}
+BACKGROUND = {
+    "sky",
+    "ground",
+    "grass",
+    "field",
+    "floor",
+    "wall",
+    "walls",
+    "ceiling",
+    "road",
+    "street",
+    "sidewalk",
+    "pavement",
+    "water",
+    "ocean",
+    "sea",
+    "lake",
+    "river",
+    "beach",
+    "sand",
+    "snow",
+    "dirt",
+    "mountain",
+    "mountains",
+    "hill",
+    "hills",
+    "air",
+    "land",
+    "park",
+    "forest",
+    "woods",
+    "city",
+    "town",
+    "stage",
+    "room",
+    "shore",
+    "surface",
+    "court",
+    "pool",
+    "ice",
+    "track",
+    "trail",
+    "path",
+    "yard",
+    "lawn",
+    "landscape",
+    "weather",
+    "day",
+    "night",
+    "sunlight",
+    "light",
+    "shadow",
+    "shade",
+    "fog",
+    "cloud",
+    "clouds",
+    "outdoors",
+    "outside",
+    "area",
+    "building",
+    "buildings",
+    "crowd",
+    "audience",
+    "pier",
+    "dock",
+    "bridge",
+    "background",
+    "scene",
+    "wave",
+    "waves",
+    "parking",
+    "lot",
+    "hillside",
+    "desert",
+    "countryside",
+    "market",
+    "restaurant",
+    "office",
+    "kitchen",
+    "store",
+    "shop",
+    "gym",
+    "church",
+    "station",
+    "stadium",
+    "arena",
+    "rink",
+    "pitch",
+    "zoo",
+    "leaves",
+    "foliage",
+    "vegetation",
+    "trees",
+    "bushes",
+    "tile",
+    "tiles",
+    "carpet",
+    "rug",
+    "window",
+    "windows",
+}
+ING_NOUNS = {
+    "clothing",
+    "building",
+    "ceiling",
+    "railing",
+    "ring",
+    "king",
+    "string",
+    "wing",
+    "painting",
+    "sling",
+    "swing",
+    "icing",
+}
+COLOURS = frozenset(
+    "red blue green yellow brown white black gray grey orange pink purple tan beige silver gold".split()
+)
+MATERIALS = {
+    "wooden": "wood",
+    "wood": "wood",
+    "metal": "metal",
+    "metallic": "metal",
+    "steel": "steel",
+    "iron": "iron",
+    "glass": "glass",
+    "plastic": "plastic",
+    "brick": "brick",
+    "stone": "stone",
+    "concrete": "concrete",
+    "leather": "leather",
+    "cloth": "cloth",
+    "cotton": "cotton",
+    "wool": "wool",
+    "woolen": "wool",
+    "paper": "paper",
+    "rubber": "rubber",
+    "ceramic": "ceramic",
+    "porcelain": "porcelain",
+    "straw": "straw",
+    "wicker": "wicker",
+    "denim": "denim",
+    "silk": "silk",
+    "marble": "marble",
+    "cement": "cement",
+    "tin": "tin",
+    "aluminum": "aluminum",
+}
+SINGULAR_S = {
+    "bus",
+    "canvas",
+    "news",
+    "lens",
+    "gas",
+    "series",
+    "species",
+    "tennis",
+    "physics",
+    "walrus",
+    "cactus",
+    "octopus",
+    "bonus",
+    "circus",
+    "campus",
+}  # singular nouns ending in s (those ending in ss are found by their ending)
+PAIR_NOUNS = {
+    "shorts",
+    "pants",
+    "jeans",
+    "trousers",
+    "glasses",
+    "sunglasses",
+    "goggles",
+    "scissors",
+    "overalls",
+    "tights",
+    "leggings",
+    "clothes",
+    "sweatpants",
+    "scrubs",
+    "binoculars",
+    "fatigues",
+    "knickers",
+    "tongs",
+    "pliers",
+    "trunks",
+    "briefs",
+    "panties",
+    "slacks",
+    "pajamas",
+    "pyjamas",
+    "suspenders",
+    "headphones",
+    "earphones",
+    "earmuffs",
+    "khakis",
+    "capris",
+    "boxers",
+    "dungarees",
+    "chaps",
+}
 
 
 @functools.lru_cache(maxsize=1)
@@ -81,8 +393,13 @@ def synset_facts(synset: str | None) -> dict[str, Any] | None:
     if row is None:
         return None
     category = table["categories"][row[0]] if row[0] >= 0 else None
-    return {"category": category, "lexfile": table["lexfiles"][row[1]], "parts": row[2], "substances": row[3],
-            "hypernyms": row[4]}
+    return {
+        "category": category,
+        "lexfile": table["lexfiles"][row[1]],
+        "parts": row[2],
+        "substances": row[3],
+        "hypernyms": row[4],
+    }
 
 
 def lemma_category(noun: str) -> str | None:
@@ -95,13 +412,26 @@ def lemma_category(noun: str) -> str | None:
 def kind_of(synsets: set[str], nouns: set[str]) -> str | None:
     """The WordNet category of a thing: the one its annotated synsets share, else the one all its names name
     (None if they disagree, one is unknown, or it only restates the name: "a lamp is a kind of lamp")."""
-    found = {(synset_facts(s) or {}).get("category") for s in synsets} if synsets else {lemma_category(n) for n in nouns}
+    found = (
+        {(synset_facts(s) or {}).get("category") for s in synsets} if synsets else {lemma_category(n) for n in nouns}
+    )
     category = found.pop() if len(found) == 1 else None
     return None if category is None or category.split()[-1] in nouns else category
 
 
-MATERIAL_FAMILY = {"steel": "metal", "iron": "metal", "tin": "metal", "aluminum": "metal", "cement": "concrete",
-                   "cotton": "cloth", "wool": "cloth", "silk": "cloth", "denim": "cloth", "porcelain": "ceramic", "wicker": "straw"}
+MATERIAL_FAMILY = {
+    "steel": "metal",
+    "iron": "metal",
+    "tin": "metal",
+    "aluminum": "metal",
+    "cement": "concrete",
+    "cotton": "cloth",
+    "wool": "cloth",
+    "silk": "cloth",
+    "denim": "cloth",
+    "porcelain": "ceramic",
+    "wicker": "straw",
+}
 
 
 def same_answer(ask: str, a: str | None, b: str | None) -> bool:
@@ -164,7 +494,6 @@ class Thing:
         return f"the {self.name}"
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Scene:
     """The things of one image by id, the image size, and the relations the annotations state."""
@@ -219,10 +548,18 @@ def noun_phrase(text: str, clause_ok: bool = True) -> tuple[str, str, bool, int 
         if clause_ok is False and w in ("is", "are", "has", "have"):
             return None
         body.append(w)
-    cut = next((k for k, w in enumerate(body) if k > 0 and (w in BREAKERS or w.endswith("ing") and w not in ING_NOUNS)), len(body))
+    cut = next(
+        (k for k, w in enumerate(body) if k > 0 and (w in BREAKERS or w.endswith("ing") and w not in ING_NOUNS)),
+        len(body),
+    )
     head_words = body[:cut]
-    if body and (body[0] in BREAKERS or body[0].endswith("ly") or body[0] in ("closeup", "close-up", "shot")
-                 or head_words and (head_words[-1] in COLOURS or head_words[-1] in MATERIALS)):
+    if body and (
+        body[0] in BREAKERS
+        or body[0].endswith("ly")
+        or body[0] in ("closeup", "close-up", "shot")
+        or head_words
+        and (head_words[-1] in COLOURS or head_words[-1] in MATERIALS)
+    ):
         return None  # "in distance", "brown": no noun phrase
     if not head_words or len(head_words) > 4 or head_words[0] in NOT_NAMES:
         return None
@@ -237,8 +574,13 @@ def noun_phrase(text: str, clause_ok: bool = True) -> tuple[str, str, bool, int 
     if synset_of(noun) is None and synset_of(head) is None:
         return None
     tail = body[cut:]
-    keep_tail = tail and tail[0] in ("in", "with", "wearing", "holding", "on", "of") and len(body) <= 7 and all(
-        re.fullmatch(r"[a-z][a-z-]*", w) for w in tail) and not set(tail) & {"is", "are", "has", "have", "says", "reads", "can"}
+    keep_tail = (
+        tail
+        and tail[0] in ("in", "with", "wearing", "holding", "on", "of")
+        and len(body) <= 7
+        and all(re.fullmatch(r"[a-z][a-z-]*", w) for w in tail)
+        and not set(tail) & {"is", "are", "has", "have", "says", "reads", "can"}
+    )
     name = " ".join(body if keep_tail else head_words)
     return name, noun, plural or bool(number and number > 1), number
 
@@ -256,14 +598,18 @@ def _image_size(ann: dict[str, Any], boxes: list[Box]) -> tuple[int, int]:
     return max(int(width), 1), max(int(height), 1)
 
 
-def is_background(noun: str, name: str, boxes: tuple[Box, ...], width: int, height: int, types: set[str] = frozenset()) -> bool:
+def is_background(
+    noun: str, name: str, boxes: tuple[Box, ...], width: int, height: int, types: set[str] = frozenset()
+) -> bool:
     """Scene, setting or surface: the ``scene`` type, a background head noun, or a box over much of the image."""
     if "scene" in types or noun in BACKGROUND or name.split()[-1] in BACKGROUND:
         return True
     facts = synset_facts(synset_of(noun))
     if facts and facts["lexfile"] in ("noun.location", "noun.object", "noun.substance", "noun.phenomenon"):
         return True
-    return any(area(b) >= BACKGROUND_SHARE * width * height for b in boxes) or area(union(boxes)) >= 0.6 * width * height
+    return (
+        any(area(b) >= BACKGROUND_SHARE * width * height for b in boxes) or area(union(boxes)) >= 0.6 * width * height
+    )
 
 
 # ---- Flickr30k Entities ----------------------------------------------------------------------------
@@ -300,22 +646,76 @@ def _flickr_things(ann: dict[str, Any], width: int, height: int) -> list[Thing]:
         category = kind_of(set(), nouns)
         if category is not None and not fits_types(category, types.get(entity["entity_id"], set())):
             category = None  # WordNet's sense disagrees with what the annotators said the thing is
-        background = any(is_background(m[1], m[0], boxes, width, height, types.get(entity["entity_id"], set())) for m in options)
-        things.append(Thing(f"e:{entity['entity_id']}", name, noun, plural, boxes, synset_of(noun), colour, None, background, count,
-                            category))
+        background = any(
+            is_background(m[1], m[0], boxes, width, height, types.get(entity["entity_id"], set())) for m in options
+        )
+        things.append(
+            Thing(
+                f"e:{entity['entity_id']}",
+                name,
+                noun,
+                plural,
+                boxes,
+                synset_of(noun),
+                colour,
+                None,
+                background,
+                count,
+                category,
+            )
+        )
     return things
 
 
 VERBS_ING = re.compile(r"^(?:is |are )?([a-z]+ing)(?: (on|in|with|at|into|onto|over|under|from|to|near|behind))?$")
-INFLECTED = {"wears": "wearing", "holds": "holding", "rides": "riding", "carries": "carrying", "eats": "eating",
-             "watches": "watching", "throws": "throwing", "pushes": "pushing", "pulls": "pulling", "plays": "playing",
-             "uses": "using", "drives": "driving", "reads": "reading", "walks": "walking", "catches": "catching",
-             "kicks": "kicking", "hits": "hitting", "feeds": "feeding", "climbs": "climbing", "wear": "wearing",
-             "hold": "holding", "ride": "riding", "carry": "carrying", "eat": "eating", "watch": "watching"}
+INFLECTED = {
+    "wears": "wearing",
+    "holds": "holding",
+    "rides": "riding",
+    "carries": "carrying",
+    "eats": "eating",
+    "watches": "watching",
+    "throws": "throwing",
+    "pushes": "pushing",
+    "pulls": "pulling",
+    "plays": "playing",
+    "uses": "using",
+    "drives": "driving",
+    "reads": "reading",
+    "walks": "walking",
+    "catches": "catching",
+    "kicks": "kicking",
+    "hits": "hitting",
+    "feeds": "feeding",
+    "climbs": "climbing",
+    "wear": "wearing",
+    "hold": "holding",
+    "ride": "riding",
+    "carry": "carrying",
+    "eat": "eating",
+    "watch": "watching",
+}
 
 
-POSTURES = {"standing", "sitting", "walking", "running", "posing", "lying", "laying", "waiting", "smiling", "laughing",
-            "dancing", "talking", "looking", "kneeling", "leaning", "crouching", "squatting"}
+POSTURES = {
+    "standing",
+    "sitting",
+    "walking",
+    "running",
+    "posing",
+    "lying",
+    "laying",
+    "waiting",
+    "smiling",
+    "laughing",
+    "dancing",
+    "talking",
+    "looking",
+    "kneeling",
+    "leaning",
+    "crouching",
+    "squatting",
+}
 
 
 def predicate(text: str) -> str | None:
@@ -330,9 +730,11 @@ def predicate(text: str) -> str | None:
 
 
 TYPE_CATEGORIES = {  # Flickr30k Entities types -> the WordNet categories they allow
-    "people": {"a person"}, "animals": {"a bird", "a fish", "an insect", "a mammal", "a reptile", "an animal"},
+    "people": {"a person"},
+    "animals": {"a bird", "a fish", "an insect", "a mammal", "a reptile", "an animal"},
     "clothing": {"footwear", "headwear", "a garment", "clothing", "jewelry", "a covering", "a bag"},
-    "bodyparts": {"a body part"}, "instruments": {"a musical instrument"},
+    "bodyparts": {"a body part"},
+    "instruments": {"a musical instrument"},
     "vehicles": {"a motor vehicle", "an aircraft", "a boat or ship", "a train", "public transport", "a vehicle"},
 }
 
@@ -347,14 +749,16 @@ def fits_types(category: str, types: set[str]) -> bool:
 
 def _flickr_relations(ann: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(subject entity, predicate, object entity) where a caption reads "<phrase> <verb> <phrase>" and the
-    subject is people or animals that no preposition governs ("a man in [a shirt] taking ..." is not the shirt's act)."""
+    subject is people or animals that no preposition governs ("a man in [a shirt] taking ..." is not the shirt's
+    act)."""
     found = []
     for caption in ann.get("captions", []):
         tokens = caption["text"].lower().split()
         phrases = sorted(caption["phrases"], key=lambda p: p["first_word_index"])
         for a, b in zip(phrases, phrases[1:], strict=False):
             if not set(a.get("types", [])) & {"people", "animals"} or (
-                    a["first_word_index"] > 0 and tokens[a["first_word_index"] - 1] in BREAKERS):
+                a["first_word_index"] > 0 and tokens[a["first_word_index"] - 1] in BREAKERS
+            ):
                 continue
             start = a["first_word_index"] + len(a["text"].split())
             between = " ".join(tokens[start : b["first_word_index"]])
@@ -378,7 +782,10 @@ def _merge_objects(objects: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     for obj in objects:
         key = set(obj["synsets"]) or set(obj["names"])
         for group in groups:
-            if any((key & (set(o["synsets"]) or set(o["names"]))) and iou(tuple(o["box"]), tuple(obj["box"])) >= 0.5 for o in group):
+            if any(
+                (key & (set(o["synsets"]) or set(o["names"]))) and iou(tuple(o["box"]), tuple(obj["box"])) >= 0.5
+                for o in group
+            ):
                 group.append(obj)
                 break
         else:
@@ -406,17 +813,29 @@ def _vg_object_things(ann: dict[str, Any], width: int, height: int) -> tuple[lis
         attributes = {a for o in group for a in o.get("attributes", [])}
         colours = {w for a in attributes for w in a.split() if w in COLOURS} | ({_pre_head_colour(name, noun)} - {None})
         materials = {MATERIALS[w] for a in attributes for w in a.split() if w in MATERIALS} | {
-            MATERIALS[w] for w in name.split()[:-1] if w in MATERIALS}
+            MATERIALS[w] for w in name.split()[:-1] if w in MATERIALS
+        }
         synset = next((s for o in group for s in o["synsets"]), None) or synset_of(noun)
         boxes = tuple(dict.fromkeys(tuple(max(0, v) for v in o["box"]) for o in group))
         synsets = {s for o in group for s in o["synsets"]}
         if body_part({noun}, synsets):
             continue
         category = kind_of(synsets, {noun})
-        things.append(Thing(f"o:{first['object_id']}", name, noun, plural, boxes, synset,
-                            colours.pop() if len(colours) == 1 and not person({noun}, synsets) else None,
-                            materials.pop() if len(materials) == 1 else None,
-                            is_background(noun, name, boxes, width, height), None, category))
+        things.append(
+            Thing(
+                f"o:{first['object_id']}",
+                name,
+                noun,
+                plural,
+                boxes,
+                synset,
+                colours.pop() if len(colours) == 1 and not person({noun}, synsets) else None,
+                materials.pop() if len(materials) == 1 else None,
+                is_background(noun, name, boxes, width, height),
+                None,
+                category,
+            )
+        )
     return things, owner
 
 
@@ -428,10 +847,21 @@ def _vg_region_things(ann: dict[str, Any], width: int, height: int) -> list[Thin
             name, noun, plural, number = parsed
             category = kind_of(set(), {noun})
             box = tuple(max(0, v) for v in region["box"])
-            things.append(Thing(f"r:{region['region_id']}", name, noun, plural, (box,), synset_of(noun),
-                                None if person({noun}) else _pre_head_colour(name, noun), None,
-                                is_background(noun, name, (box,), width, height), None,
-                                category))
+            things.append(
+                Thing(
+                    f"r:{region['region_id']}",
+                    name,
+                    noun,
+                    plural,
+                    (box,),
+                    synset_of(noun),
+                    None if person({noun}) else _pre_head_colour(name, noun),
+                    None,
+                    is_background(noun, name, (box,), width, height),
+                    None,
+                    category,
+                )
+            )
     return things
 
 
@@ -439,7 +869,9 @@ def build_scene(ann: dict[str, Any]) -> Scene:
     """Every nameable thing of one annotation record; a thing whose name (or, for VG, head noun) another
     thing shares is left out, since "the man" would not say which man, and so is a bare noun ("the tv")
     when another thing is of the same noun or sense ("the tv screens", "the television")."""
-    boxes = [tuple(b) for e in ann.get("entities", []) for b in e["boxes"]] + [tuple(r["box"]) for r in ann.get("regions", [])]
+    boxes = [tuple(b) for e in ann.get("entities", []) for b in e["boxes"]] + [
+        tuple(r["box"]) for r in ann.get("regions", [])
+    ]
     boxes += [tuple(o["box"]) for o in ann.get("objects") or []]
     width, height = _image_size(ann, boxes)
     relations: list[tuple[str, str, str]] = []
@@ -451,7 +883,12 @@ def build_scene(ann: dict[str, Any]) -> Scene:
         things, owner = _vg_object_things(ann, width, height)
         for rel in ann.get("relationships", []):
             pred = predicate(rel["predicate"])
-            if pred and rel["subject_id"] in owner and rel["object_id"] in owner and owner[rel["subject_id"]] != owner[rel["object_id"]]:
+            if (
+                pred
+                and rel["subject_id"] in owner
+                and rel["object_id"] in owner
+                and owner[rel["subject_id"]] != owner[rel["object_id"]]
+            ):
                 relations.append((owner[rel["subject_id"]], pred, owner[rel["object_id"]]))
         key = lambda t: t.noun  # noqa: E731
     else:
@@ -464,8 +901,11 @@ def build_scene(ann: dict[str, Any]) -> Scene:
     for thing in things:
         for mark in {thing.noun, thing.synset} - {None}:
             kinds[mark] = kinds.get(mark, 0) + 1
-    kept = {t.id: t for t in things if seen[key(t)] == 1
-            and (len(t.name.split()) > 1 or all(kinds[m] == 1 for m in {t.noun, t.synset} - {None}))}  # "the tv" beside "the tv screens"
+    kept = {
+        t.id: t
+        for t in things
+        if seen[key(t)] == 1 and (len(t.name.split()) > 1 or all(kinds[m] == 1 for m in {t.noun, t.synset} - {None}))
+    }  # "the tv" beside "the tv screens"
     return Scene(kept, width, height, tuple(dict.fromkeys(r for r in relations if r[0] in kept and r[2] in kept)))
 
 
@@ -499,6 +939,9 @@ def holds(rel: str, a: Thing, b: Thing, scene: Scene) -> bool:
     axis, extent = (0, scene.width) if rel in ("left_of", "right_of") else (1, scene.height)
     first, second = (a, b) if rel in ("left_of", "above") else (b, a)
     return all(
-        (p[axis] + p[axis + 2]) / 2 + MARGIN * extent <= (q[axis] + q[axis + 2]) / 2 and p[axis] <= q[axis] and p[axis + 2] <= q[axis + 2]
-        for p in first.boxes for q in second.boxes
+        (p[axis] + p[axis + 2]) / 2 + MARGIN * extent <= (q[axis] + q[axis + 2]) / 2
+        and p[axis] <= q[axis]
+        and p[axis + 2] <= q[axis + 2]
+        for p in first.boxes
+        for q in second.boxes
     )

@@ -23,7 +23,9 @@ def api_key_from_env() -> str:
     """The API key, read from the worker's environment only (never an option)."""
     key = os.environ.get(API_KEY_ENV)
     if not key:
-        raise RuntimeError(f"--llm openai needs {API_KEY_ENV} in the environment of every worker, or --llm_api_key_secret")
+        raise RuntimeError(
+            f"--llm openai needs {API_KEY_ENV} in the environment of every worker, or --llm_api_key_secret"
+        )
     return key
 
 
@@ -42,8 +44,12 @@ def api_key(config: LLMConfig, read_secret: SecretReader | None = None) -> str:
     return remember(api_key_from_env())
 
 
-def make_backend(config: LLMConfig, read_secret: SecretReader | None = None, ledger_store: LedgerStore | None = None,
-                 endpoint: LLMConfig | None = None) -> Backend:
+def make_backend(
+    config: LLMConfig,
+    read_secret: SecretReader | None = None,
+    ledger_store: LedgerStore | None = None,
+    endpoint: LLMConfig | None = None,
+) -> Backend:
     """The backend ``config`` asks for: the Batch API (its ledger in ``ledger_store``), an OpenAI-compatible
     endpoint (``endpoint``: where requests go when that differs from ``config``, e.g. a worker's own
     server), or the offline engine."""

@@ -37,8 +37,12 @@ COMPLETION_WINDOW = "24h"
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 COLLECTED = "collected"  # the ledger's mark for a batch whose lines were all read back
 # Why a line a batch did not answer failed, by the batch's final status, and whether the next batch may retry it.
-MISSING = {"completed": ("batch_missing_line", True), "expired": ("batch_expired", True),
-           "failed": ("batch_failed", False), "cancelled": ("batch_cancelled", False)}
+MISSING = {
+    "completed": ("batch_missing_line", True),
+    "expired": ("batch_expired", True),
+    "failed": ("batch_failed", False),
+    "cancelled": ("batch_cancelled", False),
+}
 
 
 class LedgerStore(Protocol):
@@ -100,8 +104,14 @@ class Line:
     futures: list[asyncio.Future] = dataclasses.field(default_factory=list)
 
     def encoded(self) -> bytes:
-        return json.dumps({"custom_id": self.custom_id, "method": "POST", "url": ENDPOINT, "body": self.body},
-                          separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+        return (
+            json.dumps(
+                {"custom_id": self.custom_id, "method": "POST", "url": ENDPOINT, "body": self.body},
+                separators=(",", ":"),
+                ensure_ascii=False,
+            ).encode("utf-8")
+            + b"\n"
+        )
 
 
 def plan_files(lines: Iterable[Line], max_requests: int, max_bytes: int) -> list[list[Line]]:
@@ -158,14 +168,24 @@ class BatchBackend:
     name = "openai"
     batch = True
 
-    def __init__(self, config: LLMConfig, api_key: str, ledger: Ledger, client: Any = None,
-                 sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        config: LLMConfig,
+        api_key: str,
+        ledger: Ledger,
+        client: Any = None,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
         import openai
 
         self._config, self._ledger, self._sleep = config, ledger, sleep
         self._endpoint = endpoint_of(config)
-        self._client = client or openai.AsyncOpenAI(api_key=api_key, base_url=config.base_url, max_retries=config.max_retries,
-                                                    timeout=max(config.timeout, 600.0))
+        self._client = client or openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=config.base_url,
+            max_retries=config.max_retries,
+            timeout=max(config.timeout, 600.0),
+        )
         self._queue: dict[str, Line] = {}
         self.waiting = 0  # calls queued for the next flush
         self._resumable: dict[str, LedgerEntry] | None = None  # custom_id -> a batch in flight from an earlier run
@@ -175,7 +195,9 @@ class BatchBackend:
         custom_id = call_key(self._config, call, model)
         line = self._queue.get(custom_id)
         if line is None:
-            line = self._queue[custom_id] = Line(custom_id, model, request_body(self._config, call, model, max_tokens, seed))
+            line = self._queue[custom_id] = Line(
+                custom_id, model, request_body(self._config, call, model, max_tokens, seed)
+            )
         future = asyncio.get_running_loop().create_future()
         line.futures.append(future)
         self.waiting += 1
@@ -185,8 +207,12 @@ class BatchBackend:
         """Send every queued line (resuming the batches of an earlier run that hold some) and wait for all of them."""
         queue, self._queue, self.waiting = self._queue, {}, 0
         if self._resumable is None:
-            self._resumable = {cid: e for e in self._ledger.entries() if e.endpoint == self._endpoint and e.stage == stage and e.resumable
-                               for cid in e.custom_ids}
+            self._resumable = {
+                cid: e
+                for e in self._ledger.entries()
+                if e.endpoint == self._endpoint and e.stage == stage and e.resumable
+                for cid in e.custom_ids
+            }
         resumed: dict[str, tuple[LedgerEntry, list[Line]]] = {}
         fresh = []
         for line in queue.values():
@@ -196,14 +222,22 @@ class BatchBackend:
             else:
                 resumed.setdefault(entry.input_file_id, (entry, []))[1].append(line)
         files = plan_files(fresh, self._config.batch_max_requests, int(self._config.batch_max_mb * (1 << 20)))
-        jobs = [self._resume(entry, lines) for entry, lines in resumed.values()] + [self._submit(stage, lines) for lines in files]
+        jobs = [self._resume(entry, lines) for entry, lines in resumed.values()] + [
+            self._submit(stage, lines) for lines in files
+        ]
         await asyncio.gather(*jobs)
 
     async def _submit(self, stage: str, lines: list[Line]) -> None:
         try:
-            upload = await self._client.files.create(file=(f"comvint-{stage}.jsonl", b"".join(x.encoded() for x in lines)), purpose="batch")
-            entry = LedgerEntry(self._endpoint, stage, lines[0].model, upload.id, [x.custom_id for x in lines], submitted_at=time.time())
-            self._ledger.save(entry)  # before the batch exists: a rerun finds the file and never uploads its lines again
+            upload = await self._client.files.create(
+                file=(f"comvint-{stage}.jsonl", b"".join(x.encoded() for x in lines)), purpose="batch"
+            )
+            entry = LedgerEntry(
+                self._endpoint, stage, lines[0].model, upload.id, [x.custom_id for x in lines], submitted_at=time.time()
+            )
+            self._ledger.save(
+                entry
+            )  # before the batch exists: a rerun finds the file and never uploads its lines again
             await self._create(entry)
         except Exception as exc:  # noqa: BLE001 - every line of the file fails with the reason; the runner retries it
             _resolve(lines, {}, _as_line_error(exc, "batch_submit_error"))
@@ -213,11 +247,21 @@ class BatchBackend:
         await self._await(entry, lines)
 
     async def _create(self, entry: LedgerEntry) -> None:
-        batch = await self._client.batches.create(input_file_id=entry.input_file_id, endpoint=ENDPOINT, completion_window=COMPLETION_WINDOW,
-                                                  metadata={"comvint_stage": entry.stage})
+        batch = await self._client.batches.create(
+            input_file_id=entry.input_file_id,
+            endpoint=ENDPOINT,
+            completion_window=COMPLETION_WINDOW,
+            metadata={"comvint_stage": entry.stage},
+        )
         entry.batch_id, entry.status = batch.id, batch.status
         self._ledger.save(entry)
-        _LOGGER.info("Stage %s: batch %s submitted with %d lines (file %s)", entry.stage, batch.id, len(entry.custom_ids), entry.input_file_id)
+        _LOGGER.info(
+            "Stage %s: batch %s submitted with %d lines (file %s)",
+            entry.stage,
+            batch.id,
+            len(entry.custom_ids),
+            entry.input_file_id,
+        )
 
     async def _resume(self, entry: LedgerEntry, lines: list[Line]) -> None:
         """Wait for a batch an earlier run submitted (creating it from its uploaded file if that run died first)."""
@@ -275,8 +319,15 @@ class BatchBackend:
                 status = entry.status = batch.status
                 self._ledger.save(entry)
             counts = getattr(batch, "request_counts", None)
-            _LOGGER.info("Stage %s: batch %s %s (%s of %s lines done, %s failed)", entry.stage, batch.id, batch.status,
-                         getattr(counts, "completed", "?"), getattr(counts, "total", "?"), getattr(counts, "failed", "?"))
+            _LOGGER.info(
+                "Stage %s: batch %s %s (%s of %s lines done, %s failed)",
+                entry.stage,
+                batch.id,
+                batch.status,
+                getattr(counts, "completed", "?"),
+                getattr(counts, "total", "?"),
+                getattr(counts, "failed", "?"),
+            )
             if batch.status in TERMINAL:
                 return batch
             await self._sleep(interval)
@@ -350,4 +401,8 @@ def add_sizes(sizes: Iterable[tuple[int, int]]) -> tuple[int, int]:
 def batch_groups(totals: tuple[int, int], config: LLMConfig, fill: float = 0.9) -> int:
     """How many batch files a stage's calls need (each filled to ``fill`` of the limits, leaving room for hashing)."""
     calls, size = totals
-    return max(1, math.ceil(calls / (fill * config.batch_max_requests)), math.ceil(size / (fill * config.batch_max_mb * (1 << 20))))
+    return max(
+        1,
+        math.ceil(calls / (fill * config.batch_max_requests)),
+        math.ceil(size / (fill * config.batch_max_mb * (1 << 20))),
+    )

@@ -28,8 +28,10 @@ class Budget:
         """Hold ``estimate`` for a request about to be sent; raise :class:`BudgetExhausted` if it does not fit."""
         with self._lock:
             if self.cap and self.spent + self.reserved + estimate > self.cap:
-                raise BudgetExhausted(f"estimated ${estimate:.6f} more would pass the cap of ${self.cap:.4f} "
-                                      f"(spent ${self.spent:.4f}, ${self.reserved:.4f} in flight)")
+                raise BudgetExhausted(
+                    f"estimated ${estimate:.6f} more would pass the cap of ${self.cap:.4f} "
+                    f"(spent ${self.spent:.4f}, ${self.reserved:.4f} in flight)"
+                )
             self.reserved += estimate
             return estimate
 

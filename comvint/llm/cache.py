@@ -29,7 +29,12 @@ def without_pictures(message: dict[str, Any]) -> dict[str, Any]:
     content = message.get("content")
     if not isinstance(content, list):
         return message
-    return {**message, "content": [{"type": "image_url"} if isinstance(p, dict) and p.get("type") == "image_url" else p for p in content]}
+    return {
+        **message,
+        "content": [
+            {"type": "image_url"} if isinstance(p, dict) and p.get("type") == "image_url" else p for p in content
+        ],
+    }
 
 
 def cache_key(
@@ -89,7 +94,9 @@ class ResponseCache:
         if not isinstance(entry, dict) or entry.get("format") != CACHE_FORMAT:
             return None
         if entry.get("key", key) != key:  # entries written before keys were stored have none
-            _LOGGER.warning("Cache entry %s holds the reply of another request (%s): not replayed", key, str(entry["key"])[:64])
+            _LOGGER.warning(
+                "Cache entry %s holds the reply of another request (%s): not replayed", key, str(entry["key"])[:64]
+            )
             return None
         return entry
 

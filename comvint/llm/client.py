@@ -27,7 +27,9 @@ class Reply:
 class Backend(Protocol):
     name: str
 
-    async def complete(self, call: Any, model: str, max_tokens: int | None = None, seed: int | None = None) -> Reply: ...
+    async def complete(
+        self, call: Any, model: str, max_tokens: int | None = None, seed: int | None = None
+    ) -> Reply: ...
 
     async def close(self) -> None: ...
 
@@ -44,7 +46,9 @@ def response_format(kind: str, name: str, schema: dict[str, Any]) -> dict[str, A
     return None
 
 
-def request_body(config: LLMConfig, call: Any, model: str, max_tokens: int | None = None, seed: int | None = None) -> dict[str, Any]:
+def request_body(
+    config: LLMConfig, call: Any, model: str, max_tokens: int | None = None, seed: int | None = None
+) -> dict[str, Any]:
     """The Chat Completions request of a call (sent online, or as one line of a batch file)."""
     body: dict[str, Any] = {
         "model": model,
@@ -63,7 +67,9 @@ def request_body(config: LLMConfig, call: Any, model: str, max_tokens: int | Non
 def text_chars(content: Any) -> int:
     """Characters of a message's text (a list of parts counts its text parts; pictures are priced apart)."""
     if isinstance(content, list):
-        return sum(len(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type") == "text")
+        return sum(
+            len(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type") == "text"
+        )
     return len(str(content or ""))
 
 
@@ -77,7 +83,9 @@ def token_count(value: Any) -> int | None:
     return int(value) if 0 <= value < 1 << 40 else None
 
 
-def reply_from_json(completion: dict[str, Any], model: str, headers: dict[str, str] | None = None, prompt_chars: int = 0) -> Reply:
+def reply_from_json(
+    completion: dict[str, Any], model: str, headers: dict[str, str] | None = None, prompt_chars: int = 0
+) -> Reply:
     """A Chat Completions response body -> Reply. Missing usage counts as zero; usage that is not a count is
     replaced by an estimate from the text (4 characters a token) and the reply says so (``usage_anomaly``)."""
     choice = (completion.get("choices") or [{}])[0]
@@ -144,9 +152,13 @@ class OpenAIBackend:
         # typed request transform and response models (most of its CPU per request).
         # --llm_timeout bounds the whole request, not each read: an endpoint that trickles a byte at a time
         # cannot hold a call (and its worker) for ever.
-        response = await asyncio.wait_for(self._client.post("/chat/completions", cast_to=self._raw, body=body), self._config.timeout)
+        response = await asyncio.wait_for(
+            self._client.post("/chat/completions", cast_to=self._raw, body=body), self._config.timeout
+        )
         headers = {k.lower(): v for k, v in response.headers.items() if k.lower().startswith(RATE_HEADERS)}
-        return reply_from_body(response.content, model, headers, sum(text_chars(m.get("content")) for m in body["messages"]))
+        return reply_from_body(
+            response.content, model, headers, sum(text_chars(m.get("content")) for m in body["messages"])
+        )
 
     async def close(self) -> None:
         await self._client.close()
@@ -160,7 +172,11 @@ class OfflineBackend:
     async def complete(self, call: Any, model: str, max_tokens: int | None = None, seed: int | None = None) -> Reply:
         from comvint import engine
 
-        return Reply(text=json.dumps(engine.answer(call.stage, call.context), sort_keys=True), finish_reason="stop", model="offline")
+        return Reply(
+            text=json.dumps(engine.answer(call.stage, call.context), sort_keys=True),
+            finish_reason="stop",
+            model="offline",
+        )
 
     async def close(self) -> None:
         return None

@@ -57,17 +57,31 @@ class LLMConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.mode in MODES, f"--llm_mode must be one of {MODES}"),
-            (self.mode == "online" or self.backend == "openai", "--llm_mode batch needs --llm openai (the offline engine answers at once)"),
-            (self.mode == "online" or bool(self.cache_dir), "--llm_mode batch needs --cache_dir: the batches' ledger and replies live there, "
-                                                             "so a killed run resumes"),
-            (self.batch_poll_s > 0 and self.batch_max_requests >= 1 and self.batch_max_mb > 0, "batch poll, size and MB limits must be positive"),
+            (
+                self.mode == "online" or self.backend == "openai",
+                "--llm_mode batch needs --llm openai (the offline engine answers at once)",
+            ),
+            (
+                self.mode == "online" or bool(self.cache_dir),
+                "--llm_mode batch needs --cache_dir: the batches' ledger and replies live there, "
+                "so a killed run resumes",
+            ),
+            (
+                self.batch_poll_s > 0 and self.batch_max_requests >= 1 and self.batch_max_mb > 0,
+                "batch poll, size and MB limits must be positive",
+            ),
             (0.0 <= self.batch_discount < 1.0, "--llm_batch_discount must be in [0, 1)"),
             (self.max_cost_usd >= 0, "--llm_max_cost_usd must be >= 0"),
-            (not self.max_cost_usd or self.backend == "offline" or not self.unpriced_models(),
-             f"--llm_max_cost_usd needs a --llm_prices entry for {', '.join(self.unpriced_models())}"),
+            (
+                not self.max_cost_usd or self.backend == "offline" or not self.unpriced_models(),
+                f"--llm_max_cost_usd needs a --llm_prices entry for {', '.join(self.unpriced_models())}",
+            ),
             (self.backend in BACKENDS, f"backend must be one of {BACKENDS}"),
             (self.response_format in RESPONSE_FORMATS, f"response_format must be one of {RESPONSE_FORMATS}"),
-            (all(0.0 <= t <= 2.0 for t in (self.temperature, *dict(self.stage_temperatures).values())), "temperature must be in [0, 2]"),
+            (
+                all(0.0 <= t <= 2.0 for t in (self.temperature, *dict(self.stage_temperatures).values())),
+                "temperature must be in [0, 2]",
+            ),
             (self.max_tokens > 0, "max_tokens must be positive"),
             (self.timeout > 0, "timeout must be positive"),
             (self.max_retries >= 0, "max_retries must be >= 0"),
@@ -76,15 +90,26 @@ class LLMConfig:
             (0 < self.backoff_base <= self.backoff_cap, "need 0 < backoff_base <= backoff_cap"),
             (not self.image_stages or bool(self.image_root), "--llm_image_stages needs --image_root"),
             (set(self.image_stages) <= set(IMAGE_STAGES), f"--llm_image_stages: stages are {', '.join(IMAGE_STAGES)}"),
-            (not self.server_cmd or (self.backend == "openai" and not self.base_url and self.mode == "online"),
-             "--llm_server_cmd needs --llm openai, online mode, and no --llm_base_url (the server's URL is its own)"),
-            (not self.server_cmd or "{port}" in self.server_cmd, "--llm_server_cmd must contain {port}, where the server listens"),
+            (
+                not self.server_cmd or (self.backend == "openai" and not self.base_url and self.mode == "online"),
+                "--llm_server_cmd needs --llm openai, online mode, and no --llm_base_url (the server's URL is its own)",
+            ),
+            (
+                not self.server_cmd or "{port}" in self.server_cmd,
+                "--llm_server_cmd must contain {port}, where the server listens",
+            ),
             (self.server_startup_s > 0, "--llm_server_startup_s must be positive"),
             (self.image_detail in ("low", "high", "auto"), "--llm_image_detail must be low, high or auto"),
-            (self.image_max_px >= 0 and self.image_tokens >= 0, "--llm_image_max_px and --llm_image_tokens must be >= 0"),
-            (self.backend == "offline" or self.image_tokens > 0 or not self.unknown_image_models(),
-             f"no image-token formula for {', '.join(self.unknown_image_models())}, which --llm_prices or --llm_tpm needs: "
-             "pass --llm_image_tokens (tokens per picture)"),
+            (
+                self.image_max_px >= 0 and self.image_tokens >= 0,
+                "--llm_image_max_px and --llm_image_tokens must be >= 0",
+            ),
+            (
+                self.backend == "offline" or self.image_tokens > 0 or not self.unknown_image_models(),
+                f"no image-token formula for {', '.join(self.unknown_image_models())}, which --llm_prices or --llm_tpm "
+                "needs: "
+                "pass --llm_image_tokens (tokens per picture)",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -100,8 +125,13 @@ class LLMConfig:
         """The models of picture-carrying stages whose image tokens have no known formula but are needed: the model
         is priced (the cost cap and estimate count pictures) or a tokens-per-minute budget is set."""
         priced = {name for name, _, _ in self.prices}
-        return sorted({model for stage in self.image_stages if not known_formula(model := self.model_for(stage))
-                       and (model in priced or self.tpm)})
+        return sorted(
+            {
+                model
+                for stage in self.image_stages
+                if not known_formula(model := self.model_for(stage)) and (model in priced or self.tpm)
+            }
+        )
 
     def unpriced_models(self) -> list[str]:
         """The models the stages use that the price table does not list."""
@@ -203,7 +233,9 @@ def config_from_mapping(values: Mapping[str, object]) -> LLMConfig:
         model=str(values["llm_model"]),
         stage_models=parse_stage_models(str(values.get("llm_stage_models") or "")),
         temperature=float(values["llm_temperature"]),
-        stage_temperatures=parse_stage_temperatures(str(values.get("llm_stage_temperatures", "verify=0,verify_reformulated=0") or "")),
+        stage_temperatures=parse_stage_temperatures(
+            str(values.get("llm_stage_temperatures", "verify=0,verify_reformulated=0") or "")
+        ),
         max_tokens=int(values["llm_max_tokens"]),
         timeout=float(values["llm_timeout"]),
         max_retries=int(values["llm_max_retries"]),
@@ -219,7 +251,9 @@ def config_from_mapping(values: Mapping[str, object]) -> LLMConfig:
         batch_poll_s=float(values.get("llm_batch_poll_s") or LLMConfig.batch_poll_s),
         batch_max_requests=int(values.get("llm_batch_max_requests") or LLMConfig.batch_max_requests),
         batch_max_mb=float(values.get("llm_batch_max_mb") or LLMConfig.batch_max_mb),
-        batch_discount=float(LLMConfig.batch_discount if values.get("llm_batch_discount") is None else values["llm_batch_discount"]),
+        batch_discount=float(
+            LLMConfig.batch_discount if values.get("llm_batch_discount") is None else values["llm_batch_discount"]
+        ),
         max_cost_usd=float(values.get("llm_max_cost_usd") or 0) / workers,
         run_id=str(values.get("run_id") or ""),
         image_root=values.get("image_root") or None,

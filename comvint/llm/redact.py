@@ -13,7 +13,9 @@ import threading
 import urllib.parse
 
 MASK = "[redacted]"
-_TOKENS = re.compile(r"(?i)\bbearer\s+[^\s\"',;]+|\bsk-[A-Za-z0-9_\-]{8,}|(?i:api[-_]?key)[\"']?\s*[:=]\s*[\"']?[^\s\"',;&]+")
+_TOKENS = re.compile(
+    r"(?i)\bbearer\s+[^\s\"',;]+|\bsk-[A-Za-z0-9_\-]{8,}|(?i:api[-_]?key)[\"']?\s*[:=]\s*[\"']?[^\s\"',;&]+"
+)
 _KNOWN: set[str] = set()
 _LOCK = threading.Lock()
 

@@ -9,7 +9,8 @@ import openai
 
 
 class ReplyError(Exception):
-    """A reply that arrived but cannot be used (truncated, filtered, invalid JSON or schema, a body that is not JSON)."""
+    """A reply that arrived but cannot be used (truncated, filtered, invalid JSON or schema, a body that is not
+    JSON)."""
 
     def __init__(self, reason: str, detail: str, raw: str | None = None, finish_reason: str = "stop") -> None:
         super().__init__(f"{reason}: {detail}")

@@ -41,7 +41,9 @@ class Call:
     schema: dict[str, Any]
     prompt_version: str
     context: dict[str, Any] | None = None  # structured input for an engine that answers without the messages
-    images: tuple[str, ...] = ()  # the pictures the messages carry: original SHA-256 and settings (what the cache key names)
+    images: tuple[
+        str, ...
+    ] = ()  # the pictures the messages carry: original SHA-256 and settings (what the cache key names)
     image_tokens: int = 0  # what those pictures cost in prompt tokens on the stage's model
 
 
@@ -74,9 +76,14 @@ RAW_EXCERPT = 2_000  # characters of a refused reply kept in its failure record
 
 
 def parse_reply(reply: Reply, schema: dict[str, Any]) -> dict[str, Any]:
-    """Check the size and the finish reason, parse JSON (tolerating a code fence or prose around it), validate the schema."""
+    """Check the size and the finish reason, parse JSON (tolerating a code fence or prose around it), validate the
+    schema."""
     if len(reply.text) > MAX_REPLY_CHARS:
-        raise ReplyError("oversized_reply", f"{len(reply.text):,} characters, more than {MAX_REPLY_CHARS:,}", reply.text[:RAW_EXCERPT])
+        raise ReplyError(
+            "oversized_reply",
+            f"{len(reply.text):,} characters, more than {MAX_REPLY_CHARS:,}",
+            reply.text[:RAW_EXCERPT],
+        )
     if reply.finish_reason in ("length", "content_filter"):
         reason = "truncated" if reply.finish_reason == "length" else "content_filter"
         raise ReplyError(reason, f"finish_reason={reply.finish_reason}", reply.text, reply.finish_reason)
@@ -103,7 +110,13 @@ def validator(schema: dict[str, Any]) -> Any:
     return _VALIDATORS[key]
 
 
-REPLY_FIELDS = ("text", "finish_reason", "prompt_tokens", "completion_tokens", "model")  # what the cache keeps of a reply
+REPLY_FIELDS = (
+    "text",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "model",
+)  # what the cache keeps of a reply
 Check = Callable[["Call", dict[str, Any]], None]
 START_IN_FLIGHT = 32  # the throttle's first in-flight limit; it grows while the endpoint keeps up
 MAX_TOKENS_GROWTH = 4  # a truncated reply is retried with up to this many times --llm_max_tokens
@@ -127,8 +140,16 @@ def estimate_tokens(call: Call) -> int:
 def call_key(config: LLMConfig, call: Call, model: str) -> str:
     """The cache key of a call (also its ``custom_id`` in a batch file)."""
     params = {"temperature": config.temperature_for(call.stage), "max_tokens": config.max_tokens}
-    return cache_key(base_url=config.endpoint, model=model, messages=call.messages, params=params, schema=call.schema,
-                     response_format=config.response_format, prompt_version=call.prompt_version, images=call.images)
+    return cache_key(
+        base_url=config.endpoint,
+        model=model,
+        messages=call.messages,
+        params=params,
+        schema=call.schema,
+        response_format=config.response_format,
+        prompt_version=call.prompt_version,
+        images=call.images,
+    )
 
 
 class StageRunner:
@@ -155,7 +176,9 @@ class StageRunner:
         budget: Budget | None = None,
     ) -> None:
         self.config, self.backend, self.cache = config, backend, cache
-        self.throttle = throttle or Throttle(min(config.concurrency, START_IN_FLIGHT), config.concurrency, config.rpm, config.tpm)
+        self.throttle = throttle or Throttle(
+            min(config.concurrency, START_IN_FLIGHT), config.concurrency, config.rpm, config.tpm
+        )
         self.budget = budget or Budget(config.max_cost_usd)
         # A batch backend queues requests into batch files: no request rate, in-flight limit or backoff applies,
         # since every call of a bundle must be queued before its batch is sent (a retry is the next batch).
@@ -165,7 +188,8 @@ class StageRunner:
         self.finished = 0  # calls that reached their outcome (a batch driver compares it with the backend's queue)
 
     async def run(self, calls: list[Call], check: Check | None = None) -> list[Outcome]:
-        """Every call's outcome; ``check(call, reply)`` raises :class:`UnusableReply` for a reply the stage cannot use."""
+        """Every call's outcome; ``check(call, reply)`` raises :class:`UnusableReply` for a reply the stage cannot
+        use."""
         return list(await asyncio.gather(*(self._bounded(call, check) for call in calls)))
 
     async def _bounded(self, call: Call, check: Check | None) -> Outcome:
@@ -173,8 +197,12 @@ class StageRunner:
             try:
                 return await self.run_one(call, check)
             except Exception as exc:  # noqa: BLE001 - one call's surprise is that call's dead letter, never the bundle's
-                return Outcome(call, reason=f"{call.stage}_unexpected_error", detail=f"{type(exc).__name__}: {exc}"[:500],
-                               usage={"calls": 1, "failures": 1})
+                return Outcome(
+                    call,
+                    reason=f"{call.stage}_unexpected_error",
+                    detail=f"{type(exc).__name__}: {exc}"[:500],
+                    usage={"calls": 1, "failures": 1},
+                )
             finally:
                 self.finished += 1
 
@@ -189,7 +217,12 @@ class StageRunner:
             try:
                 cached = await self._in_cache(self.cache.get, key)
             except Exception as exc:  # noqa: BLE001 - a cache that cannot be read: the call is not made (or paid)
-                return Outcome(call, reason=f"{call.stage}_cache_error", detail=f"read: {exc}"[:500], usage={**usage, "failures": 1})
+                return Outcome(
+                    call,
+                    reason=f"{call.stage}_cache_error",
+                    detail=f"read: {exc}"[:500],
+                    usage={**usage, "failures": 1},
+                )
             if cached is not None:
                 usage["cache_hits"] = 1
                 return self._replay(call, cached, usage, check)
@@ -212,7 +245,9 @@ class StageRunner:
         """Call a cache method inline when its store is fast, else from a worker thread."""
         return method(*args) if self.cache.fast else await asyncio.to_thread(method, *args)
 
-    async def _with_retries(self, call: Call, model: str, key: str, usage: dict[str, Any], check: Check | None) -> Outcome:
+    async def _with_retries(
+        self, call: Call, model: str, key: str, usage: dict[str, Any], check: Check | None
+    ) -> Outcome:
         raw: str | None = None
         max_tokens, seed = self.config.max_tokens, None
         retries = self.config.max_retries if self.backend.name != "offline" else 0  # the engine is deterministic
@@ -233,9 +268,13 @@ class StageRunner:
                 if not retryable or attempt == retries:
                     usage["failures"] = 1
                     suffix = failure_suffix(exc, retryable)
-                    failed = Outcome(call, raw=raw, reason=f"{call.stage}_{suffix}", detail=f"{cause}: {exc}"[:500], usage=usage)
+                    failed = Outcome(
+                        call, raw=raw, reason=f"{call.stage}_{suffix}", detail=f"{cause}: {exc}"[:500], usage=usage
+                    )
                     if isinstance(exc, (ReplyError, UnusableReply)) and raw is not None:
-                        return await self._final(call, key, Reply(raw, getattr(exc, "finish_reason", "stop")), failed, check)
+                        return await self._final(
+                            call, key, Reply(raw, getattr(exc, "finish_reason", "stop")), failed, check
+                        )
                     return failed
                 usage.setdefault("retries", {})
                 usage["retries"][cause] = usage["retries"].get(cause, 0) + 1
@@ -244,7 +283,15 @@ class StageRunner:
                 if cause == "unusable":
                     seed = attempt + 1  # another sample, not the same request again
                 if not self.batch:
-                    await self._sleep(backoff(attempt + 1, self.config.backoff_base, self.config.backoff_cap, self._rng, retry_after_seconds(exc)))
+                    await self._sleep(
+                        backoff(
+                            attempt + 1,
+                            self.config.backoff_base,
+                            self.config.backoff_cap,
+                            self._rng,
+                            retry_after_seconds(exc),
+                        )
+                    )
         raise AssertionError("unreachable")
 
     async def _final(self, call: Call, key: str, reply: Reply, outcome: Outcome, check: Check | None) -> Outcome:
@@ -257,8 +304,13 @@ class StageRunner:
                 return outcome
             winner = await self._in_cache(self.cache.get, key)
         except Exception as exc:  # noqa: BLE001 - the reply was paid for but cannot be kept: say so, with it
-            return Outcome(call, raw=reply.text, reason=f"{call.stage}_cache_error", detail=f"write: {exc}"[:500],
-                           usage={**outcome.usage, "failures": 1})
+            return Outcome(
+                call,
+                raw=reply.text,
+                reason=f"{call.stage}_cache_error",
+                detail=f"write: {exc}"[:500],
+                usage={**outcome.usage, "failures": 1},
+            )
         if winner is None:
             return outcome
         replayed = self._replay(call, winner, outcome.usage, check)
@@ -291,8 +343,11 @@ class StageRunner:
             histogram[bucket] = histogram.get(bucket, 0) + 1
         if reply.usage_anomaly:  # counted, estimated from the text, and said once per reply
             usage["usage_anomalies"] = usage.get("usage_anomalies", 0) + 1
-            _LOGGER.warning("Stage %s: the endpoint's usage was not a count (%s): estimated from the text", call.stage,
-                            reply.usage_anomaly)
+            _LOGGER.warning(
+                "Stage %s: the endpoint's usage was not a count (%s): estimated from the text",
+                call.stage,
+                reply.usage_anomaly,
+            )
         usage["prompt_tokens"] = usage.get("prompt_tokens", 0) + reply.prompt_tokens
         usage["completion_tokens"] = usage.get("completion_tokens", 0) + reply.completion_tokens
         if call.images:  # what the pictures cost, inside prompt_tokens (the provider counts them there)
@@ -306,7 +361,8 @@ class StageRunner:
 
 def failure_suffix(exc: BaseException, retryable: bool) -> str:
     """How a call's last error names its dead letter: the stage's own reason for an unusable reply,
-    ``oversized_reply``, ``exhausted_retries``, ``permanent_error`` (a 4xx), ``batch_cancelled`` / ``batch_failed`` (a batch that
+    ``oversized_reply``, ``exhausted_retries``, ``permanent_error`` (a 4xx), ``batch_cancelled`` / ``batch_failed`` (a
+    batch that
     ended without the line), or ``unexpected_error`` (anything else)."""
     import openai
 
@@ -316,4 +372,6 @@ def failure_suffix(exc: BaseException, retryable: bool) -> str:
         return "exhausted_retries"
     if isinstance(exc, BatchLineError) and not exc.cause.startswith("batch_http_"):
         return exc.cause  # batch_cancelled, batch_failed: the whole batch ended without this line
-    return "permanent_error" if isinstance(exc, (openai.OpenAIError, ReplyError, BatchLineError)) else "unexpected_error"
+    return (
+        "permanent_error" if isinstance(exc, (openai.OpenAIError, ReplyError, BatchLineError)) else "unexpected_error"
+    )

@@ -69,8 +69,13 @@ class LocalServer:
     again if the last user had stopped it) and ``detach()`` (the last one stops it); it is also stopped when the
     object is collected and at interpreter exit (a finalizer that holds the process, not the object)."""
 
-    def __init__(self, command: str, startup_s: float = 600.0, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        command: str,
+        startup_s: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._command, self._startup_s, self._users = command, startup_s, 0
         self._clock, self._sleep = clock, sleep  # injectable: a test of the deadline need not wait for it
         self._start()
@@ -78,19 +83,29 @@ class LocalServer:
     def _start(self) -> None:
         port = free_port()
         self._log = tempfile.NamedTemporaryFile(prefix="comvint-llm-server-", suffix=".log", delete=False)
-        self._process = subprocess.Popen(command_line(self._command, port), stdout=self._log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        self._process = subprocess.Popen(
+            command_line(self._command, port),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.base_url = f"http://127.0.0.1:{port}/v1"
         self.stop = weakref.finalize(self, terminate, self._process)
         deadline = self._clock() + self._startup_s
         while not ready(self.base_url):
             code = self._process.poll()
             if code is not None:
-                raise ServerError(f"the LLM server exited with code {code} before it was ready: {self.log_tail()}", self._process.pid)
+                raise ServerError(
+                    f"the LLM server exited with code {code} before it was ready: {self.log_tail()}", self._process.pid
+                )
             if self._clock() > deadline:
                 self.stop()
-                raise ServerError(f"the LLM server was not ready within {self._startup_s:g} s (GET {self.base_url}/models): "
-                                  f"{self.log_tail()}", self._process.pid)
+                raise ServerError(
+                    f"the LLM server was not ready within {self._startup_s:g} s (GET {self.base_url}/models): "
+                    f"{self.log_tail()}",
+                    self._process.pid,
+                )
             self._sleep(POLL_S)
 
     def attach(self) -> str:

@@ -9,7 +9,8 @@ that sees the endpoint's budget exhausted waits for its reset), and applies this
 the job's ``--llm_rpm`` / ``--llm_tpm`` budget. Without such a budget, a reply's ``x-ratelimit-limit-requests``
 / ``-tokens`` set one: :data:`PACE_SHARE` of the endpoint's limit, split among the job's workers, paced by the
 same one-second buckets (an endpoint may enforce a per-minute limit per second): probing by refusals
-alone used the quota but had two workers refused on 38% of their requests. Its state is plain numbers under a threading lock,
+alone used the quota but had two workers refused on 38% of their requests. Its state is plain numbers under a threading
+lock,
 so runners on different event loops (one per stage DoFn) share it.
 """
 
@@ -86,8 +87,15 @@ def stated_limits(headers: Mapping[str, str]) -> dict[str, float]:
 class Throttle:
     """The worker's gate for requests: AIMD in-flight limit, refusal pauses, and a rate budget."""
 
-    def __init__(self, start: int = 64, ceiling: int = 1024, rpm: float = 0.0, tpm: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic, workers: int = 1) -> None:
+    def __init__(
+        self,
+        start: int = 64,
+        ceiling: int = 1024,
+        rpm: float = 0.0,
+        tpm: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        workers: int = 1,
+    ) -> None:
         self.limit, self.ceiling, self.rpm, self.tpm, self._clock = float(start), ceiling, rpm, tpm, clock
         # A budget the job was given is kept; one it was not given is learned from the endpoint's headers.
         self.workers, self._learn_rpm, self._learn_tpm = max(1, workers), not rpm, not tpm

@@ -28,14 +28,28 @@ from comvint.prompts.templates import (
     system_prompt,
 )
 
-__all__ = ["CROSS_MODAL", "DATA_RULE", "FAMILY_KNOWLEDGE_TYPES", "KNOWLEDGE_TYPES", "OKVQA_TOPICS", "OUTSIDE_KNOWLEDGE",
-           "PROMPT_VERSION", "conversation", "fence", "generate_input", "item_input", "system_prompt"]
+__all__ = [
+    "CROSS_MODAL",
+    "DATA_RULE",
+    "FAMILY_KNOWLEDGE_TYPES",
+    "KNOWLEDGE_TYPES",
+    "OKVQA_TOPICS",
+    "OUTSIDE_KNOWLEDGE",
+    "PROMPT_VERSION",
+    "conversation",
+    "fence",
+    "generate_input",
+    "item_input",
+    "system_prompt",
+]
 
 
 def conversation(stage: str, family: str, user: str, n: int = 3) -> list[dict[str, str]]:
     """System prompt, the stage's demonstration (a user turn and its reply), then the real user turn."""
     demo_user, demo_reply = demonstration(stage, family, n)
-    return [{"role": "system", "content": system_prompt(stage, family, n)},
-            {"role": "user", "content": demo_user},
-            {"role": "assistant", "content": json.dumps(demo_reply, ensure_ascii=False)},
-            {"role": "user", "content": user}]
+    return [
+        {"role": "system", "content": system_prompt(stage, family, n)},
+        {"role": "user", "content": demo_user},
+        {"role": "assistant", "content": json.dumps(demo_reply, ensure_ascii=False)},
+        {"role": "user", "content": user},
+    ]

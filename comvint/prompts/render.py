@@ -26,17 +26,22 @@ MAX_REGIONS = 40
 PHRASES_PER_LINE = 2
 FUNCTION_WORDS = frozenset(
     "a an the this that these those some his her its their of in on at to with and or is are has have by for from near "
-    "next behind under over above below side part".split())
+    "next behind under over above below side part".split()
+)
 _WORD = re.compile(r"[a-z][a-z'-]*")
 BREAK_WORDS = frozenset(
     "in on at with of by for from near next behind under over above below against beside is are was has have "
-    "can that which who to be sits stands looks appears says reads shows hangs lies".split())
+    "can that which who to be sits stands looks appears says reads shows hangs lies".split()
+)
 
 
 def content_words(phrase: str) -> frozenset[str]:
     """The words of a phrase that say something (lower case, function words out, a plural 's' dropped)."""
-    return frozenset(w[:-1] if w.endswith("s") and len(w) > 3 and not w.endswith("ss") else w
-                     for w in _WORD.findall(phrase.lower()) if w not in FUNCTION_WORDS)
+    return frozenset(
+        w[:-1] if w.endswith("s") and len(w) > 3 and not w.endswith("ss") else w
+        for w in _WORD.findall(phrase.lower())
+        if w not in FUNCTION_WORDS
+    )
 
 
 def iou(a: list[int], b: list[int]) -> float:
@@ -118,8 +123,14 @@ def render(ann: dict[str, Any], max_regions: int = MAX_REGIONS) -> str:
         body = "\n".join(region_line(groups[k]) for k in most_informative(groups, max_regions))
     else:
         ids = "\n".join(
-            f"e:{e['entity_id']} = " + ", ".join(dict.fromkeys(
-                p["text"] for c in ann["captions"] for p in c["phrases"] if p["entity_id"] == e["entity_id"]))[:200]
-            for e in ann["entities"] if not e.get("no_box") and e.get("boxes"))
+            f"e:{e['entity_id']} = "
+            + ", ".join(
+                dict.fromkeys(
+                    p["text"] for c in ann["captions"] for p in c["phrases"] if p["entity_id"] == e["entity_id"]
+                )
+            )[:200]
+            for e in ann["entities"]
+            if not e.get("no_box") and e.get("boxes")
+        )
         body = convert_record(ann) + "\nEntity ids:\n" + ids
     return f"{head}\n{body}" if head else body

@@ -8,9 +8,16 @@ from typing import Any
 PROMPT_VERSION = "comvint-prompts-2026-12-01"
 CROSS_MODAL, OUTSIDE_KNOWLEDGE = "cross_modal", "outside_knowledge"
 OKVQA_TOPICS = (
-    "Vehicles and Transportation", "Brands, Companies and Products", "Objects, Materials and Clothing",
-    "Sports and Recreation", "Cooking and Food", "Geography, History, Language and Culture",
-    "People and Everyday Life", "Plants and Animals", "Science and Technology", "Weather and Climate",
+    "Vehicles and Transportation",
+    "Brands, Companies and Products",
+    "Objects, Materials and Clothing",
+    "Sports and Recreation",
+    "Cooking and Food",
+    "Geography, History, Language and Culture",
+    "People and Everyday Life",
+    "Plants and Animals",
+    "Science and Technology",
+    "Weather and Climate",
 )
 KNOWLEDGE_TYPES = ("commonsense", "visual", "knowledge-base", "physical")
 # A cross-modal item must stay answerable from what the captions state: no encyclopedic hop.
@@ -77,11 +84,19 @@ Rules:
 Give the new answer, the {ids} ids it relies on, and the kind of knowledge the {step} you added needs.
 {reply}"""
 COMPLICATE_FAMILY = {
-    CROSS_MODAL: {"step": "step", "answer_length": "short", "ids": "entity",
-                  "answerable": "definitely answerable from what the captions state plus that one step (no encyclopedic facts "
-                                "the captions cannot support)"},
-    OUTSIDE_KNOWLEDGE: {"step": "hop", "answer_length": "under 30 words", "ids": "region",
-                        "answerable": "answerable from the image's content plus accurate knowledge"},
+    CROSS_MODAL: {
+        "step": "step",
+        "answer_length": "short",
+        "ids": "entity",
+        "answerable": "definitely answerable from what the captions state plus that one step (no encyclopedic facts "
+        "the captions cannot support)",
+    },
+    OUTSIDE_KNOWLEDGE: {
+        "step": "hop",
+        "answer_length": "under 30 words",
+        "ids": "region",
+        "answerable": "answerable from the image's content plus accurate knowledge",
+    },
 }
 
 VERIFY = """You judge one visual instruction for the training data of a multimodal model. {reads}
@@ -102,8 +117,10 @@ First write your evidence, citing what the annotations state, then the verdict: 
 
 DISTRACTORS = {
     CROSS_MODAL: "made by substituting other entities, roles or values of the same type from this image (or plausible ones it does not show)",
-    OUTSIDE_KNOWLEDGE: ("values of the same type as the right answer from world knowledge (for a place, other places; for a year, other "
-                        "years; for a material, other materials), each plausible and each wrong"),
+    OUTSIDE_KNOWLEDGE: (
+        "values of the same type as the right answer from world knowledge (for a place, other places; for a year, other "
+        "years; for a material, other materials), each plausible and each wrong"
+    ),
 }
 REFORMULATE = """You rewrite one question/answer pair about an image into closed formats that ask the same thing, for the training data of a multimodal model. {reads}
 {data_rule}
@@ -151,7 +168,11 @@ def item_input(annotations: str, item: dict[str, Any], knowledge_type: str | Non
     """The user turn of a later stage: the annotations and the item (with its options, the instruction it
     rewrites, and the kind of knowledge to add, when there are)."""
     options = item.get("options") or []
-    lines = [f"Instruction: {item['instruction']}", *(f"{'ABCD'[k]}. {o}" for k, o in enumerate(options)), f"Answer: {item['answer']}"]
+    lines = [
+        f"Instruction: {item['instruction']}",
+        *(f"{'ABCD'[k]}. {o}" for k, o in enumerate(options)),
+        f"Answer: {item['answer']}",
+    ]
     if item.get("_parent_instruction"):
         lines += [f"Rewrites: {item['_parent_instruction']}", f"Its answer: {item.get('_parent_answer', '')}"]
     if knowledge_type:

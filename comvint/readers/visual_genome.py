@@ -53,7 +53,9 @@ class _TextWindow:
             skip += 1  # a range starting inside a multi-byte character
         stream.seek(start + skip)
         self.stream = stream
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")  # a bad byte fails its object only
+        self.decoder = codecs.getincrementaldecoder("utf-8")(
+            errors="surrogateescape"
+        )  # a bad byte fails its object only
         self.text = ""
         self.i = 0
         self.byte = start + skip
@@ -184,12 +186,17 @@ def typed_record(image: _Image, info: dict[str, Any] | None = None) -> dict[str,
     return _assemble(str(image.id), regions, "1.2" if image.regions[0].region_id is not None else "1.0", info)
 
 
-def _assemble(image_id: str, regions: list[dict[str, Any]], version: str, info: dict[str, Any] | None) -> dict[str, Any]:
+def _assemble(
+    image_id: str, regions: list[dict[str, Any]], version: str, info: dict[str, Any] | None
+) -> dict[str, Any]:
     if not plain_id(image_id):  # it names files (the picture, Convert/<id>.txt) and keys: never a path
         raise InputError("ingest_bad_image_id", f"image id {image_id[:80]!r} is not a plain identifier")
     info = info or {}
     if any(k in info and not valid_size(info[k]) for k in ("width", "height")):
-        raise InputError("ingest_bad_image_size", f"image {image_id}: image_data gives {info.get('width')!r} x {info.get('height')!r}")
+        raise InputError(
+            "ingest_bad_image_size",
+            f"image {image_id}: image_data gives {info.get('width')!r} x {info.get('height')!r}",
+        )
     url = info.get("url") or ""
     tail = "/".join(url.split("/")[-2:]) if isinstance(url, str) else ""
     image = f"visual_genome/{tail}" if url and safe_relative(tail) else f"visual_genome/{image_id}.jpg"
@@ -216,11 +223,18 @@ def parse_image_data(text: str) -> dict[str, dict[str, Any]]:
     try:
         entries = json.loads(text)
     except (ValueError, RecursionError) as err:
-        raise InputError("ingest_bad_image_data", f"image_data is not JSON: {type(err).__name__}: {str(err)[:120]}") from None
+        raise InputError(
+            "ingest_bad_image_data", f"image_data is not JSON: {type(err).__name__}: {str(err)[:120]}"
+        ) from None
     if not isinstance(entries, list):
         raise InputError("ingest_bad_image_data", f"image_data is a JSON {type(entries).__name__}, not an array")
-    return {str(key): e for e in entries if isinstance(e, dict) and (key := e.get("image_id", e.get("id"))) is not None
-            and not isinstance(key, dict | list)}
+    return {
+        str(key): e
+        for e in entries
+        if isinstance(e, dict)
+        and (key := e.get("image_id", e.get("id"))) is not None
+        and not isinstance(key, dict | list)
+    }
 
 
 def valid_size(value: Any) -> bool:
@@ -267,7 +281,9 @@ def _read_objects(
         if j is None:
             return
         if j == NOT_AN_OBJECT:  # an element that is not an image object: that element fails, the rest are read
-            failure, go_on = _fail_element(window, path, "ingest_vg_not_an_object", f"the element at byte {window.byte} is not an image object")
+            failure, go_on = _fail_element(
+                window, path, "ingest_vg_not_an_object", f"the element at byte {window.byte} is not an image object"
+            )
             yield failure
             if not go_on:
                 return
@@ -292,7 +308,9 @@ def _read_objects(
             if not synced:
                 window.advance(window.i + 1)
                 continue
-            failure, go_on = _fail_element(window, path, "ingest_vg_bad_object", f"the image object at byte {at}: {err}")
+            failure, go_on = _fail_element(
+                window, path, "ingest_vg_bad_object", f"the image object at byte {at}: {err}"
+            )
             yield failure
             if not go_on:
                 return
@@ -300,19 +318,29 @@ def _read_objects(
         if stop is None:
             if synced:
                 yield _file_failure(
-                    path, "ingest_vg_truncated", f"unreadable image object at byte {window.byte}; kept the images before it"
+                    path,
+                    "ingest_vg_truncated",
+                    f"unreadable image object at byte {window.byte}; kept the images before it",
                 )
                 return
             window.advance(window.i + 1)
             continue
-        if not synced and not (isinstance(obj, dict) and key in obj and "object_id" not in obj):  # an attribute list is inside objects too
+        if not synced and not (
+            isinstance(obj, dict) and key in obj and "object_id" not in obj
+        ):  # an attribute list is inside objects too
             window.advance(window.i + 1)
             continue
         synced = True
         if _has_surrogate(window.text[window.i : stop]):  # a byte that is not UTF-8 (or an escaped lone surrogate)
             image_id = image_id_of(obj) if isinstance(obj, dict) else None
-            yield Failure(stage="ingest", reason="ingest_invalid_utf8", source=VISUAL_GENOME, image_id=image_id, path=path,
-                          detail=f"the image object at byte {at} holds bytes that are not UTF-8 or a lone surrogate")
+            yield Failure(
+                stage="ingest",
+                reason="ingest_invalid_utf8",
+                source=VISUAL_GENOME,
+                image_id=image_id,
+                path=path,
+                detail=f"the image object at byte {at} holds bytes that are not UTF-8 or a lone surrogate",
+            )
         else:
             yield _to_record(obj, path, image_data) if key == "regions" else _to_part(obj, path, key)
         window.advance(stop)
@@ -448,7 +476,9 @@ def _to_record(obj: Any, path: str, image_data: dict) -> dict[str, Any] | Failur
     try:
         return build_record(obj, image_data.get(image_id or ""))
     except InputError as err:
-        return Failure(stage="ingest", reason=err.reason, source=VISUAL_GENOME, image_id=image_id, path=path, detail=err.detail)
+        return Failure(
+            stage="ingest", reason=err.reason, source=VISUAL_GENOME, image_id=image_id, path=path, detail=err.detail
+        )
 
 
 SCENE_KEYS = ("objects", "attributes", "relationships")
@@ -465,9 +495,16 @@ def scene_object(raw: dict[str, Any]) -> dict[str, Any]:
     x, y, w, h = raw["x"], raw["y"], raw["w"], raw["h"]
     if any(type(v) is not int for v in (x, y, w, h)) or w < 0 or h < 0:
         raise InputError("ingest_bad_box", f"object {raw.get('object_id')}: box {[x, y, w, h]}")
-    obj = {"object_id": str(raw["object_id"]), "names": _name_of(raw), "synsets": [str(s) for s in raw.get("synsets") or []],
-           "box": [x, y, x + w, y + h], "merged_ids": [str(m) for m in raw.get("merged_object_ids") or []]}
-    attributes = [" ".join(str(a).lower().split()) for a in raw.get("attributes") or [] if isinstance(a, str) and a.strip()]
+    obj = {
+        "object_id": str(raw["object_id"]),
+        "names": _name_of(raw),
+        "synsets": [str(s) for s in raw.get("synsets") or []],
+        "box": [x, y, x + w, y + h],
+        "merged_ids": [str(m) for m in raw.get("merged_object_ids") or []],
+    }
+    attributes = [
+        " ".join(str(a).lower().split()) for a in raw.get("attributes") or [] if isinstance(a, str) and a.strip()
+    ]
     return {**obj, "attributes": attributes} if attributes else obj
 
 
@@ -480,8 +517,14 @@ def scene_part(obj: dict[str, Any], key: str) -> dict[str, Any]:
         raise InputError("ingest_bad_image_id", f"image id {image_id[:80]!r} is not a plain identifier")
     try:
         if key == "relationships":
-            items = [{"predicate": " ".join(str(r["predicate"]).lower().split()), "subject": scene_object(r["subject"]),
-                      "object": scene_object(r["object"])} for r in obj[key]]
+            items = [
+                {
+                    "predicate": " ".join(str(r["predicate"]).lower().split()),
+                    "subject": scene_object(r["subject"]),
+                    "object": scene_object(r["object"]),
+                }
+                for r in obj[key]
+            ]
         else:
             items = [scene_object(o) for o in obj[key]]
     except (KeyError, TypeError) as err:
@@ -494,7 +537,9 @@ def _to_part(obj: Any, path: str, key: str) -> dict[str, Any] | Failure:
     try:
         return scene_part(obj, key)
     except InputError as err:
-        return Failure(stage="ingest", reason=err.reason, source=VISUAL_GENOME, image_id=image_id, path=path, detail=err.detail)
+        return Failure(
+            stage="ingest", reason=err.reason, source=VISUAL_GENOME, image_id=image_id, path=path, detail=err.detail
+        )
 
 
 def attach_scene(record: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -505,8 +550,14 @@ def attach_scene(record: dict[str, Any], parts: list[dict[str, Any]]) -> dict[st
 
     def add(obj: dict[str, Any], listed: bool = False) -> str:
         known = objects.get(alias.get(obj["object_id"], obj["object_id"]))
-        if known is None:  # an object only an attribute or relationship names is kept, marked as not listed in objects.json
-            known = objects[obj["object_id"]] = {**obj, "attributes": list(obj.get("attributes", [])), **({} if listed else {"unlisted": True})}
+        if (
+            known is None
+        ):  # an object only an attribute or relationship names is kept, marked as not listed in objects.json
+            known = objects[obj["object_id"]] = {
+                **obj,
+                "attributes": list(obj.get("attributes", [])),
+                **({} if listed else {"unlisted": True}),
+            }
             for merged in obj["merged_ids"]:
                 alias.setdefault(merged, obj["object_id"])
         else:
@@ -520,9 +571,14 @@ def attach_scene(record: dict[str, Any], parts: list[dict[str, Any]]) -> dict[st
         add(obj)
     relations = []
     for rel in by_key["relationships"]:
-        relations.append({"subject_id": add(rel["subject"]), "predicate": rel["predicate"], "object_id": add(rel["object"])})
-    return {**record, "objects": sorted(objects.values(), key=lambda o: (len(o["object_id"]), o["object_id"])),
-            "relationships": relations}
+        relations.append(
+            {"subject_id": add(rel["subject"]), "predicate": rel["predicate"], "object_id": add(rel["object"])}
+        )
+    return {
+        **record,
+        "objects": sorted(objects.values(), key=lambda o: (len(o["object_id"]), o["object_id"])),
+        "relationships": relations,
+    }
 
 
 def _file_failure(path: str, reason: str, detail: str) -> Failure:

@@ -23,10 +23,24 @@ ASSETS = pathlib.Path(__file__).parent / "assets"
 CARDS_PER_OUTCOME = 300
 TOP_REASONS = 20
 _ROUND = re.compile(r"_(\d+)$")
-STEP_ORDER = ("images", "images_used", "synthesized", "rounds", "reformulated", "verified_reformulated", "after_filters", "after_dedup")
+STEP_ORDER = (
+    "images",
+    "images_used",
+    "synthesized",
+    "rounds",
+    "reformulated",
+    "verified_reformulated",
+    "after_filters",
+    "after_dedup",
+)
 STEP_LABELS = {
-    "images": "images read", "images_used": "images used", "synthesized": "synthesized",
-    "reformulated": "reformulated (Bool + MC)", "verified_reformulated": "reformulations verified", "after_filters": "after quality filters", "after_dedup": "kept (after dedup)",
+    "images": "images read",
+    "images_used": "images used",
+    "synthesized": "synthesized",
+    "reformulated": "reformulated (Bool + MC)",
+    "verified_reformulated": "reformulations verified",
+    "after_filters": "after quality filters",
+    "after_dedup": "kept (after dedup)",
 }
 
 
@@ -73,16 +87,44 @@ def charts(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
     letters = "ABCDEFGH"
     out = [
         {"id": "funnel", "title": "Funnel: images to kept instructions", "kind": "bars", "rows": funnel(counts)},
-        {"id": "rejections", "title": "Rejected, by stage and reason", "kind": "bars",
-         "rows": _top(counts.get("rejected", {}).get("stage+reason", {}))},
-        {"id": "failures", "title": "Failures, by stage and reason", "kind": "bars",
-         "rows": _top(counts.get("failures", {}).get("stage+reason", {}))},
+        {
+            "id": "rejections",
+            "title": "Rejected, by stage and reason",
+            "kind": "bars",
+            "rows": _top(counts.get("rejected", {}).get("stage+reason", {})),
+        },
+        {
+            "id": "failures",
+            "title": "Failures, by stage and reason",
+            "kind": "bars",
+            "rows": _top(counts.get("failures", {}).get("stage+reason", {})),
+        },
         {"id": "pass_rate", "title": "Verification pass rate per round", "kind": "bars", "rows": passes, "max": 1},
-        {"id": "mix", "title": "Kept instructions: family x round, by format", "kind": "stacked", "rows": mix_rows, "keys": mix_keys},
-        {"id": "positions", "title": "Multiple-choice answer positions", "kind": "bars",
-         "rows": [[letters[int(p)], n] for p, n in sorted(instr.get("answer_index", {}).items())]},
-        {"id": "knowledge_types", "title": "Knowledge type of complications", "kind": "bars", "rows": _top(instr.get("knowledge_type", {}))},
-        {"id": "topics", "title": "Knowledge topics (outside knowledge)", "kind": "bars", "rows": _top(instr.get("knowledge_topic", {}), 15)},
+        {
+            "id": "mix",
+            "title": "Kept instructions: family x round, by format",
+            "kind": "stacked",
+            "rows": mix_rows,
+            "keys": mix_keys,
+        },
+        {
+            "id": "positions",
+            "title": "Multiple-choice answer positions",
+            "kind": "bars",
+            "rows": [[letters[int(p)], n] for p, n in sorted(instr.get("answer_index", {}).items())],
+        },
+        {
+            "id": "knowledge_types",
+            "title": "Knowledge type of complications",
+            "kind": "bars",
+            "rows": _top(instr.get("knowledge_type", {})),
+        },
+        {
+            "id": "topics",
+            "title": "Knowledge topics (outside knowledge)",
+            "kind": "bars",
+            "rows": _top(instr.get("knowledge_topic", {}), 15),
+        },
     ]
     return [c for c in out if c["rows"]]
 
@@ -94,14 +136,27 @@ def llm_rows(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
     for stage, usage in sorted(stats.get("llm", {}).items()):
         retries = usage.get("retries", {})
         requests = usage.get("requests", 0)
-        rows.append({
-            "stage": stage, "calls": usage.get("calls", 0), "cache_hits": usage.get("cache_hits", 0), "requests": requests,
-            "refusals": retries.get("rate_limited", 0), "retries": sum(retries.values()), "failures": usage.get("failures", 0),
-            "prompt_tokens": usage.get("prompt_tokens", 0), "completion_tokens": usage.get("completion_tokens", 0),
-            "cost": usage.get("cost"), "mean_latency_ms": round(usage.get("latency_ms", 0) / requests, 1) if requests else None,
-            "latency_histogram": usage.get("latency_histogram", {}),
-            **({"batches": usage.get("batches", 0), "batch_lines": usage.get("batch_lines", 0)} if stats.get("llm_mode") == "batch" else {}),
-        })
+        rows.append(
+            {
+                "stage": stage,
+                "calls": usage.get("calls", 0),
+                "cache_hits": usage.get("cache_hits", 0),
+                "requests": requests,
+                "refusals": retries.get("rate_limited", 0),
+                "retries": sum(retries.values()),
+                "failures": usage.get("failures", 0),
+                "prompt_tokens": usage.get("prompt_tokens", 0),
+                "completion_tokens": usage.get("completion_tokens", 0),
+                "cost": usage.get("cost"),
+                "mean_latency_ms": round(usage.get("latency_ms", 0) / requests, 1) if requests else None,
+                "latency_histogram": usage.get("latency_histogram", {}),
+                **(
+                    {"batches": usage.get("batches", 0), "batch_lines": usage.get("batch_lines", 0)}
+                    if stats.get("llm_mode") == "batch"
+                    else {}
+                ),
+            }
+        )
     return rows
 
 
@@ -120,22 +175,30 @@ def cap_cards(entries: Iterable[Mapping[str, Any]], per_outcome: int = CARDS_PER
     return shown
 
 
-def page_data(stats: Mapping[str, Any], entries: list[Mapping[str, Any]], pictures: Mapping[str, str], source: str) -> dict[str, Any]:
+def page_data(
+    stats: Mapping[str, Any], entries: list[Mapping[str, Any]], pictures: Mapping[str, str], source: str
+) -> dict[str, Any]:
     """Everything the page shows (bounded in size by the sample, not by the dataset)."""
     shown = cap_cards(entries)
     images = []
     for e in sorted(entries, key=lambda e: e["unit"]):
         records = [{**c, "card": c["id"] in shown} for c in e["records"]]
-        images.append({**{k: v for k, v in e.items() if k != "records"}, "picture": pictures.get(e["unit"]), "records": records})
+        images.append(
+            {**{k: v for k, v in e.items() if k != "records"}, "picture": pictures.get(e["unit"]), "records": records}
+        )
     accounting = stats.get("accounting", {})
     counts = stats.get("counts", {})
     return {
         "source": source,
         "overview": {
-            "backend": stats.get("llm_backend"), "mode": stats.get("llm_mode"), "stages": stats.get("stages"),
-            "inputs": accounting.get("inputs"), "identity_holds": accounting.get("identity_holds"),
+            "backend": stats.get("llm_backend"),
+            "mode": stats.get("llm_mode"),
+            "stages": stats.get("stages"),
+            "inputs": accounting.get("inputs"),
+            "identity_holds": accounting.get("identity_holds"),
             "items_identity_holds": accounting.get("items", {}).get("identity_holds"),
-            "kept": counts.get("instructions", {}).get("total", 0), "rejected": counts.get("rejected", {}).get("total", 0),
+            "kept": counts.get("instructions", {}).get("total", 0),
+            "rejected": counts.get("rejected", {}).get("total", 0),
             "failed": counts.get("failures", {}).get("total", 0),
             "cost": _total_cost(stats.get("llm", {})),
         },

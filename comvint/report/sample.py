@@ -19,8 +19,21 @@ MAX_BOXES = 100  # boxes drawn per image (a filtered VG image may have hundreds 
 MAX_TEXT = 600  # characters kept of evidence and failure details
 _IDS = re.compile(r"\b([eor]:[^,()\s;]+)")
 CARD_FIELDS = (
-    "id", "parent_id", "family", "format", "round", "instruction", "answer", "options", "answer_index",
-    "knowledge_type", "knowledge_topic", "reason", "stage", "duplicate_of", "image_stages",
+    "id",
+    "parent_id",
+    "family",
+    "format",
+    "round",
+    "instruction",
+    "answer",
+    "options",
+    "answer_index",
+    "knowledge_type",
+    "knowledge_topic",
+    "reason",
+    "stage",
+    "duplicate_of",
+    "image_stages",
 )
 
 
@@ -33,7 +46,10 @@ def geometry(ann: dict[str, Any]) -> dict[str, Any]:
     """What the report draws of one annotation record: its size and labelled boxes."""
     boxes: list[dict[str, Any]] = []
     if ann["source"] == VISUAL_GENOME:  # its objects first: what the engine's questions refer to
-        boxes = [{"id": f"o:{o['object_id']}", "label": " / ".join(o["names"])[:80], "box": o["box"]} for o in ann.get("objects") or []]
+        boxes = [
+            {"id": f"o:{o['object_id']}", "label": " / ".join(o["names"])[:80], "box": o["box"]}
+            for o in ann.get("objects") or []
+        ]
         boxes += [{"id": f"r:{r['region_id']}", "label": r["phrase"][:80], "box": r["box"]} for r in ann["regions"]]
     else:
         labels: dict[str, str] = {}
@@ -46,8 +62,13 @@ def geometry(ann: dict[str, Any]) -> dict[str, Any]:
     width, height = bounded(ann.get("width"), MAX_SIDE), bounded(ann.get("height"), MAX_SIDE)
     drawn = [{**b, "box": [bounded(v, MAX_SIDE) for v in b["box"]]} for b in boxes[:MAX_BOXES]]
     return {
-        "unit": image_key(ann["source"], ann["image_id"]), "source": ann["source"], "image_id": ann["image_id"],
-        "image": ann["image"], "width": width, "height": height, "boxes": drawn,
+        "unit": image_key(ann["source"], ann["image_id"]),
+        "source": ann["source"],
+        "image_id": ann["image_id"],
+        "image": ann["image"],
+        "width": width,
+        "height": height,
+        "boxes": drawn,
     }
 
 

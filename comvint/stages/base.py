@@ -5,7 +5,8 @@ of the item's image: ``calls(item, ann)`` builds the requests (messages + JSON s
 offline engine answers from), and ``handle(item, ann, replies)`` turns the validated replies into output records,
 each tagged ``ok`` (goes on), ``rejected`` (dropped on purpose, with a reason),
 ``failed``, or ``skipped`` (the stage had nothing to make of an item that stays
-where it is, e.g. a question with no entity to swap: counted, not an output). A reply that is valid JSON but unusable raises ParseError.
+where it is, e.g. a question with no entity to swap: counted, not an output). A reply that is valid JSON but unusable
+raises ParseError.
 """
 
 from __future__ import annotations
@@ -47,8 +48,15 @@ def failure(stage: str, item: Any, reason: str, detail: str = "", raw: str | Non
     """The dead letter of an item; what the endpoint sent (error detail, raw reply) with any key masked."""
     source, image_id, item_id = item_identity(item)
     raw = redact(raw)
-    return Failure(stage, reason, source, image_id=image_id, item_id=item_id, detail=(redact(detail) or "")[:MAX_DETAIL],
-                   raw_response=raw[:MAX_RAW] if raw else raw)
+    return Failure(
+        stage,
+        reason,
+        source,
+        image_id=image_id,
+        item_id=item_id,
+        detail=(redact(detail) or "")[:MAX_DETAIL],
+        raw_response=raw[:MAX_RAW] if raw else raw,
+    )
 
 
 def handle_outcomes(stage: Stage, item: Any, ann: Any, outcomes: list[Outcome]) -> list[Emit]:

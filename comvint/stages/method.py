@@ -26,21 +26,55 @@ from comvint.stages.base import OK, REJECTED, SKIPPED, Emit, ParseError
 
 STR = {"type": "string"}
 GROUNDING = {"type": "array", "items": STR}
-QA = {"type": "object", "properties": {"instruction": STR, "answer": STR, "grounding": GROUNDING, "knowledge_topic": STR},
-      "required": ["instruction", "answer", "grounding", "knowledge_topic"], "additionalProperties": False}
-GENERATE_SCHEMA = {"type": "object", "properties": {"items": {"type": "array", "items": QA, "minItems": 0, "maxItems": 5}},
-                   "required": ["items"], "additionalProperties": False}
+QA = {
+    "type": "object",
+    "properties": {"instruction": STR, "answer": STR, "grounding": GROUNDING, "knowledge_topic": STR},
+    "required": ["instruction", "answer", "grounding", "knowledge_topic"],
+    "additionalProperties": False,
+}
+GENERATE_SCHEMA = {
+    "type": "object",
+    "properties": {"items": {"type": "array", "items": QA, "minItems": 0, "maxItems": 5}},
+    "required": ["items"],
+    "additionalProperties": False,
+}
 KNOWLEDGE_TYPE = {"type": "string", "enum": list(prompts.KNOWLEDGE_TYPES)}
-COMPLICATE_SCHEMA = {"type": "object", "properties": {"instruction": STR, "answer": STR, "grounding": GROUNDING, "knowledge_type": KNOWLEDGE_TYPE},
-                     "required": ["instruction", "answer", "grounding", "knowledge_type"], "additionalProperties": False}
-VERIFY_SCHEMA = {"type": "object", "properties": {"evidence": STR, "verdict": {"type": "string", "enum": ["yes", "no"]}},
-                 "required": ["evidence", "verdict"], "additionalProperties": False}
-REFORMULATE_SCHEMA = {"type": "object", "properties": {
-    "bool_positive": STR, "bool_negative": STR, "mc_question": STR, "correct_option": STR,
-    "distractors": {"type": "array", "items": STR, "minItems": 3, "maxItems": 3},
-    "bool_positive_grounding": GROUNDING, "bool_negative_grounding": GROUNDING, "mc_grounding": GROUNDING},
-    "required": ["bool_positive", "bool_negative", "mc_question", "correct_option", "distractors",
-                 "bool_positive_grounding", "bool_negative_grounding", "mc_grounding"], "additionalProperties": False}
+COMPLICATE_SCHEMA = {
+    "type": "object",
+    "properties": {"instruction": STR, "answer": STR, "grounding": GROUNDING, "knowledge_type": KNOWLEDGE_TYPE},
+    "required": ["instruction", "answer", "grounding", "knowledge_type"],
+    "additionalProperties": False,
+}
+VERIFY_SCHEMA = {
+    "type": "object",
+    "properties": {"evidence": STR, "verdict": {"type": "string", "enum": ["yes", "no"]}},
+    "required": ["evidence", "verdict"],
+    "additionalProperties": False,
+}
+REFORMULATE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "bool_positive": STR,
+        "bool_negative": STR,
+        "mc_question": STR,
+        "correct_option": STR,
+        "distractors": {"type": "array", "items": STR, "minItems": 3, "maxItems": 3},
+        "bool_positive_grounding": GROUNDING,
+        "bool_negative_grounding": GROUNDING,
+        "mc_grounding": GROUNDING,
+    },
+    "required": [
+        "bool_positive",
+        "bool_negative",
+        "mc_question",
+        "correct_option",
+        "distractors",
+        "bool_positive_grounding",
+        "bool_negative_grounding",
+        "mc_grounding",
+    ],
+    "additionalProperties": False,
+}
 FAMILY = {"flickr30k_entities": "cross_modal", "visual_genome": "outside_knowledge"}
 
 
@@ -57,7 +91,9 @@ class MethodConfig:
     min_caption_chars: int = 240
     max_objects: int = 60
     verify_reformulations: bool = True
-    max_regions: int = MAX_REGIONS  # region lines a call shows of a Visual Genome image (merged, most informative first)
+    max_regions: int = (
+        MAX_REGIONS  # region lines a call shows of a Visual Genome image (merged, most informative first)
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.reformulate_share <= 1 or self.rounds < 0 or self.per_image < 1 or self.max_regions < 1:
@@ -92,17 +128,31 @@ class Synthesize:
             topics = rng.sample(prompts.OKVQA_TOPICS, 5)
         user = prompts.generate_input(render(ann, self.cfg.max_regions), topics, topic or None)
         item_id = f"{ann['source']}/{ann['image_id']}"
-        context = {"ann": ann, "family": family, "topic": topic or None, "n": self.cfg.per_image,
-                   "key": f"{self.cfg.seed}|{item_id}"}
+        context = {
+            "ann": ann,
+            "family": family,
+            "topic": topic or None,
+            "n": self.cfg.per_image,
+            "key": f"{self.cfg.seed}|{item_id}",
+        }
         messages = prompts.conversation(self.name, family, user, self.cfg.per_image)
         return [Call(item_id, self.name, messages, "synthesized", GENERATE_SCHEMA, prompts.PROMPT_VERSION, context)]
 
     def handle(self, ann: Annotation, _same: Annotation | None, replies: list[dict[str, Any]]) -> Iterable[Emit]:
         items = replies[0]["items"]
         if not items:  # nothing to ask about this image: it ends in rejected/ with its own reason
-            yield REJECTED, {"image_id": ann["image_id"], "source": ann["source"], "family": FAMILY[ann["source"]],
-                             "stage": self.name, "reason": "generate_nothing_to_ask", "round": None,
-                             "evidence": "no question the annotations can ground"}
+            yield (
+                REJECTED,
+                {
+                    "image_id": ann["image_id"],
+                    "source": ann["source"],
+                    "family": FAMILY[ann["source"]],
+                    "stage": self.name,
+                    "reason": "generate_nothing_to_ask",
+                    "round": None,
+                    "evidence": "no question the annotations can ground",
+                },
+            )
             return
         for index, qa in enumerate(items):
             yield OK, self._record(ann, index, qa)
@@ -110,10 +160,16 @@ class Synthesize:
     def _record(self, ann: Annotation, index: int, qa: dict[str, Any]) -> Instruction:
         return {
             "id": stable_id(ann["source"], ann["image_id"], 0, index, qa["instruction"], qa["answer"]),
-            "image_id": ann["image_id"], "source": ann["source"], "image": ann["image"],
-            "family": FAMILY[ann["source"]], "format": "open_ended",
-            "instruction": qa["instruction"].strip(), "answer": qa["answer"].strip(),
-            "round": 0, "parent_id": None, "knowledge_type": None,
+            "image_id": ann["image_id"],
+            "source": ann["source"],
+            "image": ann["image"],
+            "family": FAMILY[ann["source"]],
+            "format": "open_ended",
+            "instruction": qa["instruction"].strip(),
+            "answer": qa["answer"].strip(),
+            "round": 0,
+            "parent_id": None,
+            "knowledge_type": None,
             "knowledge_topic": qa["knowledge_topic"] or None,
             "verification": None,
             "llm": {"backend": self.cfg.backend, "model": self.cfg.model, "prompt_version": prompts.PROMPT_VERSION},
@@ -123,19 +179,39 @@ class Synthesize:
 
 
 def knowledge_type_for(item: Instruction, seed: int) -> str:
-    """The kind of hop a complication is asked to add, among those its family allows (the reply says which kind it added)."""
+    """The kind of hop a complication is asked to add, among those its family allows (the reply says which kind it
+    added)."""
     kinds = prompts.FAMILY_KNOWLEDGE_TYPES[item["family"]]
     return kinds[stable_int(seed, item["id"], item["round"]) % len(kinds)]
 
 
-def item_call(stage: str, item: Instruction, ann: Annotation, schema_name: str, schema: dict[str, Any], cfg: MethodConfig,
-              knowledge_type: str | None = None) -> Call:
+def item_call(
+    stage: str,
+    item: Instruction,
+    ann: Annotation,
+    schema_name: str,
+    schema: dict[str, Any],
+    cfg: MethodConfig,
+    knowledge_type: str | None = None,
+) -> Call:
     """The one call a later stage makes about an item: the stage's conversation ending in the image's annotations
     and the item, and the structured context an engine answers from (the annotations, the item, a seed)."""
-    shown = item if stage == "verify" else {k: v for k, v in item.items() if k not in ("_parent_instruction", "_parent_answer")}
+    shown = (
+        item
+        if stage == "verify"
+        else {k: v for k, v in item.items() if k not in ("_parent_instruction", "_parent_answer")}
+    )
     user = prompts.item_input(render(ann, cfg.max_regions), shown, knowledge_type)
     context = {"ann": ann, "item": public(item), "key": f"{cfg.seed}|{item['id']}"}
-    return Call(item["id"], stage, prompts.conversation(stage, item["family"], user), schema_name, schema, prompts.PROMPT_VERSION, context)
+    return Call(
+        item["id"],
+        stage,
+        prompts.conversation(stage, item["family"], user),
+        schema_name,
+        schema,
+        prompts.PROMPT_VERSION,
+        context,
+    )
 
 
 class Complicate:
@@ -147,17 +223,35 @@ class Complicate:
         self.cfg = cfg
 
     def calls(self, item: Instruction, ann: Annotation) -> list[Call]:
-        return [item_call(self.name, item, ann, "complicated", COMPLICATE_SCHEMA, self.cfg, knowledge_type_for(item, self.cfg.seed))]
+        return [
+            item_call(
+                self.name,
+                item,
+                ann,
+                "complicated",
+                COMPLICATE_SCHEMA,
+                self.cfg,
+                knowledge_type_for(item, self.cfg.seed),
+            )
+        ]
 
     def handle(self, item: Instruction, ann: Annotation, replies: list[dict[str, Any]]) -> Iterable[Emit]:
         reply = replies[0]
         if not reply["instruction"].strip():  # nothing harder to ask: the item stays as it is
             yield SKIPPED, {"stage": self.name, "reason": "complicate_not_applicable", "item_id": item["id"]}
             return
-        child = {**item, "instruction": reply["instruction"].strip(), "answer": reply["answer"].strip(),
-                 "grounding": list(reply["grounding"]), "round": item["round"] + 1, "parent_id": item["id"],
-                 "knowledge_type": reply["knowledge_type"], "verification": None, "_parent_instruction": item["instruction"],
-                 "_parent_answer": item["answer"]}
+        child = {
+            **item,
+            "instruction": reply["instruction"].strip(),
+            "answer": reply["answer"].strip(),
+            "grounding": list(reply["grounding"]),
+            "round": item["round"] + 1,
+            "parent_id": item["id"],
+            "knowledge_type": reply["knowledge_type"],
+            "verification": None,
+            "_parent_instruction": item["instruction"],
+            "_parent_answer": item["answer"],
+        }
         child["id"] = stable_id(item["id"], child["round"], child["instruction"], child["answer"])
         yield OK, child
 
@@ -165,7 +259,11 @@ class Complicate:
 STOP_WORDS = frozenset("a an the is are of to in on and or what which who how why it this that be does do".split())
 TEMPLATE_LEAKS = ("rewritten prompt", "given prompt", "#rewritten", "as an ai", "here is the rewritten")
 # A refusal speaks for the model in the first person; "Why is the man unable to reach the shelf?" is a question.
-_REFUSAL = re.compile(r"^\W*(?:(?:i'?m|i am|we are)\s+(?:sorry|unable|not able)|sorry\b|i\s+(?:cannot|can't|can ?not|won't)\b|as an ai\b)", re.I)
+_REFUSAL = re.compile(
+    r"^\W*(?:(?:i'?m|i am|we are)\s+(?:sorry|unable|not able)|sorry\b|i\s+(?:cannot|can't|can ?not|won't)\b|as an "
+    r"ai\b)",
+    re.I,
+)
 
 
 def eliminate(item: Instruction) -> str | None:
@@ -206,7 +304,8 @@ class Verify:
 
 
 class VerifyReformulated(Verify):
-    """A Bool or multiple-choice record -> the same record judged itself (its answer, each distractor), or a rejection."""
+    """A Bool or multiple-choice record -> the same record judged itself (its answer, each distractor), or a
+    rejection."""
 
     name = "verify_reformulated"
 
@@ -264,5 +363,11 @@ class Reformulate:
 
     @staticmethod
     def _child(base: Instruction, fmt: str, question: str, answer: str, grounding: list[str]) -> Instruction:
-        return {**base, "id": stable_id(base["parent_id"], fmt, question, answer), "format": fmt,
-                "instruction": question.strip(), "answer": answer, "grounding": list(grounding) or list(base["grounding"])}
+        return {
+            **base,
+            "id": stable_id(base["parent_id"], fmt, question, answer),
+            "format": fmt,
+            "instruction": question.strip(),
+            "answer": answer,
+            "grounding": list(grounding) or list(base["grounding"]),
+        }

@@ -16,12 +16,18 @@ from comvint.testing.fake_openai import pictures_of, schema_value
 VARYING = ("stats.json", "report.html")  # both hold latencies, so two equal runs differ there
 
 
-def output_bytes(root: pathlib.Path, folders: Iterable[str] | None = None, skip: Iterable[str] = VARYING) -> dict[str, bytes]:
+def output_bytes(
+    root: pathlib.Path, folders: Iterable[str] | None = None, skip: Iterable[str] = VARYING
+) -> dict[str, bytes]:
     """Every file a run wrote under ``root`` (or only under its ``folders``), by relative path, minus ``skip`` names."""
     tops = [root / f for f in folders] if folders is not None else [root]
     skipped = set(skip)
-    return {str(p.relative_to(root)): p.read_bytes()
-            for top in tops for p in sorted(top.rglob("*")) if p.is_file() and p.name not in skipped}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for top in tops
+        for p in sorted(top.rglob("*"))
+        if p.is_file() and p.name not in skipped
+    }
 
 
 def message_text(content: Any) -> str:
@@ -51,7 +57,9 @@ class ModelLikeFake:
         value = schema_value(schema["schema"], seed)
         name = schema["name"]
         if name == "synthesized":
-            value["items"] = [schema_value(schema["schema"]["properties"]["items"]["items"], f"{seed}{k}") for k in range(3)]
+            value["items"] = [
+                schema_value(schema["schema"]["properties"]["items"]["items"], f"{seed}{k}") for k in range(3)
+            ]
         elif name == "verdict":
             value["verdict"] = "no" if roll < 20 else "yes"
         elif name == "complicated" and roll < 14:

@@ -55,14 +55,19 @@ def last_user_message(body: dict[str, Any]) -> str:
     if not users:
         return ""
     content = users[-1]["content"]
-    return "".join(p.get("text", "") for p in content if p.get("type") == "text") if isinstance(content, list) else str(content)
+    return (
+        "".join(p.get("text", "") for p in content if p.get("type") == "text")
+        if isinstance(content, list)
+        else str(content)
+    )
 
 
 _STATED = re.compile(r"Image size: (\d+) x (\d+) pixels")
 
 
 def pictures_of(body: dict[str, Any]) -> list[tuple[Image.Image, str]]:
-    """The decoded pictures of a request with their detail; ValueError for one that is not an image of the stated shape."""
+    """The decoded pictures of a request with their detail; ValueError for one that is not an image of the stated
+    shape."""
     out = []
     for message in body.get("messages", []):
         content = message.get("content")
@@ -80,7 +85,11 @@ def pictures_of(body: dict[str, Any]) -> list[tuple[Image.Image, str]]:
             stated = _STATED.search(last_user_message(body))
             if stated:
                 w, h = int(stated.group(1)), int(stated.group(2))
-                if image.width > w or image.height > h or abs(image.width / image.height - w / h) > 0.02 * (w / h) + 1 / image.height:
+                if (
+                    image.width > w
+                    or image.height > h
+                    or abs(image.width / image.height - w / h) > 0.02 * (w / h) + 1 / image.height
+                ):
                     raise ValueError(f"picture {image.width}x{image.height} does not match the stated {w}x{h}")
             out.append((image, detail))
     return out
@@ -111,7 +120,10 @@ class FakeOpenAI:
         self.responder, self.faults = responder, faults or (lambda body, attempt: None)
         self.latency, self.slow_seconds, self.retry_after = latency, slow_seconds, retry_after
         self.quota_rpm, self.quota_kind = quota_rpm, quota_kind
-        self._bucket, self._bucket_at = quota_rpm / 60, time.monotonic()  # "bucket": one second's worth, refilled evenly
+        self._bucket, self._bucket_at = (
+            quota_rpm / 60,
+            time.monotonic(),
+        )  # "bucket": one second's worth, refilled evenly
         self.batch_hold, self.batch_faults = batch_hold, batch_faults or (lambda body, attempt: None)
         self.batch_end = batch_end or (lambda n: "completed")
         self.files: dict[str, dict[str, Any]] = {}
@@ -168,9 +180,16 @@ class FakeOpenAI:
     async def _stats(self, request: web.Request) -> web.StreamResponse:
         """Counters, and the span from the first request to the last reply since the last reset."""
         span = self._last_reply - self._first_request if self._first_request is not None else 0.0
-        return web.json_response({"requests": len(self.requests), "max_in_flight": self.max_in_flight, "span_s": round(span, 4),
-                                  "accepted": len(self.accepted), "refused": self.refused,
-                                  "accepted_at": [round(t, 4) for t in self.accepted]})
+        return web.json_response(
+            {
+                "requests": len(self.requests),
+                "max_in_flight": self.max_in_flight,
+                "span_s": round(span, 4),
+                "accepted": len(self.accepted),
+                "refused": self.refused,
+                "accepted_at": [round(t, 4) for t in self.accepted],
+            }
+        )
 
     async def _reset(self, request: web.Request) -> web.StreamResponse:
         self._first_request, self._last_reply, self.max_in_flight = None, 0.0, 0
@@ -194,9 +213,11 @@ class FakeOpenAI:
         else:
             self.refused += 1
         reset = (self._window[0] + QUOTA_WINDOW_S - now) if self._window else 0.0
-        headers = {"x-ratelimit-limit-requests": str(self.quota_rpm),
-                   "x-ratelimit-remaining-requests": str(max(0, self.quota_rpm - len(self._window))),
-                   "x-ratelimit-reset-requests": f"{max(reset, 0.001):.3f}s"}
+        headers = {
+            "x-ratelimit-limit-requests": str(self.quota_rpm),
+            "x-ratelimit-remaining-requests": str(max(0, self.quota_rpm - len(self._window))),
+            "x-ratelimit-reset-requests": f"{max(reset, 0.001):.3f}s",
+        }
         if not allowed:
             headers |= {"retry-after-ms": str(int(reset * 1000) + 1), "retry-after": str(int(reset) + 1)}
         return allowed, headers
@@ -212,9 +233,11 @@ class FakeOpenAI:
         else:
             self.refused += 1
         reset = max(0.0, 1 - self._bucket) / rate
-        headers = {"x-ratelimit-limit-requests": str(self.quota_rpm),
-                   "x-ratelimit-remaining-requests": str(int(self._bucket)),  # what the bucket holds now
-                   "x-ratelimit-reset-requests": f"{max(reset, 0.001):.3f}s"}
+        headers = {
+            "x-ratelimit-limit-requests": str(self.quota_rpm),
+            "x-ratelimit-remaining-requests": str(int(self._bucket)),  # what the bucket holds now
+            "x-ratelimit-reset-requests": f"{max(reset, 0.001):.3f}s",
+        }
         if not allowed:
             headers |= {"retry-after-ms": str(int(reset * 1000) + 1), "retry-after": str(int(reset) + 1)}
         return allowed, headers
@@ -224,7 +247,9 @@ class FakeOpenAI:
         body = await request.json()
         allowed, quota_headers = self._quota()
         if not allowed:
-            return web.json_response({"error": {"message": "Rate limit reached for requests"}}, status=429, headers=quota_headers)
+            return web.json_response(
+                {"error": {"message": "Rate limit reached for requests"}}, status=429, headers=quota_headers
+            )
         self.requests.append(body)
         key = last_user_message(body)
         self.attempts[key] += 1
@@ -245,7 +270,9 @@ class FakeOpenAI:
 
     async def _respond(self, request: web.Request, body: dict[str, Any], fault: str | None) -> web.StreamResponse:
         if fault == "429":
-            return web.json_response({"error": {"message": "rate limited"}}, status=429, headers={"Retry-After": str(self.retry_after)})
+            return web.json_response(
+                {"error": {"message": "rate limited"}}, status=429, headers={"Retry-After": str(self.retry_after)}
+            )
         if fault in ("500", "400"):
             return web.json_response({"error": {"message": f"fake {fault}"}}, status=int(fault))
         if fault == "slow":
@@ -267,13 +294,19 @@ class FakeOpenAI:
             content = content[: max(1, len(content) // 2)]
         return web.json_response(completion(body.get("model", "fake"), content, finish, prompt_tokens))
 
-
     async def _models(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "comvint"}]})
 
     def _new_file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
-        file = {"id": f"file-{len(self.files) + 1}", "object": "file", "bytes": len(data), "created_at": int(time.time()),
-                "filename": filename, "purpose": purpose, "status": "processed"}
+        file = {
+            "id": f"file-{len(self.files) + 1}",
+            "object": "file",
+            "bytes": len(data),
+            "created_at": int(time.time()),
+            "filename": filename,
+            "purpose": purpose,
+            "status": "processed",
+        }
         self.files[file["id"]] = {**file, "data": data}
         return file
 
@@ -295,10 +328,20 @@ class FakeOpenAI:
             return web.json_response({"error": {"message": "no such input file"}}, status=400)
         lines = [json.loads(x) for x in file["data"].decode("utf-8").splitlines() if x.strip()]
         n = len(self.batches)
-        batch = {"id": f"batch_{n + 1}", "object": "batch", "endpoint": body["endpoint"], "input_file_id": file["id"],
-                 "completion_window": body["completion_window"], "status": "validating", "created_at": int(time.time()),
-                 "metadata": body.get("metadata"), "output_file_id": None, "error_file_id": None, "errors": None,
-                 "request_counts": {"total": len(lines), "completed": 0, "failed": 0}}
+        batch = {
+            "id": f"batch_{n + 1}",
+            "object": "batch",
+            "endpoint": body["endpoint"],
+            "input_file_id": file["id"],
+            "completion_window": body["completion_window"],
+            "status": "validating",
+            "created_at": int(time.time()),
+            "metadata": body.get("metadata"),
+            "output_file_id": None,
+            "error_file_id": None,
+            "errors": None,
+            "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
+        }
         self.batches[batch["id"]] = {**batch, "_lines": lines, "_n": n}
         self.batch_lines.append([line["custom_id"] for line in lines])
         return web.json_response(batch)
@@ -313,9 +356,15 @@ class FakeOpenAI:
         start = ids.index(after) + 1 if after in ids else 0
         limit = int(request.query.get("limit", 20))
         page = ids[start : start + limit]
-        return web.json_response({"object": "list", "data": [self._public(self.batches[i]) for i in page],
-                                  "first_id": page[0] if page else None, "last_id": page[-1] if page else None,
-                                  "has_more": start + limit < len(ids)})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [self._public(self.batches[i]) for i in page],
+                "first_id": page[0] if page else None,
+                "last_id": page[-1] if page else None,
+                "has_more": start + limit < len(ids),
+            }
+        )
 
     async def _get_batch(self, request: web.Request) -> web.StreamResponse:
         batch = self.batches.get(request.match_info["id"])
@@ -334,7 +383,8 @@ class FakeOpenAI:
         return web.json_response(self._public(batch))
 
     def _advance(self, batch: dict[str, Any]) -> None:
-        """One step per poll: validating -> in_progress -> finalizing -> its end (held in progress by ``batch_hold``)."""
+        """One step per poll: validating -> in_progress -> finalizing -> its end (held in progress by
+        ``batch_hold``)."""
         status = batch["status"]
         if status == "cancelling":
             self._finish(batch, "cancelled", 0)
@@ -354,28 +404,61 @@ class FakeOpenAI:
             custom_id = line["custom_id"]
             if k >= answered:
                 if status == "expired":
-                    errors.append({"id": f"req_{k}", "custom_id": custom_id, "response": None,
-                                   "error": {"code": "batch_expired", "message": "This request could not be executed before the completion window expired."}})
+                    errors.append(
+                        {
+                            "id": f"req_{k}",
+                            "custom_id": custom_id,
+                            "response": None,
+                            "error": {
+                                "code": "batch_expired",
+                                "message": "This request could not be executed before the completion window expired.",
+                            },
+                        }
+                    )
                 continue
             self.line_attempts[custom_id] += 1
             fault = self.batch_faults(line["body"], self.line_attempts[custom_id])
             if fault == "missing":
                 continue
             if fault in ("500", "429", "400"):
-                errors.append({"id": f"req_{k}", "custom_id": custom_id, "error": None, "response": {
-                    "status_code": int(fault), "request_id": f"r{k}", "body": {"error": {"message": f"fake {fault}"}}}})
+                errors.append(
+                    {
+                        "id": f"req_{k}",
+                        "custom_id": custom_id,
+                        "error": None,
+                        "response": {
+                            "status_code": int(fault),
+                            "request_id": f"r{k}",
+                            "body": {"error": {"message": f"fake {fault}"}},
+                        },
+                    }
+                )
                 continue
             content = self.responder(line["body"])
-            out.append({"id": f"req_{k}", "custom_id": custom_id, "error": None, "response": {
-                "status_code": 200, "request_id": f"r{k}",
-                "body": completion(line["body"].get("model", "fake"), content, prompt_tokens=prompt_tokens_of(line["body"]))}})
+            out.append(
+                {
+                    "id": f"req_{k}",
+                    "custom_id": custom_id,
+                    "error": None,
+                    "response": {
+                        "status_code": 200,
+                        "request_id": f"r{k}",
+                        "body": completion(
+                            line["body"].get("model", "fake"), content, prompt_tokens=prompt_tokens_of(line["body"])
+                        ),
+                    },
+                }
+            )
         random.Random(batch["_n"]).shuffle(out)  # the output's order is not the input's
         if out:
             batch["output_file_id"] = self._new_file(_jsonl(out), "output.jsonl", "batch_output")["id"]
         if errors:
             batch["error_file_id"] = self._new_file(_jsonl(errors), "errors.jsonl", "batch_output")["id"]
         if status == "failed":
-            batch["errors"] = {"object": "list", "data": [{"code": "invalid_request", "message": "fake validation failure"}]}
+            batch["errors"] = {
+                "object": "list",
+                "data": [{"code": "invalid_request", "message": "fake validation failure"}],
+            }
         batch["status"] = status
         batch["request_counts"] = {"total": len(batch["_lines"]), "completed": len(out), "failed": len(errors)}
 
@@ -392,8 +475,11 @@ def completion(model: str, content: str, finish_reason: str = "stop", prompt_tok
         "created": int(time.time()),
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": max(1, len(content) // 4),
-                  "total_tokens": prompt_tokens + max(1, len(content) // 4)},
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": max(1, len(content) // 4),
+            "total_tokens": prompt_tokens + max(1, len(content) // 4),
+        },
     }
 
 
@@ -426,21 +512,28 @@ def echo_json(body: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m comvint.testing.fake_openai [--port P] [--reply echo|schema] [--latency S] [--pid_file F]``: serve until stopped."""
+    """``python -m comvint.testing.fake_openai [--port P] [--reply echo|schema] [--latency S] [--pid_file F]``: serve
+    until stopped."""
     import argparse
     import os
     import signal
 
     parser = argparse.ArgumentParser(description="A fake OpenAI-compatible endpoint on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free one)")
-    parser.add_argument("--reply", choices=("echo", "schema"), default="echo",
-                        help='echo: {"echo": <last user message>}; schema: a value valid for the request\'s json_schema')
+    parser.add_argument(
+        "--reply",
+        choices=("echo", "schema"),
+        default="echo",
+        help='echo: {"echo": <last user message>}; schema: a value valid for the request\'s json_schema',
+    )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each reply")
     parser.add_argument("--pid_file", default=None, help="write this process's id here once serving")
     args = parser.parse_args(argv)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with FakeOpenAI(schema_json if args.reply == "schema" else echo_json, latency=args.latency, port=args.port) as server:
+    with FakeOpenAI(
+        schema_json if args.reply == "schema" else echo_json, latency=args.latency, port=args.port
+    ) as server:
         if args.pid_file:
             with open(args.pid_file, "w") as handle:
                 handle.write(str(os.getpid()))

@@ -23,27 +23,52 @@ ENV = {**os.environ, "OPENAI_API_KEY": "sk-batch-secret"}
 
 
 def _job(server: FakeOpenAI, output: pathlib.Path, cache: pathlib.Path, *extra: str) -> list[str]:
-    return ["--llm", "openai", "--llm_base_url", server.base_url, "--llm_model", "fake", "--llm_mode", "batch",
-            "--llm_batch_poll_s", "0.01", "--cache_dir", str(cache), "--output", str(output), *extra]
+    return [
+        "--llm",
+        "openai",
+        "--llm_base_url",
+        server.base_url,
+        "--llm_model",
+        "fake",
+        "--llm_mode",
+        "batch",
+        "--llm_batch_poll_s",
+        "0.01",
+        "--cache_dir",
+        str(cache),
+        "--output",
+        str(output),
+        *extra,
+    ]
 
 
 def _command(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "beam_pipeline.main", *args]
 
 
-
 def test_a_run_killed_with_a_batch_in_flight_resumes_it_and_submits_no_line_twice(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-batch-secret")
     hold = threading.Event()
     with FakeOpenAI(schema_json, batch_hold=hold) as server:
-        first = subprocess.Popen(_command(_job(server, tmp_path / "killed", tmp_path / "cache")), env=ENV, cwd=REPO,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        first = subprocess.Popen(
+            _command(_job(server, tmp_path / "killed", tmp_path / "cache")),
+            env=ENV,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         assert server.batch_polled.wait(timeout=300), "the first run never submitted a batch"
         first.kill()
         first.wait(timeout=60)
         in_flight = [list(b) for b in server.batch_lines]
         hold.set()
-        subprocess.run(_command(_job(server, tmp_path / "resumed", tmp_path / "cache")), env=ENV, cwd=REPO, check=True, capture_output=True)
+        subprocess.run(
+            _command(_job(server, tmp_path / "resumed", tmp_path / "cache")),
+            env=ENV,
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
         lines = [cid for b in server.batch_lines for cid in b]
         assert not server.requests  # never an online call
     assert len(in_flight) == 1 and lines[: len(in_flight[0])] == in_flight[0]
@@ -82,17 +107,34 @@ def test_with_5_percent_of_lines_failing_every_image_is_accounted_for(tmp_path, 
     assert exhausted and all("batch_http_500" in f["detail"] for f in exhausted)
     assert len(exhausted) == sum(1 for n in attempts.values() if n == 3)  # each line that failed 3 times is one failure
     assert sum(sum(u.get("retries", {}).values()) for u in stats["llm"].values()) == len(lines) - len(set(lines))
-    images = {(r["source"], r["image_id"]) for name in ("instructions", "rejected", "failures")
-              for r in read_jsonl(str(tmp_path / "out"), name) if r.get("image_id")}
+    images = {
+        (r["source"], r["image_id"])
+        for name in ("instructions", "rejected", "failures")
+        for r in read_jsonl(str(tmp_path / "out"), name)
+        if r.get("image_id")
+    }
     assert len(images) == stats["accounting"]["inputs"]  # every input image ends somewhere
 
 
 def test_the_cost_cap_fails_unpaid_items_and_a_higher_cap_continues(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-batch-secret")
     with FakeOpenAI(schema_json) as server:
-        base = ["--llm", "openai", "--llm_base_url", server.base_url, "--llm_model", "fake", "--cache_dir", str(tmp_path / "cache"),
-                "--llm_prices", "fake=1000:1000", "--llm_max_tokens", "200",
-                "--llm_image_tokens", "85"]  # the judges see the sample's pictures: priced per picture
+        base = [
+            "--llm",
+            "openai",
+            "--llm_base_url",
+            server.base_url,
+            "--llm_model",
+            "fake",
+            "--cache_dir",
+            str(tmp_path / "cache"),
+            "--llm_prices",
+            "fake=1000:1000",
+            "--llm_max_tokens",
+            "200",
+            "--llm_image_tokens",
+            "85",
+        ]  # the judges see the sample's pictures: priced per picture
         main.run([*base, "--output", str(tmp_path / "capped"), "--llm_max_cost_usd", "4"])
         paid = len(server.requests)
         failures = read_jsonl(str(tmp_path / "capped"), "failures")
@@ -111,14 +153,39 @@ def test_the_cost_cap_fails_unpaid_items_and_a_higher_cap_continues(tmp_path, mo
 def test_cancel_asks_the_endpoint_to_cancel_the_batches_in_flight(tmp_path, capsys):
     hold = threading.Event()
     with FakeOpenAI(schema_json, batch_hold=hold) as server:
-        job = subprocess.Popen(_command(_job(server, tmp_path / "out", tmp_path / "cache")), env=ENV, cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        job = subprocess.Popen(
+            _command(_job(server, tmp_path / "out", tmp_path / "cache")),
+            env=ENV,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             assert server.batch_polled.wait(timeout=300)
-            listed = subprocess.run([sys.executable, "-m", "beam_pipeline.batches", "list", "--cache_dir", str(tmp_path / "cache")],
-                                    cwd=REPO, check=True, capture_output=True, text=True).stdout
-            cancel = subprocess.run([sys.executable, "-m", "beam_pipeline.batches", "cancel", "--cache_dir", str(tmp_path / "cache"),
-                                     "--llm_base_url", server.base_url], env=ENV, cwd=REPO, check=True, capture_output=True, text=True)
+            listed = subprocess.run(
+                [sys.executable, "-m", "beam_pipeline.batches", "list", "--cache_dir", str(tmp_path / "cache")],
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            cancel = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "beam_pipeline.batches",
+                    "cancel",
+                    "--cache_dir",
+                    str(tmp_path / "cache"),
+                    "--llm_base_url",
+                    server.base_url,
+                ],
+                env=ENV,
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             assert job.wait(timeout=300) == 0  # the run reads the cancelled batch back and ends, its lines in failures/
         finally:
             job.kill()
@@ -129,13 +196,18 @@ def test_cancel_asks_the_endpoint_to_cancel_the_batches_in_flight(tmp_path, caps
     assert {f["reason"] for f in failures} >= {"generate_batch_cancelled"}
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--llm", "openai", "--llm_mode", "batch"], "needs --cache_dir"),
-    (["--llm_mode", "batch", "--cache_dir", "c"], "needs --llm openai"),
-    (["--llm", "openai", "--llm_max_cost_usd", "5"], "--llm_prices entry for gpt-4o-mini"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--llm", "openai", "--llm_mode", "batch"], "needs --cache_dir"),
+        (["--llm_mode", "batch", "--cache_dir", "c"], "needs --llm openai"),
+        (["--llm", "openai", "--llm_max_cost_usd", "5"], "--llm_prices entry for gpt-4o-mini"),
+    ],
+)
 def test_settings_that_cannot_run_together_stop_the_job_before_it_starts(tmp_path, flags, message):
-    done = subprocess.run(_command([*flags, "--output", str(tmp_path / "out")]), env=ENV, cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(
+        _command([*flags, "--output", str(tmp_path / "out")]), env=ENV, cwd=REPO, capture_output=True, text=True
+    )
     assert done.returncode == 2 and message in done.stderr and not (tmp_path / "out").exists()
 
 
@@ -143,6 +215,12 @@ def test_batch_mode_on_two_worker_processes_writes_what_one_writes(tmp_path, mon
     monkeypatch.setenv("OPENAI_API_KEY", "sk-batch-secret")
     with FakeOpenAI(schema_json) as server:
         main.run(_job(server, tmp_path / "one", tmp_path / "cache-one"))
-        main.run([*_job(server, tmp_path / "two", tmp_path / "cache-two"), "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+        main.run(
+            [
+                *_job(server, tmp_path / "two", tmp_path / "cache-two"),
+                "--direct_running_mode=multi_processing",
+                "--direct_num_workers=2",
+            ]
+        )
         assert not server.requests
     assert output_bytes(tmp_path / "two") == output_bytes(tmp_path / "one") != {}

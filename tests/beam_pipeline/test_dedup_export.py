@@ -28,8 +28,19 @@ from tests.beam_pipeline.helpers import local_pipeline, read_jsonl, read_stats
 
 
 def record(id_: str, text: str, unit: str, answer: str = "yes", fmt: str = "open_ended", parent=None, round_: int = 0):
-    return {"id": id_, "image_id": unit.split(":")[1], "source": unit.split(":")[0], "image": "x.jpg", "family": "cross_modal",
-            "format": fmt, "instruction": text, "answer": answer, "round": round_, "parent_id": parent, "_unit": unit}
+    return {
+        "id": id_,
+        "image_id": unit.split(":")[1],
+        "source": unit.split(":")[0],
+        "image": "x.jpg",
+        "family": "cross_modal",
+        "format": fmt,
+        "instruction": text,
+        "answer": answer,
+        "round": round_,
+        "parent_id": parent,
+        "_unit": unit,
+    }
 
 
 ITEMS = [
@@ -38,15 +49,24 @@ ITEMS = [
     # the same physical image reached from Visual Genome (flickr_id 900004): a near duplicate
     record("a3", "What is the man holding here?", "flickr30k_entities:900004", answer="an umbrella"),
     record("b1", "Is the dog right of the man?", "flickr30k_entities:1", fmt="bool", parent="p", answer="yes"),
-    record("b2", "Is the dog right of the man?", "flickr30k_entities:1", fmt="bool", parent="p", answer="no"),  # sibling
-    *[record(f"t{k}", "Is there a person in the picture?", f"visual_genome:{k}") for k in range(5)],  # template collapse
-    # near copies across images, "v2" only through "v1" (near v1, not the t's): one component, but v2 leads its own cluster
+    record(
+        "b2", "Is the dog right of the man?", "flickr30k_entities:1", fmt="bool", parent="p", answer="no"
+    ),  # sibling
+    *[
+        record(f"t{k}", "Is there a person in the picture?", f"visual_genome:{k}") for k in range(5)
+    ],  # template collapse
+    # near copies across images, "v2" only through "v1" (near v1, not the t's): one component, but v2 leads its own
+    # cluster
     record("v1", "Is there a person in the picture now?", "visual_genome:20"),
     record("v2", "Is there any person in the picture now?", "visual_genome:21"),
     record("u1", "How many candles are on the cake?", "visual_genome:7", answer="three"),
     # one question, four pictures, four grounded answers: four examples, not a template repeated
-    *[record(f"w{k}", "What is the man wearing?", f"visual_genome:{30 + k}", answer=a)
-      for k, a in enumerate(["A black wetsuit.", "An apron over a white shirt.", "A red football jersey.", "Nothing but swim trunks."])],
+    *[
+        record(f"w{k}", "What is the man wearing?", f"visual_genome:{30 + k}", answer=a)
+        for k, a in enumerate(
+            ["A black wetsuit.", "An apron over a white shirt.", "A red football jersey.", "Nothing but swim trunks."]
+        )
+    ],
 ]
 
 
@@ -55,8 +75,10 @@ def _run_dedup(items, keep, waves=1):
         out = p | beam.Create(items) | DeduplicateInstructions(max_per_cluster=keep, waves=waves)
         assert_that(out.kept | "KeptIds" >> beam.Map(lambda r: r["id"]), equal_to(EXPECTED_KEPT[keep]), label="Kept")
         assert_that(
-            out.rejected | "Why" >> beam.Map(lambda r: (r["id"], r["stage"], r["reason"], r["duplicate_of"], "_unit" in r)),
-            equal_to(EXPECTED_REJECTED[keep]), label="Rejected",
+            out.rejected
+            | "Why" >> beam.Map(lambda r: (r["id"], r["stage"], r["reason"], r["duplicate_of"], "_unit" in r)),
+            equal_to(EXPECTED_REJECTED[keep]),
+            label="Rejected",
         )
 
 
@@ -65,9 +87,13 @@ EXPECTED_KEPT = {
     10: ["a1", "b1", "b2", "t0", "t1", "t2", "t3", "t4", "u1", "v1", "v2", "w0", "w1", "w2", "w3"],
 }
 EXPECTED_REJECTED = {
-    3: [("a2", "dedup", "duplicate_exact", "a1", False), ("a3", "dedup", "duplicate_near", "a1", False),
-        ("t3", "dedup", "template_repeat", "t0", False), ("t4", "dedup", "template_repeat", "t0", False),
-        ("v1", "dedup", "template_repeat", "t0", False)],
+    3: [
+        ("a2", "dedup", "duplicate_exact", "a1", False),
+        ("a3", "dedup", "duplicate_near", "a1", False),
+        ("t3", "dedup", "template_repeat", "t0", False),
+        ("t4", "dedup", "template_repeat", "t0", False),
+        ("v1", "dedup", "template_repeat", "t0", False),
+    ],
     10: [("a2", "dedup", "duplicate_exact", "a1", False), ("a3", "dedup", "duplicate_near", "a1", False)],
 }
 
@@ -99,7 +125,9 @@ def test_a_wave_of_bands_starts_after_the_previous_one_is_verified(monkeypatch):
     monkeypatch.setattr(comvint_dedup, "band_entries", logged_entries)
     monkeypatch.setattr(comvint_dedup, "group_pairs", logged_pairs)
     _run_dedup(ITEMS, 3, waves=4)
-    runs = [calls[0]] + [c for prev, c in zip(calls, calls[1:], strict=False) if c != prev]  # consecutive repeats as one
+    runs = [calls[0]] + [
+        c for prev, c in zip(calls, calls[1:], strict=False) if c != prev
+    ]  # consecutive repeats as one
     waves = [bands for what, bands in runs if what == "keys"]
     assert waves == [(0, 4, 8, 12), (1, 5, 9, 13), (2, 6, 10, 14), (3, 7, 11, 15)]  # each wave's keys made in one go...
     assert [what for what, _ in runs] == ["keys", "verify"] * 4  # ...and verified before the next wave's are made
@@ -124,8 +152,12 @@ def test_a_drifting_template_is_capped_per_leader_not_per_chain():
     grams = [exports_grams(r) for r in family]
     assert all(comvint_dedup.jaccard(a, b) >= 0.75 for a, b in zip(grams, grams[1:], strict=False))  # one chain...
     assert comvint_dedup.jaccard(grams[0], grams[10]) < 0.5  # ...not a blob: ten steps apart is no near duplicate
-    leaders = [d for d in comvint_dedup.cap_cluster([(comvint_dedup.member(comvint_dedup.compact(r, r["_unit"]))[4], [(0, 0, r["id"])])
-                                                     for r in family], keep=1)]
+    leaders = [
+        d
+        for d in comvint_dedup.cap_cluster(
+            [(comvint_dedup.member(comvint_dedup.compact(r, r["_unit"]))[4], [(0, 0, r["id"])]) for r in family], keep=1
+        )
+    ]
     expected_kept = sorted(i for i, reason, _ in leaders if reason is None)
     assert 10 < len(expected_kept) < 200  # one per leader: many leaders along the chain, each nearer than the ends
     with local_pipeline() as p:
@@ -143,8 +175,11 @@ def test_filter_instructions_transform():
     with local_pipeline() as p:
         out = p | beam.Create([ITEMS[0], bad]) | FilterInstructions(filters.FilterConfig())
         assert_that(out.kept | beam.Map(lambda r: r["id"]), equal_to(["a1"]), label="Kept")
-        assert_that(out.rejected | beam.Map(lambda r: (r["id"], r["stage"], r["reason"])),
-                    equal_to([("c1", "quality", "quality_leaks_coordinates")]), label="Rejected")
+        assert_that(
+            out.rejected | beam.Map(lambda r: (r["id"], r["stage"], r["reason"])),
+            equal_to([("c1", "quality", "quality_leaks_coordinates")]),
+            label="Rejected",
+        )
 
 
 def test_dedup_rejects_bad_settings():
@@ -156,15 +191,34 @@ def test_dedup_rejects_bad_settings():
 
 def test_main_job_dedups_and_every_export_reads_back(tmp_path):
     out = str(tmp_path)
-    main.run(["--output", out, "--export", "llava,messages,trl,avro,parquet,review", "--num_shards", "2", "--review_tasks", "7",
-              "--dedup_threshold", "0.4", "--max_per_cluster", "2"])  # the sample is small and varied: find its repeats
+    main.run(
+        [
+            "--output",
+            out,
+            "--export",
+            "llava,messages,trl,avro,parquet,review",
+            "--num_shards",
+            "2",
+            "--review_tasks",
+            "7",
+            "--dedup_threshold",
+            "0.4",
+            "--max_per_cluster",
+            "2",
+        ]
+    )  # the sample is small and varied: find its repeats
     instructions, rejected, stats = read_jsonl(out, "instructions"), read_jsonl(out, "rejected"), read_stats(out)
     by_id = {r["id"]: r for r in instructions}
-    assert {r["reason"] for r in rejected if r["stage"] == "dedup"} and {r["reason"] for r in rejected if r["stage"] == "dedup"} <= {
-        "duplicate_exact", "duplicate_near", "template_repeat"}
+    assert {r["reason"] for r in rejected if r["stage"] == "dedup"} and {
+        r["reason"] for r in rejected if r["stage"] == "dedup"
+    } <= {"duplicate_exact", "duplicate_near", "template_repeat"}
     assert all(r["duplicate_of"] in by_id for r in rejected if r["stage"] == "dedup")
     assert stats["counts"]["rejected"]["stage"]["dedup"] == sum(1 for r in rejected if r["stage"] == "dedup")
-    assert stats["rates"]["duplicate_rate"]["total"] > 0 and set(stats["rates"]["verification_pass_rate"]) == {"0", "1", "2"}
+    assert stats["rates"]["duplicate_rate"]["total"] > 0 and set(stats["rates"]["verification_pass_rate"]) == {
+        "0",
+        "1",
+        "2",
+    }
     assert sum(stats["rates"]["answer_position_share"].values()) == pytest.approx(1.0, abs=1e-3)
 
     (llava_file,) = glob.glob(f"{out}/export/llava/*")  # one file: what LLaVA's --data_path takes
@@ -173,7 +227,9 @@ def test_main_job_dedups_and_every_export_reads_back(tmp_path):
     for row in llava:
         sample = consumers.llava_sample(row, "/data/images")
         assert sample["conversations"] == row["conversations"]  # the token is already where LLaVA puts it
-        assert sample["image_file"] == "/data/images/" + by_id[row["id"]]["image"] and row == exports.to_llava(by_id[row["id"]])
+        assert sample["image_file"] == "/data/images/" + by_id[row["id"]]["image"] and row == exports.to_llava(
+            by_id[row["id"]]
+        )
 
     for name, convert in (("messages", exports.to_messages), ("trl", exports.to_trl)):
         rows = read_jsonl(out, f"export/{name}")
@@ -198,7 +254,9 @@ def test_main_job_dedups_and_every_export_reads_back(tmp_path):
     assert sorted(parquet_rows, key=lambda r: r["id"]) == expected
     parquet = pq.ParquetFile(parquet_paths[0])
     assert parquet.schema_arrow.equals(exports.arrow_schema())
-    assert {parquet.metadata.row_group(0).column(k).compression for k in range(parquet.metadata.num_columns)} == {"ZSTD"}
+    assert {parquet.metadata.row_group(0).column(k).compression for k in range(parquet.metadata.num_columns)} == {
+        "ZSTD"
+    }
     for name in ("id", "instruction", "round", "llm", "grounding"):  # what Avro declares non-null is required
         assert not parquet.schema_arrow.field(name).nullable
     assert "element" in str(parquet.schema) and "array" not in str(parquet.schema)  # the standard list layout
@@ -208,12 +266,20 @@ def test_main_job_dedups_and_every_export_reads_back(tmp_path):
     review.validate()  # raises on a broken config (e.g. a toName that names no object)
     tasks = json.load(open(f"{out}/export/review/tasks.json"))
     assert len(tasks) == 7 and all(review.validate_task(t) for t in tasks)
-    assert [t["meta"]["id"] for t in tasks] == sorted(t["meta"]["id"] for t in tasks) and {t["meta"]["id"] for t in tasks} <= set(by_id)
+    assert [t["meta"]["id"] for t in tasks] == sorted(t["meta"]["id"] for t in tasks) and {
+        t["meta"]["id"] for t in tasks
+    } <= set(by_id)
     for task in tasks:
         record = by_id[task["meta"]["id"]]
         assert task["data"]["image"] == f"/data/local-files/?d={record['image']}"  # Label Studio's local file serving
-        assert task["data"]["question"].startswith(record["instruction"]) and task["meta"]["parent_id"] == record["parent_id"]
-        assert task["data"]["verdict"] == {True: "passed", False: "failed", None: "not judged"}[record["verification"]["passed"]]
+        assert (
+            task["data"]["question"].startswith(record["instruction"])
+            and task["meta"]["parent_id"] == record["parent_id"]
+        )
+        assert (
+            task["data"]["verdict"]
+            == {True: "passed", False: "failed", None: "not judged"}[record["verification"]["passed"]]
+        )
 
 
 def test_default_shards_follow_the_data(tmp_path):
@@ -232,7 +298,9 @@ def test_accounting_check_fails_a_broken_pipeline(tmp_path, monkeypatch):
     assert "AccountingError" in repr(err.value) or isinstance(err.value, AccountingError)
     stats = read_stats(str(tmp_path))
     assert not stats["accounting"]["identity_holds"] and stats["accounting"]["unaccounted"] > 0
-    assert not any((tmp_path / d).exists() for d in ("instructions", "rejected", "failures", "report.html"))  # nothing looks complete
+    assert not any(
+        (tmp_path / d).exists() for d in ("instructions", "rejected", "failures", "report.html")
+    )  # nothing looks complete
 
 
 def test_losing_some_items_of_an_image_fails_the_run(tmp_path, monkeypatch):
@@ -277,7 +345,9 @@ def test_a_rerun_with_other_shards_leaves_no_stale_files(tmp_path):
     first = read_jsonl(out, "instructions")
     main.run(["--output", out, "--num_shards", "2"])
     assert sorted(os.path.basename(p) for p in glob.glob(f"{out}/instructions/*")) == [
-        "part-00000-of-00002.jsonl", "part-00001-of-00002.jsonl"]
+        "part-00000-of-00002.jsonl",
+        "part-00001-of-00002.jsonl",
+    ]
     assert sorted(r["id"] for r in read_jsonl(out, "instructions")) == sorted(r["id"] for r in first)
 
 

@@ -88,12 +88,16 @@ def test_two_taskmanagers_share_one_pool_without_killing_each_others_workers(mon
     from beam_pipeline.worker_pool import SharedWorkerPool
 
     started: list[FakeProcess] = []
-    monkeypatch.setattr(worker_pool_main.subprocess, "Popen", lambda cmd, **kw: started.append(FakeProcess(cmd)) or started[-1])
+    monkeypatch.setattr(
+        worker_pool_main.subprocess, "Popen", lambda cmd, **kw: started.append(FakeProcess(cmd)) or started[-1]
+    )
     monkeypatch.setattr(worker_pool_main, "kill_process_gracefully", lambda p: setattr(p, "killed", True))
     pool = SharedWorkerPool(use_process=True, state_cache_size=100 << 20)
 
     def start(endpoint: str) -> None:
-        request = beam_fn_api_pb2.StartWorkerRequest(worker_id="1-1", control_endpoint=endpoints_pb2.ApiServiceDescriptor(url=endpoint))
+        request = beam_fn_api_pb2.StartWorkerRequest(
+            worker_id="1-1", control_endpoint=endpoints_pb2.ApiServiceDescriptor(url=endpoint)
+        )
         assert not pool.StartWorker(request, None).error
 
     start("localhost:1111")  # TaskManager 1's first worker

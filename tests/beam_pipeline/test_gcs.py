@@ -46,8 +46,19 @@ def _wait_for_port(port: int, process: subprocess.Popen, deadline_s: float = 60.
 @pytest.fixture(scope="module")
 def gcs_emulator():
     port = _free_port()
-    cmd = [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--port", str(port),
-           "--in-memory", "--default-bucket", BUCKET]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gcp_storage_emulator",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--in-memory",
+        "--default-bucket",
+        BUCKET,
+    ]
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for_port(port, process)
@@ -84,15 +95,31 @@ def _read(path: str) -> bytes:
 
 
 def _lines(pattern: str) -> list[dict]:
-    return [json.loads(line) for m in FileSystems.match([pattern])[0].metadata_list for line in _read(m.path).splitlines()]
+    return [
+        json.loads(line) for m in FileSystems.match([pattern])[0].metadata_list for line in _read(m.path).splitlines()
+    ]
 
 
 def test_whole_job_reads_and_writes_gcs(gcs):
     _upload(DATA, f"{gcs}/data")
     out = f"{gcs}/run1"
-    main.run(["--flickr_root", f"{gcs}/data/flickr30k_entities", "--vg_regions", f"{gcs}/data/visual_genome/region_descriptions.json",
-              "--vg_image_data", f"{gcs}/data/visual_genome/image_data.json", "--output", out, "--export", "avro,llava",
-              "--write_annotations", "--vg_split_mb", "1"])
+    main.run(
+        [
+            "--flickr_root",
+            f"{gcs}/data/flickr30k_entities",
+            "--vg_regions",
+            f"{gcs}/data/visual_genome/region_descriptions.json",
+            "--vg_image_data",
+            f"{gcs}/data/visual_genome/image_data.json",
+            "--output",
+            out,
+            "--export",
+            "avro,llava",
+            "--write_annotations",
+            "--vg_split_mb",
+            "1",
+        ]
+    )
     stats = json.loads(_read(f"{out}/stats.json"))
     assert stats["accounting"]["identity_holds"] and stats["accounting"]["inputs"] == 13
     instructions = _lines(f"{out}/instructions/*.jsonl")
@@ -105,7 +132,9 @@ def test_whole_job_reads_and_writes_gcs(gcs):
         assert len(list(fastavro.reader(handle))) == len(instructions)
     html = _read(f"{out}/report.html")
     FileSystems.delete([f"{out}/report.html"])
-    assert report.main([out]) == f"{out}/report.html" and _read(f"{out}/report.html") == html  # rebuilt from gs:// alone
+    assert (
+        report.main([out]) == f"{out}/report.html" and _read(f"{out}/report.html") == html
+    )  # rebuilt from gs:// alone
 
 
 def test_response_cache_on_gcs_is_write_once(gcs):

@@ -35,7 +35,12 @@ def flickr_tree(tmp_path):
         "7": (b"", GOOD_XML),
         "8": (b"[/EN#1/people A man .\n", GOOD_XML),
         "9": (GOOD_TXT, GOOD_XML.replace(b"<xmin>100</xmin>", b"<xmin>ten</xmin>")),
-        "10": (GOOD_TXT, GOOD_XML.replace(b"<xmin>100</xmin>", b"<xmin>9000</xmin>").replace(b"<xmax>260</xmax>", b"<xmax>9999</xmax>")),
+        "10": (
+            GOOD_TXT,
+            GOOD_XML.replace(b"<xmin>100</xmin>", b"<xmin>9000</xmin>").replace(
+                b"<xmax>260</xmax>", b"<xmax>9999</xmax>"
+            ),
+        ),
         "11": (GOOD_TXT, GOOD_XML.replace(b"<xmin>100</xmin>", b"<xmin>300</xmin>")),
         "12": (GOOD_TXT, GOOD_XML.split(b"<size>")[0] + GOOD_XML.split(b"</size>")[1]),
     }
@@ -80,12 +85,24 @@ def test_read_flickr30k_split_and_limit(flickr_tree):
         assert_that(read.failures | "F" >> beam.Map(lambda f: f.image_id), equal_to(["3"]), label="Failures")
     with local_pipeline() as p:
         read = p | ReadFlickr30k(str(flickr_tree), limit=2)
-        ids = (read.records, read.failures) | beam.Flatten() | beam.Map(lambda x: x["image_id"] if isinstance(x, dict) else x.image_id)
+        ids = (
+            (read.records, read.failures)
+            | beam.Flatten()
+            | beam.Map(lambda x: x["image_id"] if isinstance(x, dict) else x.image_id)
+        )
         assert_that(ids, equal_to(["1", "2"]))
 
 
 def test_read_visual_genome_split_ranges_and_truncation(tmp_path):
-    objs = [{"regions": [{"region_id": i, "width": 3, "height": 4, "image_id": i, "phrase": f" thing {i}\n", "y": 1, "x": 2}], "id": i} for i in range(30)]
+    objs = [
+        {
+            "regions": [
+                {"region_id": i, "width": 3, "height": 4, "image_id": i, "phrase": f" thing {i}\n", "y": 1, "x": 2}
+            ],
+            "id": i,
+        }
+        for i in range(30)
+    ]
     path = tmp_path / "regions.json"
     data = json.dumps(objs).encode()
     path.write_bytes(data[: len(data) - 40])
@@ -93,7 +110,11 @@ def test_read_visual_genome_split_ranges_and_truncation(tmp_path):
         read = p | ReadVisualGenome(str(path), split_bytes=50)
         ids = read.records | "Ids" >> beam.Map(lambda r: (r["image_id"], r["regions"][0]["phrase"]))
         assert_that(ids, equal_to([(str(i), f"thing {i}") for i in range(29)]), label="Records")
-        assert_that(read.failures | "F" >> beam.Map(lambda f: (f.reason, f.path)), equal_to([("ingest_vg_truncated", str(path))]), label="Failures")
+        assert_that(
+            read.failures | "F" >> beam.Map(lambda f: (f.reason, f.path)),
+            equal_to([("ingest_vg_truncated", str(path))]),
+            label="Failures",
+        )
 
 
 def _check_sample_ingest(output: str) -> None:
@@ -106,7 +127,11 @@ def _check_sample_ingest(output: str) -> None:
     )
     assert [(f["image_id"], f["reason"]) for f in failures] == [("900006", "ingest_box_outside_image")]
     assert stats["accounting"] == {
-        "inputs": 13, "accounted": 13, "unaccounted": 0, "unaccounted_examples": [], "identity_holds": True
+        "inputs": 13,
+        "accounted": 13,
+        "unaccounted": 0,
+        "unaccounted_examples": [],
+        "identity_holds": True,
     }
     assert stats["counts"]["annotations"]["total"] + stats["counts"]["failures"]["total"] == 13
     dropped = [a for a in annotations if a.get("dropped_captions")]
@@ -121,19 +146,42 @@ def test_ingest_job_on_bundled_sample(tmp_path):
 
 
 def test_ingest_job_multi_processing(tmp_path):
-    main.run(["--stages", "ingest", "--output", str(tmp_path), "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    main.run(
+        [
+            "--stages",
+            "ingest",
+            "--output",
+            str(tmp_path),
+            "--direct_running_mode=multi_processing",
+            "--direct_num_workers=2",
+        ]
+    )
     _check_sample_ingest(str(tmp_path))
 
 
 def test_ingest_job_portable_runner(tmp_path):
-    main.run(["--stages", "ingest", "--output", str(tmp_path), "--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"])
+    main.run(
+        [
+            "--stages",
+            "ingest",
+            "--output",
+            str(tmp_path),
+            "--runner=PortableRunner",
+            "--job_endpoint=embed",
+            "--environment_type=LOOPBACK",
+        ]
+    )
     _check_sample_ingest(str(tmp_path))
 
 
 def test_dataflow_dry_run_builds_the_job(tmp_path):
     env = {**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable, "OUTPUT": str(tmp_path)}
     proc = subprocess.run(
-        ["bash", str(REPO / "run_dataflow.sh"), "--stages", "ingest"], env=env, capture_output=True, text=True, timeout=300
+        ["bash", str(REPO / "run_dataflow.sh"), "--stages", "ingest"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert '"state": "DONE"' in proc.stdout
@@ -156,7 +204,10 @@ def test_no_input_flags_means_bundled_sample():
 def test_unknown_arguments_are_refused_by_name(capsys, monkeypatch):
     with pytest.raises(main.UsageError, match="--llm_modle"):
         main.run(["--llm_modle", "x", "--output", "/nonexistent"])
-    assert main.unknown_flags(["--runner=FnApiRunner", "--project", "p", "--direct_num_workers=2", "--llm", "openai"]) == []
+    assert (
+        main.unknown_flags(["--runner=FnApiRunner", "--project", "p", "--direct_num_workers=2", "--llm", "openai"])
+        == []
+    )
     monkeypatch.setattr(sys, "argv", ["comvint", "--llm_batch=true"])
     with pytest.raises(SystemExit) as exit_info:
         main.main()
@@ -197,8 +248,13 @@ def test_shard_lines_keep_key_size_and_shard_and_sort_as_before():
 
 def test_visual_genome_scene_files_are_joined_by_image_and_orphans_are_failures(tmp_path):
     regions = [{"id": 1, "regions": [{"region_id": 10, "x": 0, "y": 0, "width": 5, "height": 5, "phrase": "a dog"}]}]
-    objects = [{"image_id": 1, "objects": [{"object_id": 3, "names": ["dog"], "synsets": ["dog.n.01"], "x": 0, "y": 0, "w": 5, "h": 5}]},
-               {"image_id": 2, "objects": [{"object_id": 4, "names": ["cat"], "synsets": [], "x": 0, "y": 0, "w": 5, "h": 5}]}]
+    objects = [
+        {
+            "image_id": 1,
+            "objects": [{"object_id": 3, "names": ["dog"], "synsets": ["dog.n.01"], "x": 0, "y": 0, "w": 5, "h": 5}],
+        },
+        {"image_id": 2, "objects": [{"object_id": 4, "names": ["cat"], "synsets": [], "x": 0, "y": 0, "w": 5, "h": 5}]},
+    ]
     (tmp_path / "region_descriptions.json").write_text(json.dumps(regions))
     (tmp_path / "objects.json").write_text(json.dumps(objects))
     out = str(tmp_path / "out")
@@ -206,5 +262,16 @@ def test_visual_genome_scene_files_are_joined_by_image_and_orphans_are_failures(
     [record] = read_jsonl(out, "annotations")
     assert [o["object_id"] for o in record["objects"]] == ["3"] and record["relationships"] == []
     assert [(f["reason"], f["image_id"]) for f in read_jsonl(out, "failures")] == [("ingest_vg_no_regions", "2")]
-    main.run(["--vg_regions", str(tmp_path / "region_descriptions.json"), "--vg_objects", "none", "--stages", "ingest", "--output", out])
+    main.run(
+        [
+            "--vg_regions",
+            str(tmp_path / "region_descriptions.json"),
+            "--vg_objects",
+            "none",
+            "--stages",
+            "ingest",
+            "--output",
+            out,
+        ]
+    )
     assert "objects" not in read_jsonl(out, "annotations")[0]

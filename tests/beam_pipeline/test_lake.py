@@ -39,19 +39,28 @@ def test_the_job_commits_to_iceberg_once_per_configuration(tmp_path):
     out = tmp_path / "out"
     first = run(out, "--lake", "iceberg")
     assert [(c["table"], c["skipped"], c["files"]) for c in first] == [
-        ("comvint.instructions", False, 1), ("comvint.instructions_rejected", False, 1)]
+        ("comvint.instructions", False, 1),
+        ("comvint.instructions_rejected", False, 1),
+    ]
     catalog = SqlCatalog("comvint", uri=f"sqlite:///{out}/lake/catalog.db")
-    instructions, rejected = catalog.load_table("comvint.instructions"), catalog.load_table("comvint.instructions_rejected")
+    instructions, rejected = (
+        catalog.load_table("comvint.instructions"),
+        catalog.load_table("comvint.instructions_rejected"),
+    )
     expected = read_jsonl(str(out), "instructions")
     scanned = instructions.scan().to_arrow()
     assert sorted(scanned.column("id").to_pylist()) == sorted(r["id"] for r in expected) and expected
     assert scanned.num_rows == len(expected)
     assert sorted(rejected.scan().to_arrow().column("reason").to_pylist()) == sorted(
-        r["reason"] for r in read_jsonl(str(out), "rejected"))
+        r["reason"] for r in read_jsonl(str(out), "rejected")
+    )
     summary = instructions.current_snapshot().summary.additional_properties
     assert summary[lake.RUN_ID] and summary[lake.CONFIG_HASH]
-    scanned_by_duckdb = duckdb_with("iceberg").execute(
-        f"SELECT id FROM iceberg_scan('{instructions.metadata_location}') ORDER BY id").fetchall()
+    scanned_by_duckdb = (
+        duckdb_with("iceberg")
+        .execute(f"SELECT id FROM iceberg_scan('{instructions.metadata_location}') ORDER BY id")
+        .fetchall()
+    )
     assert [row[0] for row in scanned_by_duckdb] == sorted(r["id"] for r in expected)
 
     again = run(out, "--lake", "iceberg", "--num_shards", "3")  # the same job (shard count is not content)
@@ -59,7 +68,9 @@ def test_the_job_commits_to_iceberg_once_per_configuration(tmp_path):
     assert len(catalog.load_table("comvint.instructions").snapshots()) == 1
     assert len(list((out / "lake" / "instructions" / "data").iterdir())) == 1  # the rerun's copies removed
 
-    run(tmp_path / "other", "--lake", "iceberg", "--lake_uri", str(out / "lake"), "--seed", "1")  # another configuration
+    run(
+        tmp_path / "other", "--lake", "iceberg", "--lake_uri", str(out / "lake"), "--seed", "1"
+    )  # another configuration
     table = catalog.load_table("comvint.instructions")
     assert len(table.snapshots()) == 2
     assert table.scan().to_arrow().num_rows == len(expected) + len(read_jsonl(str(tmp_path / "other"), "instructions"))
@@ -71,9 +82,12 @@ def test_the_job_commits_to_delta_read_by_deltalake_and_polars(tmp_path):
     root = out / "lake" / "instructions"
     expected = sorted(r["id"] for r in read_jsonl(str(out), "instructions"))
     assert sorted(pl.scan_delta(str(root)).select("id").collect()["id"].to_list()) == expected
-    assert [row[0] for row in duckdb_with("delta").execute(f"SELECT id FROM delta_scan('{root}') ORDER BY id").fetchall()] == expected
+    assert [
+        row[0] for row in duckdb_with("delta").execute(f"SELECT id FROM delta_scan('{root}') ORDER BY id").fetchall()
+    ] == expected
     assert DeltaTable(str(out / "lake" / "instructions_rejected")).to_pyarrow_table().num_rows == len(
-        read_jsonl(str(out), "rejected"))
+        read_jsonl(str(out), "rejected")
+    )
     assert all(c["skipped"] for c in run(out, "--lake", "delta"))
     assert DeltaTable(str(root)).version() == 0 and len(DeltaTable(str(root)).file_uris()) == 1
 

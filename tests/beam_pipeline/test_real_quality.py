@@ -14,17 +14,36 @@ from tests.comvint.test_engine import flickr_val  # noqa: F401 - the unpacked re
 def test_real_val_and_vg_have_no_flagged_item(flickr_val, real_samples, tmp_path):  # noqa: F811
     vg = real_samples / "visual_genome_1_50"
     out = str(tmp_path)
-    main.run(["--flickr_root", str(flickr_val), "--flickr_split", "val", "--vg_regions", str(vg / "region_descriptions.json"),
-              "--vg_image_data", str(vg / "image_data.json"), "--output", out])
+    main.run(
+        [
+            "--flickr_root",
+            str(flickr_val),
+            "--flickr_split",
+            "val",
+            "--vg_regions",
+            str(vg / "region_descriptions.json"),
+            "--vg_image_data",
+            str(vg / "image_data.json"),
+            "--output",
+            out,
+        ]
+    )
     items, stats = read_jsonl(out, "instructions"), read_stats(out)
     assert stats["accounting"]["identity_holds"] and stats["accounting"]["inputs"] == 1050
     genome = checker.load_genome(vg)
     flagged = collections.Counter()
     for item in items:
-        image = checker.load_flickr(flickr_val, item["image_id"]) if item["source"] == "flickr30k_entities" else genome[item["image_id"]]
+        image = (
+            checker.load_flickr(flickr_val, item["image_id"])
+            if item["source"] == "flickr30k_entities"
+            else genome[item["image_id"]]
+        )
         flagged.update(checker.flags(item, image))
     assert not flagged, flagged
     assert len(items) >= 2 * 900 and {i["format"] for i in items} == {"open_ended", "bool", "multiple_choice"}
-    assert {i["round"] for i in items} == {0, 1, 2} and {i["source"] for i in items} == {"flickr30k_entities", "visual_genome"}
+    assert {i["round"] for i in items} == {0, 1, 2} and {i["source"] for i in items} == {
+        "flickr30k_entities",
+        "visual_genome",
+    }
     asked = collections.Counter(c.split("(")[0] for i in items for c in i["grounding"][-1:] if not c.startswith("not "))
     assert len(asked) >= 6 and max(asked.values()) < 0.5 * len(items)

@@ -26,8 +26,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 def png(width: int, height: int) -> bytes:
     """A valid grey PNG (no imaging library needed)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     rows = b"".join(b"\x00" + b"\x99" * width for _ in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
@@ -43,8 +45,18 @@ def run(tmp_path_factory) -> pathlib.Path:
         (pictures / f"90000{k}.jpg").write_bytes(png(50, 37))  # a PNG under a .jpg name, as happens
     for k in range(1, 6):  # image 6 has no picture: its judge calls are dead letters, never text-only calls
         (vg_pictures / f"{k}.jpg").write_bytes(png(40, 30))
-    main.run(["--output", str(root / "out"), "--image_root", str(root / "images"), "--report_images_per_source", "3",
-              "--reformulate_share", "1"])  # every open item reformulated: every format and round among the report's few images
+    main.run(
+        [
+            "--output",
+            str(root / "out"),
+            "--image_root",
+            str(root / "images"),
+            "--report_images_per_source",
+            "3",
+            "--reformulate_share",
+            "1",
+        ]
+    )  # every open item reformulated: every format and round among the report's few images
     return root / "out"
 
 
@@ -89,7 +101,9 @@ def test_the_dataset_card_describes_the_run_and_loads_with_datasets(run, tmp_pat
     head, body = text.split("---\n")[1], text.split("---\n", 2)[2]
     meta = yaml.safe_load(head)
     stats = json.loads((run / "stats.json").read_text())
-    assert meta["license"] == "other" and "Visual Genome" in meta["license_details"]  # Flickr30k Entities: non-commercial
+    assert (
+        meta["license"] == "other" and "Visual Genome" in meta["license_details"]
+    )  # Flickr30k Entities: non-commercial
     assert meta["size_categories"] == ["n<1K"] and "visual-question-answering" in meta["task_categories"]
     assert f"Kept: **{stats['counts']['instructions']['total']}** instructions" in body
     assert all(f"| {reason} | {n} |" in body for reason, n in stats["counts"]["rejected"]["stage+reason"].items())
@@ -117,7 +131,10 @@ def test_main_exits_nonzero_in_one_line_when_accounting_breaks(tmp_path, monkeyp
         main.main()
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("ComVint run FAILED: accounting identity broken: ") and "inputs ended in no output" in err[-1]
+    assert (
+        err[-1].startswith("ComVint run FAILED: accounting identity broken: ")
+        and "inputs ended in no output" in err[-1]
+    )
     assert not (tmp_path / "report.html").exists()
 
 
@@ -130,9 +147,17 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        instance = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         try:
             yield instance
         finally:
@@ -156,7 +181,9 @@ def test_report_in_a_real_browser(run, browser):
     for k in range(charts.count()):
         widths = charts.nth(k).locator("svg rect").evaluate_all("rs => rs.map(r => r.getBBox().width)")
         assert widths and max(widths) > 0, charts.nth(k).get_attribute("data-chart")
-    assert page.locator("#llm-table tbody tr").count() == 5  # generate, complicate, verify, reformulate, verify_reformulated
+    assert (
+        page.locator("#llm-table tbody tr").count() == 5
+    )  # generate, complicate, verify, reformulate, verify_reformulated
 
     before = page.locator("article.card").evaluate_all("cs => cs.map(c => c.dataset.id)")
     outcomes = page.locator("#filter-outcome option").evaluate_all("os => os.map(o => o.value)")
@@ -206,8 +233,10 @@ def test_a_batch_run_report_shows_its_batches(run, browser, tmp_path):
     assert "(Batch API)" in page.locator("#source").inner_text()
 
 
-HOSTILE = ('<img src="http://127.0.0.1:9/img"> </script><script>fetch("http://127.0.0.1:9/js")</script> <!-- '
-           '<a href="http://127.0.0.1:9/a">x</a> &amp; \u2028')
+HOSTILE = (
+    '<img src="http://127.0.0.1:9/img"> </script><script>fetch("http://127.0.0.1:9/js")</script> <!-- '
+    '<a href="http://127.0.0.1:9/a">x</a> &amp; \u2028'
+)
 
 
 @pytest.fixture
@@ -216,12 +245,16 @@ def hostile_report(tmp_path) -> pathlib.Path:
     root = tmp_path / "flickr"
     (root / "Sentences").mkdir(parents=True)
     (root / "Annotations").mkdir()
-    line = f"[/EN#1/people A man {HOSTILE}] holds [/EN#2/other a red umbrella] on a long and rainy afternoon in the old town square ."
+    line = (
+        f"[/EN#1/people A man {HOSTILE}] holds [/EN#2/other a red umbrella] on a long and rainy afternoon "
+        "in the old town square ."
+    )
     (root / "Sentences" / "42.txt").write_text("\n".join([line] * 5) + "\n")
     (root / "Annotations" / "42.xml").write_text(
         "<annotation><size><width>100</width><height>100</height></size>"
         "<object><name>1</name><bndbox><xmin>10</xmin><ymin>10</ymin><xmax>40</xmax><ymax>90</ymax></bndbox></object>"
-        "<object><name>2</name><bndbox><xmin>60</xmin><ymin>5</ymin><xmax>95</xmax><ymax>40</ymax></bndbox></object></annotation>")
+        "<object><name>2</name><bndbox><xmin>60</xmin><ymin>5</ymin><xmax>95</xmax><ymax>40</ymax></bndbox></object></annotation>"
+    )
     main.run(["--flickr_root", str(root), "--output", str(tmp_path / "out")])
     return tmp_path / "out" / "report.html"
 
@@ -238,5 +271,7 @@ def test_a_report_of_hostile_text_stays_text_in_a_real_browser(hostile_report, b
     page.goto(url)
     page.wait_for_selector("article.card")
     assert problems == [] and requests == [url]
-    assert page.locator("script").count() == 2 and page.locator("img, a[href]").count() == 0  # nothing injected became markup
+    assert (
+        page.locator("script").count() == 2 and page.locator("img, a[href]").count() == 0
+    )  # nothing injected became markup
     assert "</script><script>" in page.locator("body").inner_text() or "<img" in page.content().replace("&lt;", "<")

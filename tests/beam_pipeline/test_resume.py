@@ -16,10 +16,22 @@ from tests.conftest import REPO
 KILL_AFTER = 60  # requests the first run gets answered before it is killed
 
 
-
 def _job(server: FakeOpenAI, output: pathlib.Path, cache: pathlib.Path) -> list[str]:
-    return [sys.executable, "-m", "beam_pipeline.main", "--llm", "openai", "--llm_base_url", server.base_url,
-            "--llm_model", "fake", "--cache_dir", str(cache), "--output", str(output)]
+    return [
+        sys.executable,
+        "-m",
+        "beam_pipeline.main",
+        "--llm",
+        "openai",
+        "--llm_base_url",
+        server.base_url,
+        "--llm_model",
+        "fake",
+        "--cache_dir",
+        str(cache),
+        "--output",
+        str(output),
+    ]
 
 
 def test_a_killed_run_resumes_from_the_cache(tmp_path):
@@ -32,18 +44,33 @@ def test_a_killed_run_resumes_from_the_cache(tmp_path):
         return schema_json(body)
 
     with FakeOpenAI(responder, latency=0.01) as server:
-        first = subprocess.Popen(_job(server, tmp_path / "killed", tmp_path / "cache"), env=env, cwd=REPO,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        first = subprocess.Popen(
+            _job(server, tmp_path / "killed", tmp_path / "cache"),
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         assert enough.wait(timeout=300), "the first run never got going"
         first.kill()
         first.wait(timeout=60)
         paid_before_kill = len(server.requests)
-        subprocess.run(_job(server, tmp_path / "resumed", tmp_path / "cache"), env=env, cwd=REPO, check=True, capture_output=True)
+        subprocess.run(
+            _job(server, tmp_path / "resumed", tmp_path / "cache"), env=env, cwd=REPO, check=True, capture_output=True
+        )
         resumed_requests = len(server.requests) - paid_before_kill
-        subprocess.run(_job(server, tmp_path / "again", tmp_path / "cache"), env=env, cwd=REPO, check=True, capture_output=True)
+        subprocess.run(
+            _job(server, tmp_path / "again", tmp_path / "cache"), env=env, cwd=REPO, check=True, capture_output=True
+        )
         assert len(server.requests) - paid_before_kill == resumed_requests  # a warm rerun pays nothing
         before_fresh = len(server.requests)
-        subprocess.run(_job(server, tmp_path / "fresh", tmp_path / "fresh-cache"), env=env, cwd=REPO, check=True, capture_output=True)
+        subprocess.run(
+            _job(server, tmp_path / "fresh", tmp_path / "fresh-cache"),
+            env=env,
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
         fresh_requests = len(server.requests) - before_fresh
     assert first.returncode != 0 and not (tmp_path / "killed" / "instructions").exists()  # killed before writing
     assert 0 < resumed_requests < fresh_requests  # the rerun paid only for what the killed run had not finished

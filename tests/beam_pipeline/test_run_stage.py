@@ -25,9 +25,20 @@ from comvint.testing.fake_openai import FakeOpenAI, echo_json, last_user_message
 from tests.beam_pipeline.helpers import local_pipeline
 
 SECRET = "sk-test-do-not-leak-1234567890"
-SCHEMA = {"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"], "additionalProperties": False}
-FAULTS = {"q1": ["429", None], "q2": ["500", None], "q3": ["truncated"] * 9, "q4": ["400"], "q5": ["invalid_json", None],
-          "q6": ["drop", None]}
+SCHEMA = {
+    "type": "object",
+    "properties": {"echo": {"type": "string"}},
+    "required": ["echo"],
+    "additionalProperties": False,
+}
+FAULTS = {
+    "q1": ["429", None],
+    "q2": ["500", None],
+    "q3": ["truncated"] * 9,
+    "q4": ["400"],
+    "q5": ["invalid_json", None],
+    "q6": ["drop", None],
+}
 
 
 def faults(body, attempt):
@@ -53,7 +64,17 @@ class EchoStage:
     name = "echo"
 
     def calls(self, item, ann):
-        return [Call(item["id"], self.name, [{"role": "user", "content": item["text"]}], "echo", SCHEMA, "v1", {"echo": item["text"]})]
+        return [
+            Call(
+                item["id"],
+                self.name,
+                [{"role": "user", "content": item["text"]}],
+                "echo",
+                SCHEMA,
+                "v1",
+                {"echo": item["text"]},
+            )
+        ]
 
     def handle(self, item, ann, replies):
         tag = REJECTED if replies[0]["echo"].startswith("bad") else OK
@@ -61,12 +82,29 @@ class EchoStage:
 
 
 def _items(n):
-    return [{"id": f"i{k}", "source": "visual_genome", "image_id": str(k), "text": f"q{k}" if k < 7 else f"bad{k}" if k == 7 else f"q{k}"} for k in range(n)]
+    return [
+        {
+            "id": f"i{k}",
+            "source": "visual_genome",
+            "image_id": str(k),
+            "text": f"q{k}" if k < 7 else f"bad{k}" if k == 7 else f"q{k}",
+        }
+        for k in range(n)
+    ]
 
 
 def _config(server, tmp_path, **kw):
-    return LLMConfig(backend="openai", base_url=server.base_url, max_retries=2, timeout=5, concurrency=4,
-                     cache_dir=str(tmp_path / "cache"), backoff_base=0.001, backoff_cap=0.002, **kw)
+    return LLMConfig(
+        backend="openai",
+        base_url=server.base_url,
+        max_retries=2,
+        timeout=5,
+        concurrency=4,
+        cache_dir=str(tmp_path / "cache"),
+        backoff_base=0.001,
+        backoff_cap=0.002,
+        **kw,
+    )
 
 
 def test_run_stage_with_faults_every_element_once(tmp_path, monkeypatch, caplog):
@@ -76,11 +114,18 @@ def test_run_stage_with_faults_every_element_once(tmp_path, monkeypatch, caplog)
     with FakeOpenAI(echo_json, faults) as server:
         with local_pipeline() as p:
             result = p | beam.Create(items) | RunStage(EchoStage(), _config(server, tmp_path))
-            assert_that(result.ok | "OkIds" >> beam.Map(lambda r: r["id"]),
-                        equal_to([f"i{k}" for k in (0, 1, 2, 5, 6, 8, 9, 10, 11)]), label="Ok")
+            assert_that(
+                result.ok | "OkIds" >> beam.Map(lambda r: r["id"]),
+                equal_to([f"i{k}" for k in (0, 1, 2, 5, 6, 8, 9, 10, 11)]),
+                label="Ok",
+            )
             assert_that(result.rejected | "RejIds" >> beam.Map(lambda r: r["id"]), equal_to(["i7"]), label="Rejected")
-            assert_that(result.failed | "FailIds" >> beam.Map(lambda f: (f.item_id, f.reason, f.image_id, bool(f.raw_response))),
-                        equal_to([("i3", "echo_exhausted_retries", "3", True), ("i4", "echo_permanent_error", "4", False)]), label="Failed")
+            assert_that(
+                result.failed
+                | "FailIds" >> beam.Map(lambda f: (f.item_id, f.reason, f.image_id, bool(f.raw_response))),
+                equal_to([("i3", "echo_exhausted_retries", "3", True), ("i4", "echo_permanent_error", "4", False)]),
+                label="Failed",
+            )
             result.usage | beam.Map(lambda u: u) | "WriteUsage" >> beam.io.WriteToText(str(tmp_path / "usage"))
         assert server.authorizations == {f"Bearer {SECRET}"}
     leaked = [str(path) for path in tmp_path.rglob("*") if path.is_file() and SECRET in path.read_text(errors="ignore")]
@@ -110,7 +155,9 @@ def test_missing_api_key_fails_setup(monkeypatch):
 
 
 def test_dofn_lifecycle_offline_rolls_across_elements():
-    fn = RunStageFn(EchoStage(), LLMConfig(concurrency=2), EchoBackend)  # backlog of 4 calls: the 5th element runs the loop
+    fn = RunStageFn(
+        EchoStage(), LLMConfig(concurrency=2), EchoBackend
+    )  # backlog of 4 calls: the 5th element runs the loop
     fn.setup()
     fn.start_bundle()
     during = [list(fn.process((item, item), window=GlobalWindow(), timestamp=k)) for k, item in enumerate(_items(6))]
@@ -119,7 +166,8 @@ def test_dofn_lifecycle_offline_rolls_across_elements():
     assert [len(out) for out in during[:4]] == [0, 0, 0, 0] and sum(map(len, during)) > 0
     records = [v for out in during for v in out] + [v for v in last if not isinstance(v, TaggedOutput)]
     assert sorted((v.value["echo"], v.timestamp.micros // 10**6) for v in records if v.value["echo"] != "q7") == [
-        (f"q{k}", k) for k in range(6)]  # every item once, with its own timestamp
+        (f"q{k}", k) for k in range(6)
+    ]  # every item once, with its own timestamp
     (usage,) = [v.value.value for v in last if isinstance(v, TaggedOutput)]
     assert usage["echo"]["calls"] == 6
 
@@ -127,8 +175,13 @@ def test_dofn_lifecycle_offline_rolls_across_elements():
 def test_records_keep_their_windows(tmp_path):
     items = _items(6)
     with local_pipeline() as p:
-        result = (p | beam.Create(items) | beam.Map(lambda it: TimestampedValue(it, int(it["image_id"]) * 10))
-                  | beam.WindowInto(FixedWindows(10)) | RunStage(EchoStage(), LLMConfig(concurrency=1), backend=EchoBackend))
+        result = (
+            p
+            | beam.Create(items)
+            | beam.Map(lambda it: TimestampedValue(it, int(it["image_id"]) * 10))
+            | beam.WindowInto(FixedWindows(10))
+            | RunStage(EchoStage(), LLMConfig(concurrency=1), backend=EchoBackend)
+        )
         windows = result.ok | beam.Map(lambda r, w=beam.DoFn.WindowParam: (r["id"], int(w.start)))
         assert_that(windows, equal_to([(f"i{k}", k * 10) for k in range(6)]))
 
@@ -158,11 +211,17 @@ def test_the_key_comes_from_a_secret_and_reaches_nothing_but_the_endpoint(tmp_pa
     with FakeOpenAI(echo_json) as server:
         config = _config(server, tmp_path, api_key_secret="projects/p/secrets/openai/versions/3")
         with local_pipeline() as p:
-            result = p | beam.Create([(it, it) for it in items]) | beam.ParDo(RunStageFn(EchoStage(), config, read_secret=_secret_store)).with_outputs()
+            result = (
+                p
+                | beam.Create([(it, it) for it in items])
+                | beam.ParDo(RunStageFn(EchoStage(), config, read_secret=_secret_store)).with_outputs()
+            )
             result[None] | "WriteOk" >> beam.Map(str) | beam.io.WriteToText(str(tmp_path / "ok"))
         assert server.authorizations == {"Bearer sk-from-secret-manager"}
     assert "sk-from-secret-manager" not in caplog.text and "sk-from-secret-manager" not in repr(config)
-    assert not [p for p in tmp_path.rglob("*") if p.is_file() and "sk-from-secret-manager" in p.read_text(errors="ignore")]
+    assert not [
+        p for p in tmp_path.rglob("*") if p.is_file() and "sk-from-secret-manager" in p.read_text(errors="ignore")
+    ]
     with pytest.raises(RuntimeError, match="OPENAI_API_KEY"):
         RunStageFn(EchoStage(), _config(server, tmp_path)).setup()  # neither a secret nor the variable: a clear error
 
@@ -178,7 +237,9 @@ def test_progress_is_logged_per_stage(caplog, monkeypatch):
     list(fn.finish_bundle())
     fn.teardown()
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Stage echo:")]
-    assert lines and lines[-1].startswith("Stage echo: 3 calls done") and "refusals" in lines[-1] and "$0.00" in lines[-1]
+    assert (
+        lines and lines[-1].startswith("Stage echo: 3 calls done") and "refusals" in lines[-1] and "$0.00" in lines[-1]
+    )
 
 
 def test_a_stage_is_handed_each_item_beside_its_images_record():
@@ -186,25 +247,67 @@ def test_a_stage_is_handed_each_item_beside_its_images_record():
         name = "verify"
 
         def calls(self, item, ann):
-            return [Call(item["id"], self.name, [{"role": "user", "content": ann["name"]}], "s", SCHEMA, "v1", {"echo": ann["name"]})]
+            return [
+                Call(
+                    item["id"],
+                    self.name,
+                    [{"role": "user", "content": ann["name"]}],
+                    "s",
+                    SCHEMA,
+                    "v1",
+                    {"echo": ann["name"]},
+                )
+            ]
 
         def handle(self, item, ann, replies):
             yield OK, {**item, "seen": replies[0]["echo"], "same_image": ann["image_id"] == item["image_id"]}
 
     items = [{"id": f"i{k}", "source": "visual_genome", "image_id": str(k % 2)} for k in range(4)]
-    records = [{"source": "visual_genome", "image_id": i, "name": name} for i, name in (("0", "zero"), ("1", "one"), ("9", "unused"))]
+    records = [
+        {"source": "visual_genome", "image_id": i, "name": name}
+        for i, name in (("0", "zero"), ("1", "one"), ("9", "unused"))
+    ]
     with local_pipeline() as p:
         anns = p | "Anns" >> beam.Create([(f"visual_genome/{r['image_id']}", pack(r)) for r in records])
-        result = p | beam.Create(items) | RunStage(AnnotationStage(), LLMConfig(concurrency=2), backend=EchoBackend, annotations=anns)
-        assert_that(result.ok | beam.Map(lambda r: (r["id"], r["seen"], r["same_image"], set(r) - {"seen", "same_image"} == {"id", "source", "image_id"})),
-                    equal_to([("i0", "zero", True, True), ("i1", "one", True, True), ("i2", "zero", True, True), ("i3", "one", True, True)]))
+        result = (
+            p
+            | beam.Create(items)
+            | RunStage(AnnotationStage(), LLMConfig(concurrency=2), backend=EchoBackend, annotations=anns)
+        )
+        assert_that(
+            result.ok
+            | beam.Map(
+                lambda r: (
+                    r["id"],
+                    r["seen"],
+                    r["same_image"],
+                    set(r) - {"seen", "same_image"} == {"id", "source", "image_id"},
+                )
+            ),
+            equal_to(
+                [
+                    ("i0", "zero", True, True),
+                    ("i1", "one", True, True),
+                    ("i2", "zero", True, True),
+                    ("i3", "one", True, True),
+                ]
+            ),
+        )
 
 
 def test_the_items_of_an_image_share_one_unpacked_record():
     packed = pack({"source": "visual_genome", "image_id": "0"})
-    pairs = list(pair_with_annotation(("visual_genome/0", {"ann": [packed], "items": [pack({"id": "i0"}), pack({"id": "i1"})]})))
-    assert [item["id"] for item, _ in pairs] == ["i0", "i1"] and pairs[0][1] is pairs[1][1] and pairs[0][1]["image_id"] == "0"
-    assert list(pair_with_annotation(("visual_genome/9", {"ann": [packed], "items": []}))) == []  # a record no item needs
+    pairs = list(
+        pair_with_annotation(("visual_genome/0", {"ann": [packed], "items": [pack({"id": "i0"}), pack({"id": "i1"})]}))
+    )
+    assert (
+        [item["id"] for item, _ in pairs] == ["i0", "i1"]
+        and pairs[0][1] is pairs[1][1]
+        and pairs[0][1]["image_id"] == "0"
+    )
+    assert (
+        list(pair_with_annotation(("visual_genome/9", {"ann": [packed], "items": []}))) == []
+    )  # a record no item needs
 
 
 @pytest.mark.parametrize("annotations", [[], [b"a", b"b"]])

@@ -27,19 +27,40 @@ from comvint.llm.runner import Call, StageRunner, call_key
 from comvint.testing.fake_openai import FakeOpenAI, echo_json, last_user_message
 from comvint.testing.stores import MemoryLedgerStore, MemoryStore
 
-SCHEMA = {"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"], "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {"echo": {"type": "string"}},
+    "required": ["echo"],
+    "additionalProperties": False,
+}
 
 
 def _config(server: FakeOpenAI, **kw) -> LLMConfig:
-    return LLMConfig(**{"backend": "openai", "base_url": server.base_url, "model": "m", "mode": "batch", "cache_dir": "unused",
-                        "batch_poll_s": 0.001, "max_retries": 2, **kw})
+    return LLMConfig(
+        **{
+            "backend": "openai",
+            "base_url": server.base_url,
+            "model": "m",
+            "mode": "batch",
+            "cache_dir": "unused",
+            "batch_poll_s": 0.001,
+            "max_retries": 2,
+            **kw,
+        }
+    )
 
 
 def _calls(n: int, stage: str = "verify") -> list[Call]:
     return [Call(f"i{k}", stage, [{"role": "user", "content": f"question {k}"}], "s", SCHEMA, "v1") for k in range(n)]
 
 
-async def _drive(config: LLMConfig, calls: list[Call], ledger: Ledger, cache: ResponseCache | None = None, budget: Budget | None = None):
+async def _drive(
+    config: LLMConfig,
+    calls: list[Call],
+    ledger: Ledger,
+    cache: ResponseCache | None = None,
+    budget: Budget | None = None,
+):
     """What RunStageFn does in batch mode: queue every call, flush while calls wait, then collect the outcomes."""
     backend = BatchBackend(config, "sk-test", ledger)
     runner = StageRunner(config, backend, cache if cache is not None else ResponseCache(MemoryStore()), budget=budget)
@@ -70,7 +91,9 @@ def test_every_reply_comes_back_by_custom_id_through_the_batch_api_only():
         outcomes, backend = run(_config(server, batch_max_requests=10), calls)
         assert not server.requests  # no online call
         assert [len(b) for b in sorted(server.batch_lines, key=len)] == [5, 10, 10]
-        uploaded = [json.loads(x) for f in server.files.values() if f["purpose"] == "batch" for x in f["data"].splitlines()]
+        uploaded = [
+            json.loads(x) for f in server.files.values() if f["purpose"] == "batch" for x in f["data"].splitlines()
+        ]
     # the fake writes output lines shuffled: each reply still matches its own call
     assert [o.reply["echo"] for o in outcomes] == [f"question {k}" for k in range(25)]
     assert {u["url"] for u in uploaded} == {"/v1/chat/completions"} and all(u["method"] == "POST" for u in uploaded)
@@ -115,7 +138,9 @@ def test_error_file_lines_are_retried_in_a_follow_up_batch_then_dead_lettered():
     assert by_item["i0"].reason == "verify_exhausted_retries" and "batch_http_500" in by_item["i0"].detail
     assert by_item["i1"].reason == "verify_permanent_error"
     assert by_item["i2"].reply == {"echo": "question 2"} and by_item["i3"].reply == {"echo": "question 3"}
-    assert by_item["i2"].usage["retries"] == {"batch_http_429": 1} and by_item["i3"].usage["retries"] == {"batch_missing_line": 1}
+    assert by_item["i2"].usage["retries"] == {"batch_http_429": 1} and by_item["i3"].usage["retries"] == {
+        "batch_missing_line": 1
+    }
     assert len(batches) == 3 and sorted(map(len, batches)) == [1, 3, 6]  # 0, 2, 3 retried; then 0 again
 
 
@@ -186,7 +211,9 @@ def test_a_killed_run_resumes_its_batch_and_submits_no_line_twice():
         assert len(server.batch_lines) == 3  # nothing submitted again
         again, backend = run(_config(server), calls, ledger, cache=cache)
         assert backend.waiting == 0 and backend.batches_submitted == backend.batches_resumed == 0  # all from the cache
-    assert [o.reply["echo"] for o in outcomes] == [o.reply["echo"] for o in again] == [f"question {k}" for k in range(12)]
+    assert (
+        [o.reply["echo"] for o in outcomes] == [o.reply["echo"] for o in again] == [f"question {k}" for k in range(12)]
+    )
 
 
 def test_a_run_killed_between_upload_and_batch_creation_reuses_the_uploaded_file():
@@ -250,17 +277,34 @@ def test_budget_reserves_and_settles():
 def test_the_batch_discount_applies_to_batch_mode_costs_only():
     prices = (("m", 2.0, 4.0),)
     assert LLMConfig(prices=prices).cost("m", 1_000_000, 1_000_000) == 6.0
-    assert LLMConfig(backend="openai", mode="batch", cache_dir="c", prices=prices).cost("m", 1_000_000, 1_000_000) == 3.0
-    assert LLMConfig(backend="openai", mode="batch", cache_dir="c", prices=prices, batch_discount=0.25).cost("m", 1_000_000, 0) == 1.5
+    assert (
+        LLMConfig(backend="openai", mode="batch", cache_dir="c", prices=prices).cost("m", 1_000_000, 1_000_000) == 3.0
+    )
+    assert (
+        LLMConfig(backend="openai", mode="batch", cache_dir="c", prices=prices, batch_discount=0.25).cost(
+            "m", 1_000_000, 0
+        )
+        == 1.5
+    )
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"mode": "batch", "backend": "openai"}, "needs --cache_dir"),
-    ({"mode": "batch", "cache_dir": "c"}, "needs --llm openai"),
-    ({"mode": "later"}, "--llm_mode must be"),
-    ({"backend": "openai", "max_cost_usd": 5.0, "stage_models": (("verify", "big"),), "prices": (("gpt-4o-mini", 1.0, 1.0),)},
-     "--llm_prices entry for big"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"mode": "batch", "backend": "openai"}, "needs --cache_dir"),
+        ({"mode": "batch", "cache_dir": "c"}, "needs --llm openai"),
+        ({"mode": "later"}, "--llm_mode must be"),
+        (
+            {
+                "backend": "openai",
+                "max_cost_usd": 5.0,
+                "stage_models": (("verify", "big"),),
+                "prices": (("gpt-4o-mini", 1.0, 1.0),),
+            },
+            "--llm_prices entry for big",
+        ),
+    ],
+)
 def test_settings_that_cannot_run_together_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         LLMConfig(**kwargs)

@@ -9,8 +9,14 @@ from comvint import card
 
 def stats(sources: dict[str, int], exports: list[str] | None = None, backend: str = "offline") -> dict:
     kept = sum(sources.values())
-    return {"counts": {"instructions": {"total": kept, "source": sources, "family+format+round": {"cross_modal:bool:0": kept}}},
-            "exports": exports or [], "llm_backend": backend, "accounting": {"inputs": 3, "identity_holds": True}}
+    return {
+        "counts": {
+            "instructions": {"total": kept, "source": sources, "family+format+round": {"cross_modal:bool:0": kept}}
+        },
+        "exports": exports or [],
+        "llm_backend": backend,
+        "accounting": {"inputs": 3, "identity_holds": True},
+    }
 
 
 def meta(text: str) -> dict:
@@ -29,10 +35,19 @@ def test_the_licence_follows_the_sources_the_run_read():
 
 def test_the_size_category_and_the_default_config_follow_the_run():
     assert [card.size_category(n) for n in (0, 999, 1000, 99_999, 100_000, 20_000_000)] == [
-        "n<1K", "n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "n>10M"]
+        "n<1K",
+        "n<1K",
+        "1K<n<10K",
+        "10K<n<100K",
+        "100K<n<1M",
+        "n>10M",
+    ]
     with_parquet = meta(card.dataset_card(stats({"visual_genome": 1}, ["parquet"])))
     assert with_parquet["configs"][0]["data_files"] == [{"split": "train", "path": "export/parquet/*.parquet"}]
-    assert meta(card.dataset_card(stats({"visual_genome": 1})))["configs"][0]["data_files"][0]["path"] == "instructions/*.jsonl"
+    assert (
+        meta(card.dataset_card(stats({"visual_genome": 1})))["configs"][0]["data_files"][0]["path"]
+        == "instructions/*.jsonl"
+    )
 
 
 def test_the_limitations_name_the_backend_that_wrote_the_data():

@@ -9,9 +9,18 @@ import pytest
 from comvint import dedup, exports, filters
 
 
-def item(id_: str, text: str, unit: str = "img:1", answer: str = "yes", fmt: str = "open_ended", round_: int = 0, parent=None):
-    return {"id": id_, "parent_id": parent, "format": fmt, "round": round_, "unit": unit,
-            "text": dedup.normalise(text), "answer": dedup.normalise(answer)}
+def item(
+    id_: str, text: str, unit: str = "img:1", answer: str = "yes", fmt: str = "open_ended", round_: int = 0, parent=None
+):
+    return {
+        "id": id_,
+        "parent_id": parent,
+        "format": fmt,
+        "round": round_,
+        "unit": unit,
+        "text": dedup.normalise(text),
+        "answer": dedup.normalise(answer),
+    }
 
 
 def test_normalise_shingles_jaccard():
@@ -24,7 +33,10 @@ def test_normalise_shingles_jaccard():
 
 def test_minhash_estimates_jaccard_and_is_deterministic():
     hasher = dedup.MinHasher(num_perm=256, bands=32)
-    x, y = dedup.shingles("is the woman in the red dress left of the man"), dedup.shingles("is the woman in the red dress right of the man")
+    x, y = (
+        dedup.shingles("is the woman in the red dress left of the man"),
+        dedup.shingles("is the woman in the red dress right of the man"),
+    )
     sx, sy = hasher.signature(x), hasher.signature(y)
     assert abs(float((sx == sy).mean()) - dedup.jaccard(x, y)) < 0.1
     assert (dedup.MinHasher(256, 32).signature(x) == sx).all()
@@ -43,11 +55,24 @@ def test_within_image_exact_near_and_legal_pairs():
         item("d", "Is the cook larger than the child?", answer="yes"),
         item("e", "Is the child larger than the cook?", answer="no"),  # near text, other answer: contrastive, kept
         item("f", "Is the cook larger than the child?", fmt="bool", parent="d", answer="yes"),  # d's reformulation
-        item("g", "Is the cook larger than the child? Also, what is left of him?", round_=1, parent="d", answer="yes, a dog"),
+        item(
+            "g",
+            "Is the cook larger than the child? Also, what is left of him?",
+            round_=1,
+            parent="d",
+            answer="yes, a dog",
+        ),
     ]
     decisions = {i["id"]: (reason, of) for i, reason, of in dedup.dedup_image(items)}
-    assert decisions == {"a": (None, None), "b": ("duplicate_exact", "a"), "c": ("duplicate_near", "a"), "d": (None, None),
-                         "e": (None, None), "f": (None, None), "g": (None, None)}
+    assert decisions == {
+        "a": (None, None),
+        "b": ("duplicate_exact", "a"),
+        "c": ("duplicate_near", "a"),
+        "d": (None, None),
+        "e": (None, None),
+        "f": (None, None),
+        "g": (None, None),
+    }
 
 
 def test_reformulations_of_one_question_are_not_duplicates():
@@ -79,8 +104,14 @@ def test_exact_groups_head_and_members():
 
 def test_bucket_pairs_are_verified_and_cross_image():
     run = "He is running along the beach."  # one answer: the questions decide
-    a, b = item("a", "What is the man doing?", unit="img:1", answer=run), item("b", "What is the man doing here?", unit="img:1", answer=run)
-    c, d = item("c", "What is the man doing here?", unit="img:2", answer=run), item("d", "Why is the bus red?", unit="img:3", answer=run)
+    a, b = (
+        item("a", "What is the man doing?", unit="img:1", answer=run),
+        item("b", "What is the man doing here?", unit="img:1", answer=run),
+    )
+    c, d = (
+        item("c", "What is the man doing here?", unit="img:2", answer=run),
+        item("d", "Why is the bus red?", unit="img:3", answer=run),
+    )
     a, b, c, d = map(dedup.member, (a, b, c, d))
     assert dedup.bucket_pairs([a], 0.7) == []
     assert dedup.bucket_pairs([d, c, b, a], 0.7) == [("a", "c"), ("b", "c")]  # no same-image pair, d matches none
@@ -89,8 +120,12 @@ def test_bucket_pairs_are_verified_and_cross_image():
 
 
 def test_band_entries_meet_under_shuffle_keys_and_pair_up():
-    texts = {"a": ("What is the man doing?", "img:1"), "b": ("What is the man doing here?", "img:1"),
-             "c": ("What is the man doing here?", "img:2"), "d": ("Why is the bus red?", "img:3")}
+    texts = {
+        "a": ("What is the man doing?", "img:1"),
+        "b": ("What is the man doing here?", "img:1"),
+        "c": ("What is the man doing here?", "img:2"),
+        "d": ("Why is the bus red?", "img:3"),
+    }
     hasher = dedup.MinHasher()
     groups: dict[int, list[bytes]] = {}
     for name, (text, unit) in texts.items():
@@ -134,29 +169,52 @@ def test_cluster_cap_per_leader():
     keys = [(k % 2, 0, f"q{k}") for k in range(6)]
     same = ("what is the man doing he is surfing", keys)
     decisions = dedup.cap_cluster([same], keep=3)
-    assert [d for d in decisions if d[1]] == [("q1", "template_repeat", "q0"), ("q3", "template_repeat", "q0"), ("q5", "template_repeat", "q0")]
-    assert dedup.cap_cluster([("what is the man doing he is surfing", keys[:3])], keep=3) == [(f"q{k}", None, "q0") for k in (0, 2, 1)]
+    assert [d for d in decisions if d[1]] == [
+        ("q1", "template_repeat", "q0"),
+        ("q3", "template_repeat", "q0"),
+        ("q5", "template_repeat", "q0"),
+    ]
+    assert dedup.cap_cluster([("what is the man doing he is surfing", keys[:3])], keep=3) == [
+        (f"q{k}", None, "q0") for k in (0, 2, 1)
+    ]
 
 
 def test_cluster_cap_follows_leaders_not_chains():
     """a ~ b ~ c, but a !~ c: one component, two leaders (a and c), each capped on its own."""
-    a, b, c = ("what is the man doing on the beach he is surfing", "what is the man doing on the beach here he is surfing",
-               "what is the man doing on the beach here he is sitting")
+    a, b, c = (
+        "what is the man doing on the beach he is surfing",
+        "what is the man doing on the beach here he is surfing",
+        "what is the man doing on the beach here he is sitting",
+    )
     assert dedup.jaccard(dedup.grams(a), dedup.grams(b)) >= 0.7 and dedup.jaccard(dedup.grams(b), dedup.grams(c)) >= 0.7
     assert dedup.jaccard(dedup.grams(a), dedup.grams(c)) < 0.7
     groups = [(a, [(0, 0, "a0"), (0, 0, "a1")]), (b, [(0, 0, "b0")]), (c, [(0, 0, "c0"), (1, 0, "c1")])]
-    assert dedup.cap_cluster(groups, keep=2) == [("a0", None, "a0"), ("a1", None, "a0"), ("b0", "template_repeat", "a0"),
-                                                 ("c0", None, "c0"), ("c1", None, "c0")]
+    assert dedup.cap_cluster(groups, keep=2) == [
+        ("a0", None, "a0"),
+        ("a1", None, "a0"),
+        ("b0", "template_repeat", "a0"),
+        ("c0", None, "c0"),
+        ("c1", None, "c0"),
+    ]
 
 
 def test_canonical_image_matches_visual_genome_to_flickr():
-    assert dedup.canonical_image({"source": "visual_genome", "image_id": "2", "flickr_id": "900004"}) == "flickr30k_entities/900004"
+    assert (
+        dedup.canonical_image({"source": "visual_genome", "image_id": "2", "flickr_id": "900004"})
+        == "flickr30k_entities/900004"
+    )
     assert dedup.canonical_image({"source": "flickr30k_entities", "image_id": "900004"}) == "flickr30k_entities/900004"
     assert dedup.canonical_image({"source": "visual_genome", "image_id": "3", "flickr_id": None}) == "visual_genome/3"
 
 
 GOOD = {"instruction": "What is the man holding?", "answer": "A red umbrella.", "format": "open_ended"}
-MC = {"instruction": "Which colour?", "format": "multiple_choice", "options": ["red", "blue", "green", "white"], "answer_index": 1, "answer": "blue"}
+MC = {
+    "instruction": "Which colour?",
+    "format": "multiple_choice",
+    "options": ["red", "blue", "green", "white"],
+    "answer_index": 1,
+    "answer": "blue",
+}
 
 
 @pytest.mark.parametrize(
@@ -191,37 +249,86 @@ def test_quality_filters(record, reason):
 
 
 def test_filter_thresholds_are_configurable():
-    assert filters.check({**GOOD, "answer": "x" * 50}, filters.FilterConfig(max_answer_chars=40)) == "quality_long_answer"
+    assert (
+        filters.check({**GOOD, "answer": "x" * 50}, filters.FilterConfig(max_answer_chars=40)) == "quality_long_answer"
+    )
 
 
-RECORD = {"id": "i1", "image": "flickr30k-images/1.jpg", "instruction": "Which colour is the bus?", "format": "multiple_choice",
-          "options": ["red", "blue", "green", "white"], "answer_index": 2, "answer": "green"}
+RECORD = {
+    "id": "i1",
+    "image": "flickr30k-images/1.jpg",
+    "instruction": "Which colour is the bus?",
+    "format": "multiple_choice",
+    "options": ["red", "blue", "green", "white"],
+    "answer_index": 2,
+    "answer": "green",
+}
 
 
 def test_llava_messages_and_trl_conversions():
     llava = exports.to_llava(RECORD)
-    assert llava["conversations"][0] == {"from": "human", "value": "<image>\nWhich colour is the bus?\nA. red\nB. blue\nC. green\nD. white\n"
-                                         "Answer with the option's letter from the given choices directly."}
+    assert llava["conversations"][0] == {
+        "from": "human",
+        "value": "<image>\nWhich colour is the bus?\nA. red\nB. blue\nC. green\nD. white\n"
+        "Answer with the option's letter from the given choices directly.",
+    }
     assert llava["conversations"][1] == {"from": "gpt", "value": "C"} and llava["image"] == RECORD["image"]
     msgs = exports.to_messages({**RECORD, "format": "bool", "answer": "no"})
-    assert msgs == {"id": "i1", "messages": [
-        {"role": "user", "content": "<image>Which colour is the bus?\nAnswer the question using a single word or phrase."},
-        {"role": "assistant", "content": "No"}], "images": ["flickr30k-images/1.jpg"]}
+    assert msgs == {
+        "id": "i1",
+        "messages": [
+            {
+                "role": "user",
+                "content": "<image>Which colour is the bus?\nAnswer the question using a single word or phrase.",
+            },
+            {"role": "assistant", "content": "No"},
+        ],
+        "images": ["flickr30k-images/1.jpg"],
+    }
     trl = exports.to_trl({**RECORD, "format": "bool", "answer": "no"})
-    assert trl == {"id": "i1", "messages": [
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which colour is the bus?\nAnswer the question using a single word or phrase."}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "No"}]}], "images": ["flickr30k-images/1.jpg"]}
+    assert trl == {
+        "id": "i1",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image"},
+                    {
+                        "type": "text",
+                        "text": "Which colour is the bus?\nAnswer the question using a single word or phrase.",
+                    },
+                ],
+            },
+            {"role": "assistant", "content": [{"type": "text", "text": "No"}]},
+        ],
+        "images": ["flickr30k-images/1.jpg"],
+    }
     assert exports.answer_text({**RECORD, "format": "open_ended", "answer": "Green."}) == "Green."
 
 
 def test_a_review_task_shows_the_question_as_asked_and_finds_the_picture():
-    item = {**RECORD, "image_id": "1", "source": "flickr30k_entities", "family": "cross_modal", "round": 1,
-            "parent_id": "p0", "verification": {"passed": True, "evidence": "left_of(e:1,e:2) -> ok", "inherited_from": "i0"}}
+    item = {
+        **RECORD,
+        "image_id": "1",
+        "source": "flickr30k_entities",
+        "family": "cross_modal",
+        "round": 1,
+        "parent_id": "p0",
+        "verification": {"passed": True, "evidence": "left_of(e:1,e:2) -> ok", "inherited_from": "i0"},
+    }
     task = exports.to_review_task(item, "gs://bucket/images/")
     assert task["data"]["image"] == "gs://bucket/images/flickr30k-images/1.jpg"  # Label Studio presigns cloud URLs
-    assert task["data"]["question"] == "Which colour is the bus?\nA. red\nB. blue\nC. green\nD. white"  # no training hint
+    assert (
+        task["data"]["question"] == "Which colour is the bus?\nA. red\nB. blue\nC. green\nD. white"
+    )  # no training hint
     assert task["data"]["answer"] == "C. green" and task["data"]["verdict"] == "passed"
-    assert task["meta"] == {"id": "i1", "parent_id": "p0", "image_id": "1", "source": "flickr30k_entities", "inherited_from": "i0"}
+    assert task["meta"] == {
+        "id": "i1",
+        "parent_id": "p0",
+        "image_id": "1",
+        "source": "flickr30k_entities",
+        "inherited_from": "i0",
+    }
     local = exports.to_review_task({**item, "verification": None, "format": "bool", "answer": "no"}, "/data/images")
     assert local["data"]["image"] == "/data/local-files/?d=flickr30k-images/1.jpg"
     assert (local["data"]["answer"], local["data"]["verdict"]) == ("No", "not judged")
@@ -229,11 +336,27 @@ def test_a_review_task_shows_the_question_as_asked_and_finds_the_picture():
 
 def test_rejected_rows_of_items_and_of_whole_images_share_one_parquet_schema():
     pa = pytest.importorskip("pyarrow")
-    image_level = {"image_id": "9", "source": "flickr30k_entities", "family": "cross_modal", "stage": "filter",
-                   "reason": "filter_short_captions", "round": None}
-    item_level = {**RECORD, "image_id": "1", "source": "flickr30k_entities", "family": "cross_modal", "round": 0,
-                  "llm": {"backend": "offline", "model": "offline", "prompt_version": "v"}, "grounding": ["g"],
-                  "stage": "dedup", "reason": "duplicate_near", "evidence": "duplicate of i0", "duplicate_of": "i0"}
+    image_level = {
+        "image_id": "9",
+        "source": "flickr30k_entities",
+        "family": "cross_modal",
+        "stage": "filter",
+        "reason": "filter_short_captions",
+        "round": None,
+    }
+    item_level = {
+        **RECORD,
+        "image_id": "1",
+        "source": "flickr30k_entities",
+        "family": "cross_modal",
+        "round": 0,
+        "llm": {"backend": "offline", "model": "offline", "prompt_version": "v"},
+        "grounding": ["g"],
+        "stage": "dedup",
+        "reason": "duplicate_near",
+        "evidence": "duplicate of i0",
+        "duplicate_of": "i0",
+    }
     rows = [exports.to_rejected_row(r) for r in (image_level, item_level)]
     table = pa.Table.from_pylist(rows, schema=exports.rejected_arrow_schema())
     assert table.column("reason").to_pylist() == ["filter_short_captions", "duplicate_near"]

@@ -43,29 +43,59 @@ def vg_records(root: pathlib.Path) -> list[dict]:
 
 def flickr_records(root: pathlib.Path, n: int) -> list[dict]:
     ids = (root / "val.txt").read_text().split()[:n]
-    return [flickr30k.build_record(i, (root / "Sentences" / f"{i}.txt").read_bytes(), (root / "Annotations" / f"{i}.xml").read_bytes())
-            for i in ids]
+    return [
+        flickr30k.build_record(
+            i, (root / "Sentences" / f"{i}.txt").read_bytes(), (root / "Annotations" / f"{i}.xml").read_bytes()
+        )
+        for i in ids
+    ]
 
 
 def made(ann: dict) -> list[dict]:
     """Every record the engine makes for one image: rounds 0-2 and each open record's closed formats."""
     records = []
-    for k, qa in enumerate(engine.answer("generate", {"ann": ann, "family": FAMILY[ann["source"]], "topic": None, "n": 3,
-                                                      "key": ann["image_id"]})["items"]):
+    for k, qa in enumerate(
+        engine.answer(
+            "generate", {"ann": ann, "family": FAMILY[ann["source"]], "topic": None, "n": 3, "key": ann["image_id"]}
+        )["items"]
+    ):
         chain = [{**qa, "format": "open_ended", "round": 0}]
         for round_no in (1, 2):
-            hop = engine.answer("complicate", {"ann": ann, "item": chain[-1], "key": f"{ann['image_id']}|{k}|{round_no}"})
+            hop = engine.answer(
+                "complicate", {"ann": ann, "item": chain[-1], "key": f"{ann['image_id']}|{k}|{round_no}"}
+            )
             if not hop["instruction"]:
                 break
             chain.append({**hop, "format": "open_ended", "round": round_no})
         for record in list(chain):
             closed = engine.answer("reformulate", {"ann": ann, "item": record, "key": "k"})
             if closed["bool_positive"]:
-                chain.append({"format": "bool", "instruction": closed["bool_positive"], "answer": "yes", "grounding": closed["bool_positive_grounding"]})
-                chain.append({"format": "bool", "instruction": closed["bool_negative"], "answer": "no", "grounding": closed["bool_negative_grounding"]})
+                chain.append(
+                    {
+                        "format": "bool",
+                        "instruction": closed["bool_positive"],
+                        "answer": "yes",
+                        "grounding": closed["bool_positive_grounding"],
+                    }
+                )
+                chain.append(
+                    {
+                        "format": "bool",
+                        "instruction": closed["bool_negative"],
+                        "answer": "no",
+                        "grounding": closed["bool_negative_grounding"],
+                    }
+                )
             if closed["mc_question"]:
-                chain.append({"format": "multiple_choice", "instruction": closed["mc_question"], "answer": closed["correct_option"],
-                              "options": [closed["correct_option"], *closed["distractors"]], "grounding": closed["mc_grounding"]})
+                chain.append(
+                    {
+                        "format": "multiple_choice",
+                        "instruction": closed["mc_question"],
+                        "answer": closed["correct_option"],
+                        "options": [closed["correct_option"], *closed["distractors"]],
+                        "grounding": closed["mc_grounding"],
+                    }
+                )
         records += chain
     return records
 
@@ -84,10 +114,18 @@ def verdicts(anns: list[dict]) -> list[tuple[dict, str]]:
 # ---- the scene: things as the annotations define them -------------------------------------------------
 
 
-@pytest.mark.parametrize("phrase, name", [
-    ("the sign says", "sign"), ("the floor has a curpet", "floor"), ("the road has no cars are lower", "road"),
-    ("A man in a blue apron", "man in a blue apron"), ("man is wearing sneakers", "man"), ("in distance", None), ("brown", None),
-])
+@pytest.mark.parametrize(
+    "phrase, name",
+    [
+        ("the sign says", "sign"),
+        ("the floor has a curpet", "floor"),
+        ("the road has no cars are lower", "road"),
+        ("A man in a blue apron", "man in a blue apron"),
+        ("man is wearing sneakers", "man"),
+        ("in distance", None),
+        ("brown", None),
+    ],
+)
 def test_region_phrases_become_noun_phrases_never_clauses(phrase, name):
     parsed = scene.noun_phrase(phrase)
     assert (parsed[0] if parsed else None) == name
@@ -111,7 +149,11 @@ def test_nothing_is_compared_with_what_contains_or_overlaps_it_nor_with_the_back
     person, arm = _thing("p", (0, 0, 300, 400)), _thing("a", (200, 100, 290, 200))
     sky, dog = _thing("s", (0, 0, 1000, 200), background=True), _thing("d", (700, 300, 800, 400))
     assert scene.holds("left_of", arm, dog, s)  # apart: fine
-    assert scene.entangled(person, arm) and not scene.holds("larger", person, arm, s) and not scene.holds("left_of", person, arm, s)
+    assert (
+        scene.entangled(person, arm)
+        and not scene.holds("larger", person, arm, s)
+        and not scene.holds("left_of", person, arm, s)
+    )
     assert not scene.holds("above", sky, dog, s)
 
 
@@ -151,64 +193,133 @@ def test_the_judge_rejects_what_a_broken_generator_makes(name, flickr_val, real_
 
 
 def test_an_image_with_nothing_to_ask_gets_no_question():
-    lone = {"image_id": "9", "source": "flickr30k_entities", "width": 500, "height": 375, "image": "9.jpg", "regions": [],
-            "captions": [{"text": "A dog .", "phrases": [{"text": "A dog", "entity_id": "1", "types": ["animals"], "first_word_index": 0}]}],
-            "entities": [{"entity_id": "1", "boxes": [[10, 10, 200, 200]], "scene": False, "no_box": False}]}
-    assert engine.answer("generate", {"ann": lone, "family": "cross_modal", "topic": None, "n": 3, "key": "9"}) == {"items": []}
+    lone = {
+        "image_id": "9",
+        "source": "flickr30k_entities",
+        "width": 500,
+        "height": 375,
+        "image": "9.jpg",
+        "regions": [],
+        "captions": [
+            {
+                "text": "A dog .",
+                "phrases": [{"text": "A dog", "entity_id": "1", "types": ["animals"], "first_word_index": 0}],
+            }
+        ],
+        "entities": [{"entity_id": "1", "boxes": [[10, 10, 200, 200]], "scene": False, "no_box": False}],
+    }
+    assert engine.answer("generate", {"ann": lone, "family": "cross_modal", "topic": None, "n": 3, "key": "9"}) == {
+        "items": []
+    }
 
 
 def test_the_wordnet_table_answers_offline():
     assert scene.synset_of("clock") == "clock.n.01"
     assert scene.synset_facts("clock.n.01")["category"] == "a timepiece"
-    assert scene.synset_facts("dog.n.01")["category"] == "a mammal" or scene.synset_facts("dog.n.01")["category"] == "an animal"
+    assert (
+        scene.synset_facts("dog.n.01")["category"] == "a mammal"
+        or scene.synset_facts("dog.n.01")["category"] == "an animal"
+    )
     assert json.dumps(scene.wordnet()["source"]).startswith('"Princeton WordNet 3.0')
 
 
 def test_one_answer_under_two_names_is_never_a_wrong_option():
     assert scene.same_answer("kind", "a garment", "clothing") and scene.same_answer("kind", "a mammal", "an animal")
-    assert not scene.same_answer("kind", "a garment", "footwear") and not scene.same_answer("kind", "a person", "an animal")
+    assert not scene.same_answer("kind", "a garment", "footwear") and not scene.same_answer(
+        "kind", "a person", "an animal"
+    )
     assert scene.same_answer("material", "steel", "metal") and not scene.same_answer("material", "wood", "metal")
     assert scene.same_answer("colour", "gray", "grey") and not scene.same_answer("colour", "red", "orange")
 
 
 def test_a_bare_noun_names_a_kind_only_when_its_senses_agree():
     assert scene.lemma_category("dog") == "an animal" and scene.lemma_category("chair") == "a seat"
-    assert scene.lemma_category("plant") is None and scene.lemma_category("crane") is None  # a factory or a flora; a bird or a machine
+    assert (
+        scene.lemma_category("plant") is None and scene.lemma_category("crane") is None
+    )  # a factory or a flora; a bird or a machine
     assert scene.kind_of(set(), {"lamp"}) is None  # "a lamp is a kind of lamp" says nothing
-    assert scene.kind_of({"mug.n.04"}, {"mug"}) == "a container"  # an annotated synset is taken as the annotator's sense
+    assert (
+        scene.kind_of({"mug.n.04"}, {"mug"}) == "a container"
+    )  # an annotated synset is taken as the annotator's sense
 
 
 def test_parts_without_their_owner_and_postures_are_not_asked_about():
-    ann = {"image_id": "9", "source": "flickr30k_entities", "width": 500, "height": 375, "image": "9.jpg", "regions": [],
-           "captions": [{"text": "A girl is standing with her feet in the water .", "phrases": [
-               {"text": "A girl", "entity_id": "1", "types": ["people"], "first_word_index": 0},
-               {"text": "her feet", "entity_id": "2", "types": ["bodyparts"], "first_word_index": 5}]}],
-           "entities": [{"entity_id": "1", "boxes": [[10, 10, 200, 300]], "scene": False, "no_box": False},
-                        {"entity_id": "2", "boxes": [[300, 300, 340, 370]], "scene": False, "no_box": False}]}
+    ann = {
+        "image_id": "9",
+        "source": "flickr30k_entities",
+        "width": 500,
+        "height": 375,
+        "image": "9.jpg",
+        "regions": [],
+        "captions": [
+            {
+                "text": "A girl is standing with her feet in the water .",
+                "phrases": [
+                    {"text": "A girl", "entity_id": "1", "types": ["people"], "first_word_index": 0},
+                    {"text": "her feet", "entity_id": "2", "types": ["bodyparts"], "first_word_index": 5},
+                ],
+            }
+        ],
+        "entities": [
+            {"entity_id": "1", "boxes": [[10, 10, 200, 300]], "scene": False, "no_box": False},
+            {"entity_id": "2", "boxes": [[300, 300, 340, 370]], "scene": False, "no_box": False},
+        ],
+    }
     built = scene.build_scene(ann)
     assert list(built.things) == ["e:1"] and built.relations == ()
     assert scene.predicate("standing with") is None and scene.predicate("playing with") == "playing with"
     assert scene.noun_phrase("glasses of wine")[1] == "glass" and scene.noun_phrase("the sunglasses")[1] == "sunglasses"
     assert scene.singular("asparagus") == ("asparagus", False) and scene.singular("sweatpants") == ("sweatpants", True)
-    assert scene.noun_phrase("three tiered cake") is None and scene.noun_phrase("the same colors") is None  # no thing, or no count
-    assert scene.body_part({"head"}) and scene.body_part({"hair"}) and not scene.body_part({"hat"})  # whatever the annotators typed it
-    people = {**ann, "captions": [{"text": "A white male sits .", "phrases": [
-        {"text": "A white male", "entity_id": "1", "types": ["people"], "first_word_index": 0}]}], "entities": ann["entities"][:1]}
+    assert (
+        scene.noun_phrase("three tiered cake") is None and scene.noun_phrase("the same colors") is None
+    )  # no thing, or no count
+    assert (
+        scene.body_part({"head"}) and scene.body_part({"hair"}) and not scene.body_part({"hat"})
+    )  # whatever the annotators typed it
+    people = {
+        **ann,
+        "captions": [
+            {
+                "text": "A white male sits .",
+                "phrases": [{"text": "A white male", "entity_id": "1", "types": ["people"], "first_word_index": 0}],
+            }
+        ],
+        "entities": ann["entities"][:1],
+    }
     assert scene.build_scene(people).things["e:1"].colour is None  # "white" is no colour of his
     assert realise.plural_noun("shorts") == "shorts"
 
 
 def test_a_bare_noun_is_not_a_name_when_another_thing_is_of_that_sense():
     phrases = [("A man", "1", "people", 0), ("a tv", "2", "other", 3), ("the television", "3", "other", 7)]
-    ann = {"image_id": "9", "source": "flickr30k_entities", "width": 500, "height": 375, "image": "9.jpg", "regions": [],
-           "captions": [{"text": "A man watches a tv near the television .", "phrases": [
-               {"text": t, "entity_id": e, "types": [ty], "first_word_index": i} for t, e, ty, i in phrases]}],
-           "entities": [{"entity_id": str(k), "boxes": [[100 * k, 10, 100 * k + 50, 60]], "scene": False, "no_box": False} for k in (1, 2, 3)]}
-    assert sorted(t.name for t in scene.build_scene(ann).things.values()) == ["man"]  # "the tv" and "the television": which?
+    ann = {
+        "image_id": "9",
+        "source": "flickr30k_entities",
+        "width": 500,
+        "height": 375,
+        "image": "9.jpg",
+        "regions": [],
+        "captions": [
+            {
+                "text": "A man watches a tv near the television .",
+                "phrases": [
+                    {"text": t, "entity_id": e, "types": [ty], "first_word_index": i} for t, e, ty, i in phrases
+                ],
+            }
+        ],
+        "entities": [
+            {"entity_id": str(k), "boxes": [[100 * k, 10, 100 * k + 50, 60]], "scene": False, "no_box": False}
+            for k in (1, 2, 3)
+        ],
+    }
+    assert sorted(t.name for t in scene.build_scene(ann).things.values()) == [
+        "man"
+    ]  # "the tv" and "the television": which?
 
 
 def test_a_colour_or_material_question_never_names_one(flickr_val, real_samples):
-    """'What colour is whichever of the white head wraps and the pink shirts is lower?' is half answered by its words."""
+    """'What colour is whichever of the white head wraps and the pink shirts is lower?' is half answered by its
+    words."""
     anns = flickr_records(flickr_val, 200) + vg_records(real_samples / "visual_genome_1_50")
     asked = 0
     for ann in anns:
@@ -216,5 +327,7 @@ def test_a_colour_or_material_question_never_names_one(flickr_val, real_samples)
             chain = program.chain_of(record["grounding"]) if record["format"] == "open_ended" else None
             if chain is not None and chain.ask in rounds.PROPERTY_WORDS:
                 asked += 1
-                assert not rounds.PROPERTY_WORDS[chain.ask] & set(record["instruction"].lower().replace("?", " ").split()), record
+                assert not rounds.PROPERTY_WORDS[chain.ask] & set(
+                    record["instruction"].lower().replace("?", " ").split()
+                ), record
     assert asked > 20

@@ -27,7 +27,12 @@ def test_real_65567_record(real_samples):
     assert (record["width"], record["height"], record["image"]) == (375, 500, "flickr30k-images/65567.jpg")
     first = record["captions"][0]
     assert first["text"] == "A bearded man , and a girl in a red dress are getting married ."
-    assert first["phrases"][0] == {"text": "A bearded man", "entity_id": "255542", "types": ["people"], "first_word_index": 0}
+    assert first["phrases"][0] == {
+        "text": "A bearded man",
+        "entity_id": "255542",
+        "types": ["people"],
+        "first_word_index": 0,
+    }
     assert first["phrases"][2]["first_word_index"] == 8
     entities = {e["entity_id"]: e for e in record["entities"]}
     assert entities["255542"] == {"entity_id": "255542", "boxes": [[23, 62, 208, 500]], "scene": False, "no_box": False}
@@ -83,7 +88,9 @@ def test_xml_flags_shared_boxes_and_entity_zero():
 def test_unrelated_caption_dropped_and_reported():
     record = flickr30k.build_record("7", SENTENCES + b"[/EN#1/people A man] waves .\n", XML, {("7", 2)})
     assert [c["text"] for c in record["captions"]] == ["A man and a kid sit in a park"]
-    assert record["dropped_captions"] == [{"sentence_number": 2, "reason": "unrelated_caption", "text": "A man waves ."}]
+    assert record["dropped_captions"] == [
+        {"sentence_number": 2, "reason": "unrelated_caption", "text": "A man waves ."}
+    ]
 
 
 def test_convert_keeps_every_box():
@@ -106,14 +113,19 @@ def _xml(box: str = "<xmin>1</xmin><ymin>1</ymin><xmax>10</xmax><ymax>20</ymax>"
     return f"<annotation>{size}<object><name>1</name><bndbox>{box}</bndbox></object></annotation>".encode()
 
 
-@pytest.mark.parametrize("box, clipped", [
-    ("<xmin>1</xmin><ymin>1</ymin><xmax>101</xmax><ymax>20</ymax>", [0, 0, 100, 20]),  # past the right edge
-    ("<xmin>0</xmin><ymin>-5</ymin><xmax>10</xmax><ymax>70</ymax>", [0, 0, 10, 50]),  # past three edges
-])
+@pytest.mark.parametrize(
+    "box, clipped",
+    [
+        ("<xmin>1</xmin><ymin>1</ymin><xmax>101</xmax><ymax>20</ymax>", [0, 0, 100, 20]),  # past the right edge
+        ("<xmin>0</xmin><ymin>-5</ymin><xmax>10</xmax><ymax>70</ymax>", [0, 0, 10, 50]),  # past three edges
+    ],
+)
 def test_a_box_reaching_past_the_image_is_clipped(box, clipped):
     record = flickr30k.build_record("7", SENTENCES, _xml(box))
     assert record["entities"][0]["boxes"] == [clipped] and record["clipped_boxes"] == 1
-    assert "clipped_boxes" not in flickr30k.build_record("7", SENTENCES, _xml("<xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax>"))
+    assert "clipped_boxes" not in flickr30k.build_record(
+        "7", SENTENCES, _xml("<xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax>")
+    )
 
 
 @pytest.mark.parametrize(

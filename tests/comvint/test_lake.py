@@ -29,8 +29,10 @@ def write_files(cfg: lake.LakeConfig, ids: list[str], schema: pa.Schema = SCHEMA
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for n in range(files):
-        rows = [{"id": i, "round": 1, **({"knowledge_topic": "t"} if "knowledge_topic" in schema.names else {})}
-                for i in ids[n::files]]
+        rows = [
+            {"id": i, "round": 1, **({"knowledge_topic": "t"} if "knowledge_topic" in schema.names else {})}
+            for i in ids[n::files]
+        ]
         path = folder / f"part-{n:05d}-of-{files:05d}.parquet"
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
         paths.append(str(path))
@@ -106,8 +108,10 @@ def test_two_processes_committing_to_one_table_at_once_both_land(kind, tmp_path)
     commit(seed, write_files(seed, ["s"], files=1))
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(2)
-    procs = [context.Process(target=_commit_at_once, args=(kind, str(tmp_path), run, ids, barrier))
-             for run, ids in (("one", ["x1", "x2"]), ("two", ["y1", "y2"]))]
+    procs = [
+        context.Process(target=_commit_at_once, args=(kind, str(tmp_path), run, ids, barrier))
+        for run, ids in (("one", ["x1", "x2"]), ("two", ["y1", "y2"]))
+    ]
     for proc in procs:
         proc.start()
     for proc in procs:
@@ -123,7 +127,9 @@ def test_an_iceberg_commit_that_loses_a_race_is_retried_on_the_new_table(same_jo
 
     winner = config("iceberg", tmp_path, "w", "config-w")
     loser = config("iceberg", tmp_path, "l", "config-w" if same_job else "config-l")
-    commit(config("iceberg", tmp_path, "s", "config-s"), write_files(config("iceberg", tmp_path, "s", "config-s"), ["s"]))
+    commit(
+        config("iceberg", tmp_path, "s", "config-s"), write_files(config("iceberg", tmp_path, "s", "config-s"), ["s"])
+    )
     winner_files, loser_files = write_files(winner, ["w1"]), write_files(loser, ["l1"])
     original, raced = Transaction.commit_transaction, []
 
@@ -148,4 +154,8 @@ def test_settings_that_cannot_work_are_refused(tmp_path):
     with pytest.raises(lake.LakeError, match="choose from"):
         lake.lake_config("hudi", str(tmp_path), "", "", "", "r", "h")
     assert lake.lake_config("iceberg", "out", "events", "", "", "r", "h").table == "comvint.events"
-    assert lake.config_hash({"a": 1, "b": [2]}) == lake.config_hash({"b": [2], "a": 1}) != lake.config_hash({"a": 2, "b": [2]})
+    assert (
+        lake.config_hash({"a": 1, "b": [2]})
+        == lake.config_hash({"b": [2], "a": 1})
+        != lake.config_hash({"a": 2, "b": [2]})
+    )

@@ -18,7 +18,12 @@ from comvint.llm.runner import Call, StageRunner, latency_bucket, parse_reply
 from comvint.testing.fake_openai import FakeOpenAI, echo_json, last_user_message
 from comvint.testing.stores import MemoryStore
 
-SCHEMA = {"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"], "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {"echo": {"type": "string"}},
+    "required": ["echo"],
+    "additionalProperties": False,
+}
 
 
 def _status_error(status: int, headers: dict | None = None) -> openai.APIStatusError:
@@ -29,9 +34,18 @@ def _status_error(status: int, headers: dict | None = None) -> openai.APIStatusE
 
 @pytest.mark.parametrize(
     "status, retryable, cause",
-    [(429, True, "rate_limited"), (500, True, "http_500"), (502, True, "http_502"), (503, True, "http_503"),
-     (408, True, "http_408"), (400, False, "http_400"), (401, False, "http_401"), (403, False, "http_403"),
-     (404, False, "http_404"), (422, False, "http_422")],
+    [
+        (429, True, "rate_limited"),
+        (500, True, "http_500"),
+        (502, True, "http_502"),
+        (503, True, "http_503"),
+        (408, True, "http_408"),
+        (400, False, "http_400"),
+        (401, False, "http_401"),
+        (403, False, "http_403"),
+        (404, False, "http_404"),
+        (422, False, "http_422"),
+    ],
 )
 def test_classify_status(status, retryable, cause):
     assert classify(_status_error(status)) == (retryable, cause)
@@ -57,8 +71,18 @@ def test_retry_after_and_backoff():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"backend": "x"}, {"temperature": 3}, {"stage_temperatures": (("verify", -1.0),)}, {"max_tokens": 0}, {"timeout": 0}, {"max_retries": -1},
-     {"concurrency": 0}, {"rpm": -1}, {"response_format": "yaml"}, {"backoff_base": 10, "backoff_cap": 1}],
+    [
+        {"backend": "x"},
+        {"temperature": 3},
+        {"stage_temperatures": (("verify", -1.0),)},
+        {"max_tokens": 0},
+        {"timeout": 0},
+        {"max_retries": -1},
+        {"concurrency": 0},
+        {"rpm": -1},
+        {"response_format": "yaml"},
+        {"backoff_base": 10, "backoff_cap": 1},
+    ],
 )
 def test_config_validation(kwargs):
     with pytest.raises(ValueError):
@@ -76,7 +100,11 @@ def test_config_parsing_and_cost():
         with pytest.raises(ValueError):
             parse_stage_models(bad)
     temps = LLMConfig(temperature=0.9, stage_temperatures=parse_stage_temperatures("verify=0, generate=1.2"))
-    assert (temps.temperature_for("verify"), temps.temperature_for("generate"), temps.temperature_for("reformulate")) == (0.0, 1.2, 0.9)
+    assert (
+        temps.temperature_for("verify"),
+        temps.temperature_for("generate"),
+        temps.temperature_for("reformulate"),
+    ) == (0.0, 1.2, 0.9)
     assert LLMConfig().temperature_for("verify") == 0.0  # the judge is greedy by default
     with pytest.raises(ValueError):
         parse_stage_temperatures("verify=cold")
@@ -85,16 +113,35 @@ def test_config_parsing_and_cost():
 
 
 def _key(**changes):
-    base = dict(base_url=None, model="m", messages=[{"role": "user", "content": "hi"}], params={"temperature": 0.7},
-                schema=SCHEMA, response_format="json_schema", prompt_version="v1")
+    base = dict(
+        base_url=None,
+        model="m",
+        messages=[{"role": "user", "content": "hi"}],
+        params={"temperature": 0.7},
+        schema=SCHEMA,
+        response_format="json_schema",
+        prompt_version="v1",
+    )
     return cache_key(**{**base, **changes})
 
 
 def test_cache_key_stable_and_sensitive():
     assert _key() == _key() == str(_key())
-    assert len({_key(), _key(model="n"), _key(prompt_version="v2"), _key(params={"temperature": 0}),
-                _key(schema={}), _key(response_format="json_object"), _key(base_url="http://x"),
-                _key(messages=[{"role": "user", "content": "hi!"}])}) == 8
+    assert (
+        len(
+            {
+                _key(),
+                _key(model="n"),
+                _key(prompt_version="v2"),
+                _key(params={"temperature": 0}),
+                _key(schema={}),
+                _key(response_format="json_object"),
+                _key(base_url="http://x"),
+                _key(messages=[{"role": "user", "content": "hi!"}]),
+            }
+        )
+        == 8
+    )
 
 
 def test_cache_write_once():
@@ -107,10 +154,17 @@ def test_cache_write_once():
 
 @pytest.mark.parametrize(
     "text, finish, reason",
-    [('{"echo": "x"}', "stop", None), ('```json\n{"echo": "x"}\n```', "stop", None), ("", "stop", "invalid_json"),
-     ('{"echo": ', "stop", "invalid_json"), ('{"echo": 3}', "stop", "schema_violation"),
-     ('{"echo": "x", "more": 1}', "stop", "schema_violation"), ('{"echo": "x"}', "length", "truncated"),
-     ('{"echo": "x"}', "content_filter", "content_filter"), ("Sure! here it is", "stop", "invalid_json")],
+    [
+        ('{"echo": "x"}', "stop", None),
+        ('```json\n{"echo": "x"}\n```', "stop", None),
+        ("", "stop", "invalid_json"),
+        ('{"echo": ', "stop", "invalid_json"),
+        ('{"echo": 3}', "stop", "schema_violation"),
+        ('{"echo": "x", "more": 1}', "stop", "schema_violation"),
+        ('{"echo": "x"}', "length", "truncated"),
+        ('{"echo": "x"}', "content_filter", "content_filter"),
+        ("Sure! here it is", "stop", "invalid_json"),
+    ],
 )
 def test_parse_reply(text, finish, reason):
     if reason is None:
@@ -121,8 +175,16 @@ def test_parse_reply(text, finish, reason):
         assert err.value.reason == reason and err.value.raw == text
 
 
-PLAN = {"m1": ["429", None], "m2": ["500", "500", None], "m3": ["invalid_json", None], "m4": ["truncated"] * 9,
-        "m5": ["400"], "m6": ["drop", None], "m7": ["content_filter", None], "m8": ["500"] * 9}
+PLAN = {
+    "m1": ["429", None],
+    "m2": ["500", "500", None],
+    "m3": ["invalid_json", None],
+    "m4": ["truncated"] * 9,
+    "m5": ["400"],
+    "m6": ["drop", None],
+    "m7": ["content_filter", None],
+    "m8": ["500"] * 9,
+}
 
 
 def plan_faults(body, attempt):
@@ -173,7 +235,13 @@ def test_runner_against_fake_server_with_faults():
 
 
 def test_latency_buckets():
-    assert [latency_bucket(s) for s in (0.05, 0.1, 0.3, 7.0, 61.0)] == ["le_0.1s", "le_0.1s", "le_0.5s", "le_10s", "gt_60s"]
+    assert [latency_bucket(s) for s in (0.05, 0.1, 0.3, 7.0, 61.0)] == [
+        "le_0.1s",
+        "le_0.1s",
+        "le_0.5s",
+        "le_10s",
+        "gt_60s",
+    ]
 
 
 class _Store:
@@ -203,9 +271,17 @@ def _one(server, store=None, check=None, **config):
     call = Call("i0", "generate", [{"role": "user", "content": "m0"}], "echo", SCHEMA, "v1")
 
     async def go():
-        cfg = LLMConfig(backend="openai", base_url=server.base_url, timeout=5, backoff_base=0.001, backoff_cap=0.002,
-                        **{"max_retries": 2, **config})
-        runner = StageRunner(cfg, OpenAIBackend(cfg, "sk-test-secret"), ResponseCache(store) if store else None, sleep=_no_sleep)
+        cfg = LLMConfig(
+            backend="openai",
+            base_url=server.base_url,
+            timeout=5,
+            backoff_base=0.001,
+            backoff_cap=0.002,
+            **{"max_retries": 2, **config},
+        )
+        runner = StageRunner(
+            cfg, OpenAIBackend(cfg, "sk-test-secret"), ResponseCache(store) if store else None, sleep=_no_sleep
+        )
         try:
             return (await runner.run([call], check))[0]
         finally:
@@ -260,7 +336,9 @@ def test_an_unusable_reply_is_retried_with_another_seed_and_only_the_final_one_c
     assert outcome.reason is None and outcome.usage["retries"] == {"unusable": 1} and len(store.data) == 1
     always = _Store()
     with FakeOpenAI(echo_json) as server:
-        failed = _one(server, always, lambda call, reply: (_ for _ in ()).throw(UnusableReply("repeated_options", "no")))
+        failed = _one(
+            server, always, lambda call, reply: (_ for _ in ()).throw(UnusableReply("repeated_options", "no"))
+        )
     assert failed.reason == "generate_repeated_options" and len(always.data) == 1  # the final outcome, cached once
 
 
@@ -274,10 +352,15 @@ def test_fake_quota_sends_openai_headers_and_refuses_past_the_budget():
     import httpx
 
     with FakeOpenAI(echo_json, quota_rpm=2) as server:
-        replies = [httpx.post(f"{server.base_url}/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
-                   for _ in range(3)]
+        replies = [
+            httpx.post(f"{server.base_url}/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+            for _ in range(3)
+        ]
     assert [r.status_code for r in replies] == [200, 200, 429]
-    assert replies[0].headers["x-ratelimit-remaining-requests"] == "1" and replies[1].headers["x-ratelimit-remaining-requests"] == "0"
+    assert (
+        replies[0].headers["x-ratelimit-remaining-requests"] == "1"
+        and replies[1].headers["x-ratelimit-remaining-requests"] == "0"
+    )
     assert float(replies[2].headers["retry-after-ms"]) > 59_000 and server.refused == 1 and len(server.accepted) == 2
 
 
@@ -285,8 +368,13 @@ def test_fake_bucket_quota_enforces_a_minute_limit_per_second():
     import httpx
 
     with FakeOpenAI(echo_json, quota_rpm=60, quota_kind="bucket") as server:  # 1 a second, at most 1 at once
-        replies = [httpx.post(f"{server.base_url}/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
-                   for _ in range(2)]
+        replies = [
+            httpx.post(f"{server.base_url}/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+            for _ in range(2)
+        ]
     assert [r.status_code for r in replies] == [200, 429]  # the second well within a second of the first
-    assert replies[0].headers["x-ratelimit-limit-requests"] == "60" and replies[1].headers["x-ratelimit-remaining-requests"] == "0"
+    assert (
+        replies[0].headers["x-ratelimit-limit-requests"] == "60"
+        and replies[1].headers["x-ratelimit-remaining-requests"] == "0"
+    )
     assert 0 < float(replies[1].headers["retry-after-ms"]) <= 1001 and server.refused == 1

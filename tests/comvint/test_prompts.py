@@ -56,9 +56,25 @@ def stub_ann(family: str) -> dict:
 
 def stub_item(family: str, **extra) -> dict:
     ann = stub_ann(family)
-    return {"id": "i1", "image_id": "1", "source": ann["source"], "image": "x.jpg", "family": family, "format": "open_ended",
-            "instruction": "q", "answer": "a", "round": 0, "parent_id": None, "knowledge_type": None, "knowledge_topic": None,
-            "verification": None, "grounding": [], "llm": {}, "_unit": "u", **extra}
+    return {
+        "id": "i1",
+        "image_id": "1",
+        "source": ann["source"],
+        "image": "x.jpg",
+        "family": family,
+        "format": "open_ended",
+        "instruction": "q",
+        "answer": "a",
+        "round": 0,
+        "parent_id": None,
+        "knowledge_type": None,
+        "knowledge_topic": None,
+        "verification": None,
+        "grounding": [],
+        "llm": {},
+        "_unit": "u",
+        **extra,
+    }
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -72,20 +88,36 @@ def test_each_demonstration_passes_its_stages_schema_and_handler(stage, family):
     item = stub_item(family)
     ann = stub_ann(family)
     subject = ann if stage == "generate" else item
-    runner = {"generate": Synthesize, "complicate": Complicate, "verify": Verify, "verify_reformulated": VerifyReformulated,
-              "reformulate": Reformulate}[stage](CFG)
+    runner = {
+        "generate": Synthesize,
+        "complicate": Complicate,
+        "verify": Verify,
+        "verify_reformulated": VerifyReformulated,
+        "reformulate": Reformulate,
+    }[stage](CFG)
     out = handled(runner, subject, ann, reply)
-    assert [tag for tag, _ in out if tag in (FAILED, SKIPPED)] == [] and any(tag == OK for tag, _ in out) or reply.get("verdict") == "no"
+    assert (
+        [tag for tag, _ in out if tag in (FAILED, SKIPPED)] == []
+        and any(tag == OK for tag, _ in out)
+        or reply.get("verdict") == "no"
+    )
     if stage == "generate":
-        assert len({qa["instruction"] for qa in reply["items"]}) == 3 and all(len(qa["answer"].split()) < 30 for qa in reply["items"])
+        assert len({qa["instruction"] for qa in reply["items"]}) == 3 and all(
+            len(qa["answer"].split()) < 30 for qa in reply["items"]
+        )
     if stage == "complicate":
         item_in = demonstrations.COMPLICATE_CASES[family][0]["instruction"]
-        assert 0 < len(reply["instruction"].split()) - len(item_in.split()) <= 20 and reply["knowledge_type"] in prompts.FAMILY_KNOWLEDGE_TYPES[family]
+        assert (
+            0 < len(reply["instruction"].split()) - len(item_in.split()) <= 20
+            and reply["knowledge_type"] in prompts.FAMILY_KNOWLEDGE_TYPES[family]
+        )
 
 
 def test_one_demonstration_says_no():
     """A judge shown only "yes" learns to say yes."""
-    verdicts = {demonstrations.demonstration(s, f)[1]["verdict"] for s in ("verify", "verify_reformulated") for f in FAMILIES}
+    verdicts = {
+        demonstrations.demonstration(s, f)[1]["verdict"] for s in ("verify", "verify_reformulated") for f in FAMILIES
+    }
     assert verdicts == {"yes", "no"}
 
 
@@ -123,36 +155,56 @@ def region(rid: int, phrase: str, box: list[int]) -> dict:
 
 
 def test_regions_of_one_object_merge_and_others_do_not():
-    regions = [region(1, "man wearing grey shirt", [10, 10, 60, 110]), region(2, "the man in a grey shirt", [12, 8, 62, 112]),
-               region(3, "grey shirt on a man", [12, 30, 60, 80]),  # another head: the shirt
-               region(4, "a man", [300, 10, 350, 110]),  # the same head far away: another man
-               region(5, "an empty bulletin board hanging up", [136, 140, 256, 292]),
-               region(6, "a brown picture frame against the wall", [137, 141, 255, 290])]  # one box, two heads: not merged
+    regions = [
+        region(1, "man wearing grey shirt", [10, 10, 60, 110]),
+        region(2, "the man in a grey shirt", [12, 8, 62, 112]),
+        region(3, "grey shirt on a man", [12, 30, 60, 80]),  # another head: the shirt
+        region(4, "a man", [300, 10, 350, 110]),  # the same head far away: another man
+        region(5, "an empty bulletin board hanging up", [136, 140, 256, 292]),
+        region(6, "a brown picture frame against the wall", [137, 141, 255, 290]),
+    ]  # one box, two heads: not merged
     groups = merge_regions(regions)
     assert [[r["region_id"] for r in g] for g in groups] == [["1", "2"], ["3"], ["4"], ["5"], ["6"]]
-    assert head_word("Two computer towers sitting on the floor") == "tower" and head_word("the room appears to be well lit") == "room"
+    assert (
+        head_word("Two computer towers sitting on the floor") == "tower"
+        and head_word("the room appears to be well lit") == "room"
+    )
     text = render({"source": "visual_genome", "width": 400, "height": 300, "regions": regions})
-    assert text.splitlines()[:2] == ["Image size: 400 x 300 pixels",
-                                     "r:1 man wearing grey shirt X: 10 Y: 10 Width: 50 Height: 100"]  # the other says nothing more
+    assert text.splitlines()[:2] == [
+        "Image size: 400 x 300 pixels",
+        "r:1 man wearing grey shirt X: 10 Y: 10 Width: 50 Height: 100",
+    ]  # the other says nothing more
     regions[1]["phrase"] = "the old man in a grey shirt"
     assert render({"source": "visual_genome", "regions": regions}).splitlines()[0] == (
-        "r:1 man wearing grey shirt / the old man in a grey shirt X: 10 Y: 10 Width: 50 Height: 100")
+        "r:1 man wearing grey shirt / the old man in a grey shirt X: 10 Y: 10 Width: 50 Height: 100"
+    )
 
 
 def test_the_cap_keeps_the_most_informative_lines_in_their_order():
-    regions = [region(1, "a man", [0, 0, 10, 10]), region(2, "a tall man in a red coat", [0, 0, 5, 5]),
-               region(3, "a red coat", [50, 50, 60, 60]), region(4, "a dog", [100, 100, 400, 400])]
+    regions = [
+        region(1, "a man", [0, 0, 10, 10]),
+        region(2, "a tall man in a red coat", [0, 0, 5, 5]),
+        region(3, "a red coat", [50, 50, 60, 60]),
+        region(4, "a dog", [100, 100, 400, 400]),
+    ]
     groups = merge_regions(regions)
     assert most_informative(groups, 2) == [1, 3]  # five new words, then a dog (a man and a red coat add nothing new)
     assert len(render({"source": "visual_genome", "regions": regions * 30}, 40).splitlines()) <= 40
 
 
 def test_the_topic_is_the_rarest_object_of_the_corpus():
-    ann = {"objects": [{"names": ["keyboard"], "synsets": ["keyboard.n.01"]}, {"names": ["desk"], "synsets": ["desk.n.01"]},
-                       {"names": ["curpet"], "synsets": []}]}
+    ann = {
+        "objects": [
+            {"names": ["keyboard"], "synsets": ["keyboard.n.01"]},
+            {"names": ["desk"], "synsets": ["desk.n.01"]},
+            {"names": ["curpet"], "synsets": []},
+        ]
+    }
     terms = topics.object_terms(ann)
     assert terms == {"keyboard.n.01": "keyboard", "desk.n.01": "desk", "curpet": "curpet"}
-    assert topics.rarest(terms, {"keyboard.n.01": 3, "desk.n.01": 9, "curpet": 1}) == "keyboard"  # a synset over a misspelling
+    assert (
+        topics.rarest(terms, {"keyboard.n.01": 3, "desk.n.01": 9, "curpet": 1}) == "keyboard"
+    )  # a synset over a misspelling
     regions_only = {"regions": [region(1, "a red kite flying", [0, 0, 1, 1]), region(2, "the sky", [0, 0, 9, 9])]}
     assert topics.rarest(topics.object_terms(regions_only), {"kite": 2, "sky": 40}) == "kite"
     assert topics.rarest(topics.object_terms({"regions": []}), {}) is None
@@ -161,30 +213,51 @@ def test_the_topic_is_the_rarest_object_of_the_corpus():
 def golden_requests() -> dict[str, list[dict]]:
     """Every stage's request for one bundled Flickr image and one bundled Visual Genome image (ours)."""
     root = REPO / "data"
-    flickr = flickr30k.build_record("900004", (root / "flickr30k_entities/Sentences/900004.txt").read_bytes(),
-                                    (root / "flickr30k_entities/Annotations/900004.xml").read_bytes())
+    flickr = flickr30k.build_record(
+        "900004",
+        (root / "flickr30k_entities/Sentences/900004.txt").read_bytes(),
+        (root / "flickr30k_entities/Annotations/900004.xml").read_bytes(),
+    )
     visual = {**_vg_records(root / "visual_genome")["1"], "_topic": "kite"}
     out = {}
     for family, ann in ((prompts.CROSS_MODAL, flickr), (prompts.OUTSIDE_KNOWLEDGE, visual)):
         out[f"generate/{family}"] = Synthesize(CFG).calls(ann, ann)[0].messages
         item = stub_item(family, instruction="What is the woman holding?", answer="A red umbrella.")
-        child = {**item, "round": 1, "_parent_instruction": "What is the woman holding?", "_parent_answer": "An umbrella."}
+        child = {
+            **item,
+            "round": 1,
+            "_parent_instruction": "What is the woman holding?",
+            "_parent_answer": "An umbrella.",
+        }
         closed = {**item, "format": "multiple_choice", "options": ["A red umbrella", "A kite", "A bag", "A dog"]}
-        for name, stage, subject in (("complicate", Complicate, item), ("verify", Verify, child),
-                                     ("verify_reformulated", VerifyReformulated, closed), ("reformulate", Reformulate, item)):
+        for name, stage, subject in (
+            ("complicate", Complicate, item),
+            ("verify", Verify, child),
+            ("verify_reformulated", VerifyReformulated, closed),
+            ("reformulate", Reformulate, item),
+        ):
             out[f"{name}/{family}"] = stage(CFG).calls(subject, ann)[0].messages
     return out
 
 
 def test_golden_requests():
-    """Reviewed snapshots of every stage's request; COMVINT_UPDATE_GOLDEN=1 rewrites them (after a PROMPT_VERSION bump)."""
+    """Reviewed snapshots of every stage's request; COMVINT_UPDATE_GOLDEN=1 rewrites them (after a PROMPT_VERSION
+    bump)."""
     requests = golden_requests()
     digest = hashlib.sha256(json.dumps(requests, sort_keys=True).encode()).hexdigest()
     if os.environ.get("COMVINT_UPDATE_GOLDEN"):
-        GOLDEN.write_text(json.dumps({"prompt_version": prompts.PROMPT_VERSION, "sha256": digest, "requests": requests},
-                                     indent=1, ensure_ascii=False) + "\n")
+        GOLDEN.write_text(
+            json.dumps(
+                {"prompt_version": prompts.PROMPT_VERSION, "sha256": digest, "requests": requests},
+                indent=1,
+                ensure_ascii=False,
+            )
+            + "\n"
+        )
     golden = json.loads(GOLDEN.read_text())
     if golden["requests"] != requests:
-        assert golden["prompt_version"] != prompts.PROMPT_VERSION, "a prompt's wording changed: bump PROMPT_VERSION, then regenerate"
+        assert golden["prompt_version"] != prompts.PROMPT_VERSION, (
+            "a prompt's wording changed: bump PROMPT_VERSION, then regenerate"
+        )
         pytest.fail("prompts changed and PROMPT_VERSION was bumped: review and regenerate with COMVINT_UPDATE_GOLDEN=1")
     assert golden["sha256"] == digest

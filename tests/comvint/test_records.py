@@ -20,8 +20,15 @@ def test_packed_records_and_text_round_trip_smaller_than_their_pickle():
 
     from comvint.records import pack, pack_text, unpack, unpack_text
 
-    item = {"id": "0123456789abcdef0123", "instruction": "Which is further to the left: the man or the dog?", "answer": "The man.",
-            "verification": {"passed": None, "inherited_from": "x"}, "grounding": ["left_of(e:1,e:2)"], "round": 2, "n": 2**70}
+    item = {
+        "id": "0123456789abcdef0123",
+        "instruction": "Which is further to the left: the man or the dog?",
+        "answer": "The man.",
+        "verification": {"passed": None, "inherited_from": "x"},
+        "grounding": ["left_of(e:1,e:2)"],
+        "round": 2,
+        "n": 2**70,
+    }
     assert unpack(pack(item)) == item
     assert len(pack(item)) < len(pickle.dumps(item, pickle.HIGHEST_PROTOCOL)) / 2  # the preset dictionary at work
     line = to_json_line({**item, "text": "café «quoted»"}).encode()

@@ -17,20 +17,53 @@ from comvint.stages.method import Complicate, MethodConfig, Reformulate, Synthes
 
 CFG = MethodConfig(backend="openai", model="m", per_image=2)
 FLICKR = {
-    "source": "flickr30k_entities", "image_id": "1", "image": "flickr30k-images/1.jpg", "width": 100, "height": 100, "regions": [],
-    "captions": [{"text": "A man pets a dog .", "phrases": [
-        {"text": "A man", "entity_id": "1", "types": ["people"], "first_word_index": 0},
-        {"text": "a dog", "entity_id": "2", "types": ["animals"], "first_word_index": 3}]}],
-    "entities": [{"entity_id": "1", "boxes": [[0, 0, 10, 10]], "scene": False, "no_box": False},
-                 {"entity_id": "2", "boxes": [[50, 50, 60, 60], [70, 70, 80, 80]], "scene": False, "no_box": False}],
+    "source": "flickr30k_entities",
+    "image_id": "1",
+    "image": "flickr30k-images/1.jpg",
+    "width": 100,
+    "height": 100,
+    "regions": [],
+    "captions": [
+        {
+            "text": "A man pets a dog .",
+            "phrases": [
+                {"text": "A man", "entity_id": "1", "types": ["people"], "first_word_index": 0},
+                {"text": "a dog", "entity_id": "2", "types": ["animals"], "first_word_index": 3},
+            ],
+        }
+    ],
+    "entities": [
+        {"entity_id": "1", "boxes": [[0, 0, 10, 10]], "scene": False, "no_box": False},
+        {"entity_id": "2", "boxes": [[50, 50, 60, 60], [70, 70, 80, 80]], "scene": False, "no_box": False},
+    ],
 }
-VG = {"source": "visual_genome", "image_id": "7", "image": "vg/7.jpg", "captions": [], "entities": [], "_topic": "car",
-      "regions": [{"region_id": "5", "phrase": "a red car", "box": [1, 2, 11, 22]}]}
-ITEM = {"id": "abc", "image_id": "1", "source": "flickr30k_entities", "image": "flickr30k-images/1.jpg", "family": "cross_modal",
-        "format": "open_ended", "instruction": "Where is the dog?", "answer": "Right of the man.", "round": 0, "parent_id": None,
-        "knowledge_type": None, "knowledge_topic": None, "verification": None, "grounding": ["e:1", "e:2"],
-        "llm": {"backend": "openai", "model": "m", "prompt_version": prompts.PROMPT_VERSION},
-        "_unit": "flickr30k_entities/1"}
+VG = {
+    "source": "visual_genome",
+    "image_id": "7",
+    "image": "vg/7.jpg",
+    "captions": [],
+    "entities": [],
+    "_topic": "car",
+    "regions": [{"region_id": "5", "phrase": "a red car", "box": [1, 2, 11, 22]}],
+}
+ITEM = {
+    "id": "abc",
+    "image_id": "1",
+    "source": "flickr30k_entities",
+    "image": "flickr30k-images/1.jpg",
+    "family": "cross_modal",
+    "format": "open_ended",
+    "instruction": "Where is the dog?",
+    "answer": "Right of the man.",
+    "round": 0,
+    "parent_id": None,
+    "knowledge_type": None,
+    "knowledge_topic": None,
+    "verification": None,
+    "grounding": ["e:1", "e:2"],
+    "llm": {"backend": "openai", "model": "m", "prompt_version": prompts.PROMPT_VERSION},
+    "_unit": "flickr30k_entities/1",
+}
 
 
 class Scripted:
@@ -64,18 +97,30 @@ def test_synthesize_cross_modal_messages():
     (call,) = Synthesize(CFG).calls(FLICKR, FLICKR)
     roles = [m["role"] for m in call.messages]
     system, demo_user, demo_reply, user = (m["content"] for m in call.messages)
-    assert roles == ["system", "user", "assistant", "user"] and call.item_id == "flickr30k_entities/1" and call.schema_name == "synthesized"
+    assert (
+        roles == ["system", "user", "assistant", "user"]
+        and call.item_id == "flickr30k_entities/1"
+        and call.schema_name == "synthesized"
+    )
     assert "Write 2 complex question/answer pairs" in system and prompts.DATA_RULE in system
     assert "identical boxes name one and the same object" in system and "No trivial questions" in system
-    assert len(json.loads(demo_reply)["items"]) == 2 and demo_user.startswith("<annotations>\nImage size: 500 x 333 pixels")
-    assert user == ("<annotations>\nImage size: 100 x 100 pixels\nA man [0, 0, 10, 10] pets a dog [50, 50, 60, 60] [70, 70, 80, 80] .\n\n"
-                    "Entity ids:\ne:1 = A man\ne:2 = a dog\n</annotations>")
+    assert len(json.loads(demo_reply)["items"]) == 2 and demo_user.startswith(
+        "<annotations>\nImage size: 500 x 333 pixels"
+    )
+    assert user == (
+        "<annotations>\nImage size: 100 x 100 pixels\nA man [0, 0, 10, 10] pets a dog [50, 50, 60, 60] [70, 70, 80, "
+        "80] .\n\n"
+        "Entity ids:\ne:1 = A man\ne:2 = a dog\n</annotations>"
+    )
 
 
 def test_synthesize_outside_knowledge_messages():
     (call,) = Synthesize(CFG).calls(VG, VG)
     system, user = call.messages[0]["content"], call.messages[-1]["content"]
-    assert "Highly overlapping boxes may be the same object" in system and "no simple questions about colour or position" in system
+    assert (
+        "Highly overlapping boxes may be the same object" in system
+        and "no simple questions about colour or position" in system
+    )
     assert user.endswith('Topic entity: "car"')
     topics = user.split("Knowledge topics: ")[1].split("\n")[0].split("; ")
     assert len(topics) == 5 and set(topics) <= set(prompts.OKVQA_TOPICS)
@@ -91,7 +136,9 @@ def test_later_stages_put_the_item_in_the_last_turn_and_keep_the_system_prompt_f
         (call,) = stage.calls(ITEM, FLICKR)
         (other,) = stage.calls({**ITEM, "id": "xyz", "instruction": "What pets the dog?"}, FLICKR)
         user = call.messages[-1]["content"]
-        assert "Instruction: Where is the dog?" in user and "Answer: Right of the man." in user and call.item_id == "abc"
+        assert (
+            "Instruction: Where is the dog?" in user and "Answer: Right of the man." in user and call.item_id == "abc"
+        )
         assert user.startswith("<annotations>\nImage size: 100 x 100 pixels\nA man [0, 0, 10, 10]")
         assert call.messages[:3] == other.messages[:3]  # one cacheable prefix per stage and family
     ktype = Complicate(CFG).calls(ITEM, FLICKR)[0].messages[-1]["content"].split("Knowledge to add: ")[1].split("\n")[0]
@@ -99,8 +146,13 @@ def test_later_stages_put_the_item_in_the_last_turn_and_keep_the_system_prompt_f
 
 
 def test_the_judge_sees_the_instruction_a_complication_rewrites():
-    child = {**ITEM, "round": 1, "instruction": "Where is the dog, and what is left of it?", "_parent_instruction": "Where is the dog?",
-             "_parent_answer": "Right of the man."}
+    child = {
+        **ITEM,
+        "round": 1,
+        "instruction": "Where is the dog, and what is left of it?",
+        "_parent_instruction": "Where is the dog?",
+        "_parent_answer": "Right of the man.",
+    }
     user = Verify(CFG).calls(child, FLICKR)[0].messages[-1]["content"]
     assert "Rewrites: Where is the dog?\nIts answer: Right of the man." in user
     assert "Rewrites:" not in Reformulate(CFG).calls(child, FLICKR)[0].messages[-1]["content"]
@@ -109,19 +161,39 @@ def test_the_judge_sees_the_instruction_a_complication_rewrites():
 QA = {"instruction": "Is the man left of the dog?", "answer": "Yes.", "grounding": ["e:1"], "knowledge_topic": ""}
 CLEAN = {
     "synthesize": (Synthesize(CFG), FLICKR, {"items": [QA, {**QA, "instruction": "What does the man touch?"}]}),
-    "complicate": (Complicate(CFG), ITEM, {"instruction": "Which animal right of the man has two boxes?", "answer": "The dog.", "grounding": ["e:2"],
-                                           "knowledge_type": "visual"}),
+    "complicate": (
+        Complicate(CFG),
+        ITEM,
+        {
+            "instruction": "Which animal right of the man has two boxes?",
+            "answer": "The dog.",
+            "grounding": ["e:2"],
+            "knowledge_type": "visual",
+        },
+    ),
     "verify": (Verify(CFG), ITEM, {"evidence": "e:2 is right of e:1", "verdict": "yes"}),
-    "reformulate": (Reformulate(CFG), ITEM, {"bool_positive": "Is the dog right of the man?", "bool_negative": "Is the man right of the dog?",
-                                             "mc_question": "Where is the dog?", "correct_option": "Right of the man",
-                                             "distractors": ["Left of the man", "Above the man", "Under the man"],
-                                             "bool_positive_grounding": ["e:2"], "bool_negative_grounding": ["e:1"], "mc_grounding": ["e:1", "e:2"]}),
+    "reformulate": (
+        Reformulate(CFG),
+        ITEM,
+        {
+            "bool_positive": "Is the dog right of the man?",
+            "bool_negative": "Is the man right of the dog?",
+            "mc_question": "Where is the dog?",
+            "correct_option": "Right of the man",
+            "distractors": ["Left of the man", "Above the man", "Under the man"],
+            "bool_positive_grounding": ["e:2"],
+            "bool_negative_grounding": ["e:1"],
+            "mc_grounding": ["e:1", "e:2"],
+        },
+    ),
 }
 EXPECTED_OK = {"synthesize": 2, "complicate": 1, "verify": 1, "reformulate": 3}
 
 
 @pytest.mark.parametrize("name", sorted(CLEAN))
-@pytest.mark.parametrize("wrap", [lambda s: s, lambda s: f"```json\n{s}\n```", lambda s: f"Sure! Here it is:\n{s}\nHope this helps."])
+@pytest.mark.parametrize(
+    "wrap", [lambda s: s, lambda s: f"```json\n{s}\n```", lambda s: f"Sure! Here it is:\n{s}\nHope this helps."]
+)
 def test_clean_and_noisy_replies_parse(name, wrap):
     stage, item, reply = CLEAN[name]
     emitted = run(stage, item, wrap(json.dumps(reply)))
@@ -137,9 +209,15 @@ def _failure(emitted) -> Failure:
 @pytest.mark.parametrize("name", sorted(CLEAN))
 @pytest.mark.parametrize(
     "text, finish, cause",
-    [("", "stop", "invalid_json"), ("   ", "stop", "invalid_json"), ("I cannot help with that.", "stop", "invalid_json"),
-     ('{"items": [{"instruction": "Is the', "length", "truncated"), ('{"evidence": "x", "ver', "stop", "invalid_json"),
-     ('{"unexpected": 1}', "stop", "schema_violation"), ("{}", "content_filter", "content_filter")],
+    [
+        ("", "stop", "invalid_json"),
+        ("   ", "stop", "invalid_json"),
+        ("I cannot help with that.", "stop", "invalid_json"),
+        ('{"items": [{"instruction": "Is the', "length", "truncated"),
+        ('{"evidence": "x", "ver', "stop", "invalid_json"),
+        ('{"unexpected": 1}', "stop", "schema_violation"),
+        ("{}", "content_filter", "content_filter"),
+    ],
 )
 def test_bad_replies_fail_with_reason_and_raw_reply(name, text, finish, cause):
     stage, item, _ = CLEAN[name]
@@ -151,9 +229,14 @@ def test_bad_replies_fail_with_reason_and_raw_reply(name, text, finish, cause):
 
 @pytest.mark.parametrize(
     "name, reply",
-    [("synthesize", {"items": [{**QA, "grounding": "e:1"}]}), ("complicate", {**CLEAN["complicate"][2], "knowledge_type": "magic"}),
-     ("complicate", {"instruction": "x", "answer": "y"}), ("verify", {"evidence": "x", "verdict": "maybe"}),
-     ("reformulate", {**CLEAN["reformulate"][2], "distractors": ["a", "b"]}), ("synthesize", [QA])],
+    [
+        ("synthesize", {"items": [{**QA, "grounding": "e:1"}]}),
+        ("complicate", {**CLEAN["complicate"][2], "knowledge_type": "magic"}),
+        ("complicate", {"instruction": "x", "answer": "y"}),
+        ("verify", {"evidence": "x", "verdict": "maybe"}),
+        ("reformulate", {**CLEAN["reformulate"][2], "distractors": ["a", "b"]}),
+        ("synthesize", [QA]),
+    ],
 )
 def test_schema_violations_are_failures(name, reply):
     stage, item, _ = CLEAN[name]
@@ -182,14 +265,17 @@ def test_reformulate_children_and_complicate_child_link_to_parent():
     assert child["round"] == 1 and child["parent_id"] == "abc" and child["knowledge_type"] in prompts.KNOWLEDGE_TYPES
 
 
-@pytest.mark.parametrize("instruction, reason", [
-    ("Sorry, I cannot help with that.", "eliminate_refusal"),
-    ("I'm sorry, but I can't rewrite this.", "eliminate_refusal"),
-    ("I cannot answer from these annotations.", "eliminate_refusal"),
-    ("As an AI, I can't see images.", "eliminate_refusal"),
-    ("Why is the man unable to reach the top shelf?", None),
-    ("Is the dog sorry for chewing the shoe on the left?", None),
-])
+@pytest.mark.parametrize(
+    "instruction, reason",
+    [
+        ("Sorry, I cannot help with that.", "eliminate_refusal"),
+        ("I'm sorry, but I can't rewrite this.", "eliminate_refusal"),
+        ("I cannot answer from these annotations.", "eliminate_refusal"),
+        ("As an AI, I can't see images.", "eliminate_refusal"),
+        ("Why is the man unable to reach the top shelf?", None),
+        ("Is the dog sorry for chewing the shoe on the left?", None),
+    ],
+)
 def test_refusals_are_first_person_only(instruction, reason):
     item = {"instruction": instruction, "_parent_instruction": "What is the man holding?"}
     assert eliminate(item) == reason
@@ -198,9 +284,21 @@ def test_refusals_are_first_person_only(instruction, reason):
 def test_nothing_to_ask_rejects_the_image_and_nothing_harder_skips_the_item():
     ((tag, record),) = run(Synthesize(CFG), FLICKR, json.dumps({"items": []}))
     assert tag == REJECTED and (record["reason"], record["stage"], record["image_id"], record["round"]) == (
-        "generate_nothing_to_ask", "generate", "1", None)
-    ((tag, record),) = run(Complicate(CFG), ITEM, json.dumps({"instruction": "", "answer": "", "grounding": [], "knowledge_type": "visual"}))
-    assert tag == SKIPPED and record == {"stage": "complicate", "reason": "complicate_not_applicable", "item_id": ITEM["id"]}
+        "generate_nothing_to_ask",
+        "generate",
+        "1",
+        None,
+    )
+    ((tag, record),) = run(
+        Complicate(CFG),
+        ITEM,
+        json.dumps({"instruction": "", "answer": "", "grounding": [], "knowledge_type": "visual"}),
+    )
+    assert tag == SKIPPED and record == {
+        "stage": "complicate",
+        "reason": "complicate_not_applicable",
+        "item_id": ITEM["id"],
+    }
 
 
 def test_complication_keeps_the_knowledge_type_the_reply_names():

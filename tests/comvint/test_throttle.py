@@ -1,4 +1,5 @@
-"""The worker's shared throttle: rate budgets at any rate, refusals, headers, AIMD; no test sleeps (the clock is injected)."""
+"""The worker's shared throttle: rate budgets at any rate, refusals, headers, AIMD; no test sleeps (the clock is
+injected)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ class Clock:
         return self.now
 
 
-def drive(throttle: Throttle, clock: Clock, *, until: float = float("inf"), count: int = 10**6,
-          tokens: int = 0) -> list[float]:
+def drive(
+    throttle: Throttle, clock: Clock, *, until: float = float("inf"), count: int = 10**6, tokens: int = 0
+) -> list[float]:
     """Start requests as fast as ``throttle`` lets them (each done at once) on a fake clock; their start times.
 
     A wait that does not move the clock fails the test instead of spinning forever.
@@ -34,8 +36,20 @@ def drive(throttle: Throttle, clock: Clock, *, until: float = float("inf"), coun
     return starts
 
 
-@pytest.mark.parametrize("text, seconds", [("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("0.5", 0.5),
-                                           ("2", 2.0), (None, None), ("", None), ("soon", None)])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("1s", 1.0),
+        ("6m0s", 360.0),
+        ("20ms", 0.02),
+        ("1h2m3.5s", 3723.5),
+        ("0.5", 0.5),
+        ("2", 2.0),
+        (None, None),
+        ("", None),
+        ("soon", None),
+    ],
+)
 def test_reset_durations(text, seconds):
     assert parse_duration(text) == (pytest.approx(seconds) if seconds is not None else None)
 
@@ -43,22 +57,33 @@ def test_reset_durations(text, seconds):
 def test_retry_after_prefers_milliseconds_and_reads_exhausted_budgets():
     assert retry_after({"retry-after-ms": "250", "Retry-After": "3"}) == pytest.approx(0.25)
     assert retry_after({"Retry-After": "3"}) == 3.0 and retry_after({}) is None
-    assert exhausted_for({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1.5s"}) == pytest.approx(1.5)
-    assert exhausted_for({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "6m0s",
-                          "x-ratelimit-remaining-requests": "10"}) == pytest.approx(360.0)
+    assert exhausted_for(
+        {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1.5s"}
+    ) == pytest.approx(1.5)
+    assert exhausted_for(
+        {
+            "x-ratelimit-remaining-tokens": "0",
+            "x-ratelimit-reset-tokens": "6m0s",
+            "x-ratelimit-remaining-requests": "10",
+        }
+    ) == pytest.approx(360.0)
     assert exhausted_for({"x-ratelimit-remaining-requests": "12"}) is None
 
 
 def test_thirty_requests_a_minute_flow_one_every_two_seconds():
     clock = Clock()
     throttle = Throttle(start=8, rpm=30, clock=clock)
-    assert drive(throttle, clock, count=4) == pytest.approx([0.0, 2.0, 4.0, 6.0])  # a bucket below one request still fills, and never stalls
+    assert drive(throttle, clock, count=4) == pytest.approx(
+        [0.0, 2.0, 4.0, 6.0]
+    )  # a bucket below one request still fills, and never stalls
 
 
 def test_a_token_budget_below_one_request_still_lets_requests_through():
     clock = Clock()
     throttle = Throttle(start=8, tpm=600, clock=clock)  # 10 tokens a second; each request "costs" 50
-    assert drive(throttle, clock, count=3, tokens=50) == pytest.approx([0.0, 5.0, 10.0])  # it goes, and 50-token requests at 600 tokens a minute: one per 5 s
+    assert drive(throttle, clock, count=3, tokens=50) == pytest.approx(
+        [0.0, 5.0, 10.0]
+    )  # it goes, and 50-token requests at 600 tokens a minute: one per 5 s
 
 
 def test_aimd_grows_while_the_endpoint_keeps_up_and_halves_on_a_refusal():

@@ -37,8 +37,17 @@ def test_real_v12(v12, real_samples):
     assert _ids(records) == ["1", "2", "3", "4", "5"]
     assert sum(len(r["regions"]) for r in records) == 1278
     first = records[0]
-    assert (first["width"], first["height"], first["image"], first["vg_version"]) == (800, 600, "visual_genome/VG_100K_2/1.jpg", "1.2")
-    assert first["regions"][1] == {"region_id": "1383", "phrase": "shade is along the street", "box": [194, 372, 376, 481]}
+    assert (first["width"], first["height"], first["image"], first["vg_version"]) == (
+        800,
+        600,
+        "visual_genome/VG_100K_2/1.jpg",
+        "1.2",
+    )
+    assert first["regions"][1] == {
+        "region_id": "1383",
+        "phrase": "shade is along the street",
+        "box": [194, 372, 376, 481],
+    }
     assert first["coco_id"] is None and first["captions"] == [] and first["entities"] == []
     phrases = [r["phrase"] for rec in records for r in rec["regions"]]
     assert all(p == p.strip() and "\n" not in p for p in phrases)
@@ -50,7 +59,11 @@ def test_real_v10(real_samples):
     assert _ids(records) == ["1", "2", "3", "4", "5"]
     assert records[0]["vg_version"] == "1.0"
     assert sum(len(r["regions"]) for r in records) == 1288
-    assert records[0]["regions"][0] == {"region_id": "1382", "phrase": "the clock is green in colour", "box": [421, 57, 503, 196]}
+    assert records[0]["regions"][0] == {
+        "region_id": "1382",
+        "phrase": "the clock is green in colour",
+        "box": [421, 57, 503, 196],
+    }
 
 
 @pytest.mark.parametrize("target", [1, 97, 1000, 7000, 31000, 80000, 10**7])
@@ -59,7 +72,16 @@ def test_split_reads_return_every_image_exactly_once(v12, target):
 
 
 def _synthetic(n: int, phrase: str) -> bytes:
-    objs = [{"regions": [{"region_id": i * 10 + k, "width": 5, "height": 6, "image_id": i, "phrase": phrase, "y": 1, "x": 2} for k in range(3)], "id": i} for i in range(n)]
+    objs = [
+        {
+            "regions": [
+                {"region_id": i * 10 + k, "width": 5, "height": 6, "image_id": i, "phrase": phrase, "y": 1, "x": 2}
+                for k in range(3)
+            ],
+            "id": i,
+        }
+        for i in range(n)
+    ]
     return json.dumps(objs, ensure_ascii=False).encode("utf-8")
 
 
@@ -67,7 +89,9 @@ def _synthetic(n: int, phrase: str) -> bytes:
 def test_split_reads_with_multibyte_and_tricky_strings(target):
     data = _synthetic(40, 'café {"regions": [] } ünïcødé "quoted" \\ back\nslash')
     assert _ids(_split_read(data, target)) == [str(i) for i in range(40)]
-    assert _split_read(data, target)[3]["regions"][0]["phrase"] == 'café {"regions": [] } ünïcødé "quoted" \\ back slash'
+    assert (
+        _split_read(data, target)[3]["regions"][0]["phrase"] == 'café {"regions": [] } ünïcødé "quoted" \\ back slash'
+    )
 
 
 def _generic_only(monkeypatch) -> None:
@@ -79,19 +103,35 @@ def test_typed_fast_path_matches_the_generic_decoder(real_samples, monkeypatch, 
     data = (real_samples / "visual_genome" / version / "region_descriptions.json").read_bytes()
     info = {"1": {"width": 800, "height": 600, "flickr_id": 42, "coco_id": None}}
     fast = _read(data, image_data=info)
-    typed = [vg.typed_record(vg._TYPED.decode(json.dumps(o).encode()), info.get(str(o["id"]))) for o in json.loads(data)]
+    typed = [
+        vg.typed_record(vg._TYPED.decode(json.dumps(o).encode()), info.get(str(o["id"]))) for o in json.loads(data)
+    ]
     assert typed[:-1] == fast[:-1] and all(typed)  # the typed path handled every real image
     _generic_only(monkeypatch)
     assert _read(data, image_data=info) == fast
 
 
 def test_typed_fast_path_falls_back_on_unusual_objects(monkeypatch):
-    objs = [{"id": 1, "regions": [{"region_id": 5, "width": 5, "height": 6, "image_id": 1, "phrase": " a\ncat ", "y": 1, "x": 2}]},
-            {"regions": [{"region_id": 6, "width": 5.5, "height": 6, "image_id": 2, "phrase": "b", "y": 1, "x": 2}], "id": 2},
-            {"regions": [{"region_id": 7, "width": True, "height": 6, "image_id": 3, "phrase": "c", "y": 1, "x": 2}], "id": 3},
-            {"regions": [{"region_id": 8, "width": 1, "height": 6, "image_id": 4, "phrase": None, "y": 1, "x": 2}], "id": 4},
-            {"regions": [], "id": 5},
-            {"regions": [{"region_id": 9, "width": 1, "height": 1, "image_id": 6, "phrase": "d", "y": 1, "x": 2}], "id": 6}]
+    objs = [
+        {
+            "id": 1,
+            "regions": [{"region_id": 5, "width": 5, "height": 6, "image_id": 1, "phrase": " a\ncat ", "y": 1, "x": 2}],
+        },
+        {
+            "regions": [{"region_id": 6, "width": 5.5, "height": 6, "image_id": 2, "phrase": "b", "y": 1, "x": 2}],
+            "id": 2,
+        },
+        {
+            "regions": [{"region_id": 7, "width": True, "height": 6, "image_id": 3, "phrase": "c", "y": 1, "x": 2}],
+            "id": 3,
+        },
+        {
+            "regions": [{"region_id": 8, "width": 1, "height": 6, "image_id": 4, "phrase": None, "y": 1, "x": 2}],
+            "id": 4,
+        },
+        {"regions": [], "id": 5},
+        {"regions": [{"region_id": 9, "width": 1, "height": 1, "image_id": 6, "phrase": "d", "y": 1, "x": 2}], "id": 6},
+    ]
     data = json.dumps(objs).encode()
     mixed = _read(data)
     assert _ids(mixed) == ["1", "ingest_bad_box", "ingest_bad_box", "ingest_bad_region", "5", "6"]
@@ -128,13 +168,25 @@ def test_invalid_utf8_fails_only_its_object_at_its_true_offset():
     assert f"at byte {data.index(b'{', 1)}" in items[0].detail
 
 
-@pytest.mark.parametrize("element", [b"1", b'"text"', b"null", b"[" * 100_000 + b"]" * 100_000, b'{"regions": [1]}', b'{"regions": 5}',
-                                     b'{"id": 5, "regions": [{"region_id": ' + b"9" * 5001 + b', "phrase": "p", "x": 1, "y": 1, '
-                                     b'"width": ' + b"9" * 5001 + b', "height": 1}]}',
-                                     b'{"id": 6, "regions": [{"region_id": 1, "phrase": "a \\ud800 b", "x": 1, "y": 1, "width": 1, "height": 1}]}'])
+@pytest.mark.parametrize(
+    "element",
+    [
+        b"1",
+        b'"text"',
+        b"null",
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"regions": [1]}',
+        b'{"regions": 5}',
+        b'{"id": 5, "regions": [{"region_id": ' + b"9" * 5001 + b', "phrase": "p", "x": 1, "y": 1, '
+        b'"width": ' + b"9" * 5001 + b', "height": 1}]}',
+        b'{"id": 6, "regions": [{"region_id": 1, "phrase": "a \\ud800 b", "x": 1, "y": 1, "width": 1, "height": 1}]}',
+    ],
+)
 def test_one_hostile_element_fails_alone(element):
     first = _synthetic(1, "x")[1:-1]
-    last = json.dumps({"regions": [{"region_id": 20, "width": 5, "height": 6, "image_id": 2, "phrase": "y", "y": 1, "x": 2}], "id": 2})
+    last = json.dumps(
+        {"regions": [{"region_id": 20, "width": 5, "height": 6, "image_id": 2, "phrase": "y", "y": 1, "x": 2}], "id": 2}
+    )
     data = b"[" + first + b", " + element + b", " + last.encode() + b"]"
     items = _read(data)
     assert [x for x in _ids(items) if not x.startswith("ingest_")] == ["0", "2"]  # before and after it
@@ -171,9 +223,23 @@ class _CountingStream(io.BytesIO):
 
 
 def test_a_string_ending_in_a_brace_does_not_make_a_range_read_ahead():
-    tricky = [{"regions": [{"region_id": 1, "width": 5, "height": 6, "image_id": 0, "phrase": "a sign saying {", "y": 1, "x": 2}], "id": 0}]
-    filler = [{"regions": [{"region_id": 10 + i, "width": 5, "height": 6, "image_id": i, "phrase": "x" * 2000, "y": 1, "x": 2}],
-               "id": i} for i in range(1, 12_000)]
+    tricky = [
+        {
+            "regions": [
+                {"region_id": 1, "width": 5, "height": 6, "image_id": 0, "phrase": "a sign saying {", "y": 1, "x": 2}
+            ],
+            "id": 0,
+        }
+    ]
+    filler = [
+        {
+            "regions": [
+                {"region_id": 10 + i, "width": 5, "height": 6, "image_id": i, "phrase": "x" * 2000, "y": 1, "x": 2}
+            ],
+            "id": i,
+        }
+        for i in range(1, 12_000)
+    ]
     data = json.dumps(tricky + filler).encode("utf-8")  # about 24 MB
     start = data.index(b"saying {") - 3  # the range starts inside the tricky phrase: `{"` is its closing quote
     stream = _CountingStream(data)
@@ -187,16 +253,42 @@ def test_real_scene_files_read_the_same_whole_and_by_byte_range(real_samples, ke
     whole = list(vg.read_images(io.BytesIO(data), key, key=key))
     assert [p["image_id"] for p in whole] == [str(i) for i in range(1, 51)] and all(isinstance(p, dict) for p in whole)
     for target in (7_777, 50_000):  # many ranges start inside an image (and inside an object's own attribute list)
-        parts = [p for s, e in vg.split_ranges(len(data), target) for p in vg.read_images(io.BytesIO(data), key, s, e, key=key)]
+        parts = [
+            p
+            for s, e in vg.split_ranges(len(data), target)
+            for p in vg.read_images(io.BytesIO(data), key, s, e, key=key)
+        ]
         assert parts == whole
 
 
 def test_scene_parts_attach_to_their_image_merged_ids_and_attributes_included():
-    obj = {"object_id": 1, "names": ["Sidewalk "], "synsets": ["sidewalk.n.01"], "x": 0, "y": 5, "w": 10, "h": 20, "merged_object_ids": [7]}
-    parts = [vg.scene_part({"image_id": 3, "objects": [obj]}, "objects"),
-             vg.scene_part({"image_id": 3, "attributes": [{**obj, "object_id": 7, "attributes": ["Brick"]}]}, "attributes"),
-             vg.scene_part({"image_id": 3, "relationships": [{"predicate": "ON", "subject": {**obj, "object_id": 9, "names": None, "name": "man"},
-                                                              "object": {**obj, "object_id": 7}}]}, "relationships")]
+    obj = {
+        "object_id": 1,
+        "names": ["Sidewalk "],
+        "synsets": ["sidewalk.n.01"],
+        "x": 0,
+        "y": 5,
+        "w": 10,
+        "h": 20,
+        "merged_object_ids": [7],
+    }
+    parts = [
+        vg.scene_part({"image_id": 3, "objects": [obj]}, "objects"),
+        vg.scene_part({"image_id": 3, "attributes": [{**obj, "object_id": 7, "attributes": ["Brick"]}]}, "attributes"),
+        vg.scene_part(
+            {
+                "image_id": 3,
+                "relationships": [
+                    {
+                        "predicate": "ON",
+                        "subject": {**obj, "object_id": 9, "names": None, "name": "man"},
+                        "object": {**obj, "object_id": 7},
+                    }
+                ],
+            },
+            "relationships",
+        ),
+    ]
     record = vg.attach_scene({"image_id": "3", "regions": []}, parts)
     assert [o["object_id"] for o in record["objects"]] == ["1", "9"]
     assert record["objects"][0]["names"] == ["sidewalk"] and record["objects"][0]["box"] == [0, 5, 10, 25]
@@ -205,7 +297,11 @@ def test_scene_parts_attach_to_their_image_merged_ids_and_attributes_included():
 
 
 def test_a_bad_scene_object_is_a_failure_naming_its_image():
-    bad = json.dumps([{"image_id": 4, "objects": [{"object_id": 1, "names": ["cat"], "x": 0, "y": 0, "w": -3, "h": 2}]},
-                      {"image_id": 5, "objects": [{"object_id": 2, "names": ["dog"]}]}]).encode()
+    bad = json.dumps(
+        [
+            {"image_id": 4, "objects": [{"object_id": 1, "names": ["cat"], "x": 0, "y": 0, "w": -3, "h": 2}]},
+            {"image_id": 5, "objects": [{"object_id": 2, "names": ["dog"]}]},
+        ]
+    ).encode()
     out = list(vg.read_images(io.BytesIO(bad), "objects.json", key="objects"))
     assert [(f.reason, f.image_id) for f in out] == [("ingest_bad_box", "4"), ("ingest_bad_object", "5")]
