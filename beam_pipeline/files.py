@@ -3,7 +3,9 @@ root."""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import posixpath
 from typing import Any
 
@@ -25,14 +27,24 @@ def exists(path: str) -> bool:
     return FileSystems.exists(path)
 
 
+@functools.lru_cache(maxsize=256)
+def _real_dir(path: str) -> str:
+    return os.path.realpath(path)
+
+
 def inside(root: str, path: str) -> bool:
-    """Whether a local ``path`` resolves (symbolic links followed) to somewhere under ``root``; remote paths are."""
+    """Whether a local ``path`` resolves (symbolic links followed) to somewhere under ``root``; remote paths are.
+
+    The folders' resolutions are cached per process (a tree's thousands of files sit in a few folders): a file
+    costs one ``lstat``, and a full resolution only when it is itself a link."""
     if "://" in root:
         return True
-    import os
-
-    real_root = os.path.realpath(root)
-    return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
+    real_root = _real_dir(root)
+    folder, name = os.path.split(path)
+    real = os.path.join(_real_dir(folder), name)
+    if name in ("", ".", "..") or os.path.islink(real):
+        real = os.path.realpath(path)
+    return os.path.commonpath([real_root, real]) == real_root
 
 
 def path_under(root: str, relative: str) -> str:

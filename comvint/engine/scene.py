@@ -18,8 +18,6 @@ import pathlib
 import re
 from typing import Any
 
-import inflect
-
 Box = tuple[int, int, int, int]
 MARGIN = 0.08  # a position is asked about only when every box pair differs by this share of the image
 SIZE_RATIO = 1.6  # a size only when one box is this many times the area of the other
@@ -375,7 +373,11 @@ PAIR_NOUNS = {
 
 
 @functools.lru_cache(maxsize=1)
-def inflector() -> inflect.engine:
+def inflector() -> Any:
+    """inflect's engine, imported on first use: its import instruments every function with typeguard (seconds),
+    which a job that only ingests, or a worker that runs no engine stage, never needs."""
+    import inflect
+
     return inflect.engine()
 
 

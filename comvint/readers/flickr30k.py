@@ -88,8 +88,17 @@ def parse_sentences(text: str) -> list[dict[str, Any]]:
     return [parse_caption(line) for line in lines]
 
 
-def _int(element: Any, tag: str, what: str) -> int:
-    text = element.findtext(tag)
+def child_texts(element: Any) -> dict[Any, str]:
+    """The text of each direct child by tag, as ``findtext`` reads it (the first of a repeated tag; ``""`` for an
+    empty one): one pass over the children instead of one search per tag."""
+    texts: dict[Any, str] = {}
+    for child in element:
+        texts.setdefault(child.tag, child.text or "")
+    return texts
+
+
+def _int(texts: dict[Any, str], tag: str, what: str) -> int:
+    text = texts.get(tag)
     if text is None:
         raise InputError(what, f"missing <{tag}>")
     try:
@@ -104,7 +113,9 @@ def parse_box(bndbox: Any, width: int, height: int) -> tuple[Box, bool]:
     A box reaching past the image is clipped to it (returned with ``True``); a box
     wholly outside the image is an error.
     """
-    xmin, ymin, xmax, ymax = (_int(bndbox, t, "ingest_bad_box") for t in ("xmin", "ymin", "xmax", "ymax"))
+    texts = child_texts(bndbox)
+    xmin, ymin = _int(texts, "xmin", "ingest_bad_box"), _int(texts, "ymin", "ingest_bad_box")
+    xmax, ymax = _int(texts, "xmax", "ingest_bad_box"), _int(texts, "ymax", "ingest_bad_box")
     if xmax < xmin or ymax < ymin:
         raise InputError("ingest_bad_box", f"inverted box {[xmin, ymin, xmax, ymax]}")
     if xmin > width or ymin > height or xmax < 1 or ymax < 1:
@@ -113,8 +124,8 @@ def parse_box(bndbox: Any, width: int, height: int) -> tuple[Box, bool]:
     return box, box != [xmin - 1, ymin - 1, xmax, ymax]
 
 
-def _flag(obj: Any, tag: str) -> bool:
-    text = obj.findtext(tag)
+def _flag(texts: dict[Any, str], tag: str) -> bool:
+    text = texts.get(tag)
     return text is not None and text.strip() not in ("", "0")
 
 
@@ -131,16 +142,24 @@ def parse_annotation_xml(data: bytes) -> tuple[int, int, list[dict[str, Any]], i
     size = root.find("size")
     if size is None:
         raise InputError("ingest_missing_size", "the XML has no <size>")
-    width, height = _int(size, "width", "ingest_bad_size"), _int(size, "height", "ingest_bad_size")
+    sizes = child_texts(size)
+    width, height = _int(sizes, "width", "ingest_bad_size"), _int(sizes, "height", "ingest_bad_size")
     if width <= 0 or height <= 0:
         raise InputError("ingest_bad_size", f"size {width}x{height}")
     entities: dict[str, dict[str, Any]] = {}
     clipped = 0
     for obj in root.iter("object"):
-        bndbox = obj.find("bndbox")
+        names, bndbox = [], None
+        for child in obj:  # one pass: its names, its first box, its flags
+            if child.tag == "name":
+                names.append(child)
+            elif child.tag == "bndbox" and bndbox is None:
+                bndbox = child
         box, was_clipped = parse_box(bndbox, width, height) if bndbox is not None else (None, False)
         clipped += was_clipped
-        for name in obj.findall("name"):
+        flags = child_texts(obj) if names else {}
+        scene, no_box = _flag(flags, "scene"), _flag(flags, "nobndbox")
+        for name in names:
             entity_id = (name.text or "").strip()
             if not entity_id or entity_id == NOT_VISUAL:
                 continue
@@ -149,8 +168,8 @@ def parse_annotation_xml(data: bytes) -> tuple[int, int, list[dict[str, Any]], i
             )
             if box is not None:
                 entity["boxes"].append(box)
-            entity["scene"] |= _flag(obj, "scene")
-            entity["no_box"] |= _flag(obj, "nobndbox")
+            entity["scene"] |= scene
+            entity["no_box"] |= no_box
     return width, height, list(entities.values()), clipped
 
 
