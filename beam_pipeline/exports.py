@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import io as pyio
+import io
 from collections.abc import Sequence
 
 import apache_beam as beam
@@ -70,7 +70,7 @@ def merge_llava(_, directory: str, parts: list[str]) -> str:
         out.write(b"[\n")
         for part in sorted(parts):
             with FileSystems.open(part, compression_type="uncompressed") as handle:
-                for line in pyio.TextIOWrapper(handle, encoding="utf-8"):
+                for line in io.TextIOWrapper(handle, encoding="utf-8"):
                     out.write((b"" if first else b",\n") + line.rstrip("\n").encode("utf-8"))
                     first = False
         out.write(b"\n]\n")
