@@ -168,8 +168,8 @@ def vg_phrase(rng: random.Random) -> str:
     if shape < 0.35:
         return _thing(rng, THINGS).split(" ", 1)[1]
     if shape < 0.5:
-        place = rng.choice(("table", "street", "desk", "sidewalk", "beach"))
-        return f"{_thing(rng, THINGS).split(' ', 1)[1]} on the {place}"
+        thing = _thing(rng, THINGS).split(" ", 1)[1]  # drawn first: the corpora stay what they were
+        return f"{thing} on the {rng.choice(('table', 'street', 'desk', 'sidewalk', 'beach'))}"
     if shape < 0.7:
         return _person(rng).split(" ", 1)[1]
     if shape < 0.85:
