@@ -153,46 +153,15 @@ class DeduplicateInstructions(beam.PTransform):
             | "GroupByImage" >> beam.GroupByKey()
             | "DedupWithinImage" >> beam.FlatMap(_image_decisions, threshold).with_outputs(DROP, main=OK)
         )
-        survivors = per_image[OK]
         exact = (
-            survivors
+            per_image[OK]
             | "KeyByText" >> beam.Map(dedup.member)
             | "TextKey" >> beam.WithKeys(lambda m: m[4])
             | "GroupByText" >> beam.GroupByKey()
             | "SplitExactGroups" >> beam.FlatMap(_split_exact).with_outputs(MEMBERS, main=OK)
         )
         heads = exact[OK]
-        # One GroupByKey per band (each band is its own hash table), the bands cut into waves: a wave's
-        # band keys are made only once the previous wave's pairs are all found, so a runner that holds
-        # every shuffle in memory (the local one) holds one wave's at a time.
-        sketches = heads | "Sketch" >> beam.ParDo(SketchFn(self._num_perm, self._bands))
-        pairs, after = [], []
-        for w, wave in enumerate(dedup.band_waves(self._bands, self._waves)):
-            tags = [band_tag(b) for b in wave]
-            entries = sketches | f"BandKeys{w}" >> beam.FlatMap(_band_entries, wave, *after).with_outputs(*tags)
-            found = [
-                entries[band_tag(b)]
-                | f"GroupByBand{b}" >> beam.GroupByKey()
-                | f"VerifyBand{b}" >> beam.FlatMap(lambda kv: dedup.group_pairs(kv[1], threshold))
-                for b in wave
-            ]
-            pairs += found
-            after = [
-                beam.pvalue.AsList(
-                    tuple(found) | f"Wave{w}Done" >> beam.Flatten() | f"Wave{w}Barrier" >> beam.FlatMap(lambda _: ())
-                )
-            ]
-        components = (
-            tuple(pairs)
-            | "MergeBandPairs" >> beam.Flatten()
-            | "ConnectComponents" >> beam.CombineGlobally(ConnectComponentsFn())
-            | "ComponentOf" >> beam.FlatMap(dict.items)
-        )
-        labels = (
-            (heads | "OwnLabel" >> beam.Map(lambda m: (m[2], m[2])), components)
-            | "MergeLabels" >> beam.Flatten()
-            | "SmallestLabel" >> beam.CombinePerKey(min)
-        )
+        labels = self._component_labels(heads, self._near_pairs(heads))
         across = (
             {"label": labels, "member": exact[MEMBERS]}
             | "JoinHeadLabels" >> beam.CoGroupByKey()
@@ -206,5 +175,41 @@ class DeduplicateInstructions(beam.PTransform):
             | "JoinDrops" >> beam.CoGroupByKey()
             | "Apply" >> beam.FlatMap(_apply).with_outputs(REJECTED, main=OK)
         )
-        ids = across[CLUSTERS]
-        return Deduplicated(out[OK], out[REJECTED], ids)
+        return Deduplicated(out[OK], out[REJECTED], across[CLUSTERS])
+
+    def _near_pairs(self, heads: beam.PCollection) -> list[beam.PCollection]:
+        """Verified near-duplicate pairs of the exact groups' heads: MinHash LSH, one GroupByKey per band.
+
+        The bands are cut into waves: a wave's band keys are made only once the previous wave's pairs are all
+        found, so a runner that holds every shuffle in memory (the local one) holds one wave's at a time."""
+        threshold = self._threshold
+        sketches = heads | "Sketch" >> beam.ParDo(SketchFn(self._num_perm, self._bands))
+        pairs, after = [], []
+        for w, wave in enumerate(dedup.band_waves(self._bands, self._waves)):
+            tags = [band_tag(b) for b in wave]
+            entries = sketches | f"BandKeys{w}" >> beam.FlatMap(_band_entries, wave, *after).with_outputs(*tags)
+            found = [
+                entries[band_tag(b)]
+                | f"GroupByBand{b}" >> beam.GroupByKey()
+                | f"VerifyBand{b}" >> beam.FlatMap(lambda kv: dedup.group_pairs(kv[1], threshold))
+                for b in wave
+            ]
+            pairs += found
+            done = tuple(found) | f"Wave{w}Done" >> beam.Flatten() | f"Wave{w}Barrier" >> beam.FlatMap(lambda _: ())
+            after = [beam.pvalue.AsList(done)]
+        return pairs
+
+    @staticmethod
+    def _component_labels(heads: beam.PCollection, pairs: list[beam.PCollection]) -> beam.PCollection:
+        """(head id, the smallest id of its connected component): union-find over the pairs."""
+        components = (
+            tuple(pairs)
+            | "MergeBandPairs" >> beam.Flatten()
+            | "ConnectComponents" >> beam.CombineGlobally(ConnectComponentsFn())
+            | "ComponentOf" >> beam.FlatMap(dict.items)
+        )
+        return (
+            (heads | "OwnLabel" >> beam.Map(lambda m: (m[2], m[2])), components)
+            | "MergeLabels" >> beam.Flatten()
+            | "SmallestLabel" >> beam.CombinePerKey(min)
+        )
