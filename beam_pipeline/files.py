@@ -9,6 +9,7 @@ import os
 import posixpath
 from typing import Any
 
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from comvint.records import (
@@ -44,7 +45,7 @@ def inside(root: str, path: str) -> bool:
     real = os.path.join(_real_dir(folder), name)
     if name in ("", ".", "..") or os.path.islink(real):
         real = os.path.realpath(path)
-    return os.path.commonpath([real_root, real]) == real_root
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
 def path_under(root: str, relative: str) -> str:
@@ -67,6 +68,11 @@ def file_stem(path: str) -> str:
 
 
 def read_bytes(path: str) -> bytes:
+    """A file's bytes (decompressed when its suffix names a compression, as Beam reads it). A plain local file is
+    read with ``open()``: a tree of 60,000 small files spends a tenth of its ingest in Beam's file layer otherwise."""
+    if "://" not in path and CompressionTypes.detect_compression_type(path) == CompressionTypes.UNCOMPRESSED:
+        with open(path, "rb") as handle:
+            return handle.read()
     with FileSystems.open(path) as handle:
         return handle.read()
 

@@ -139,9 +139,11 @@ class ReadFlickr30k(beam.PTransform):
             {"sentences": sentences, "xml": xmls}
             | "PairFiles" >> beam.CoGroupByKey()
             | "KeepSplit" >> beam.Filter(lambda kv: split is None or kv[0] in split)
-            | "Limit" >> LimitImages(self._limit)
-            | "SpreadImages" >> beam.Reshuffle()
-            | "ParseFlickr" >> beam.ParDo(ParseFlickrImageFn(self._unrelated, self._root)).with_outputs(FAILED, main=OK)
+        )
+        if self._limit:  # the limit's top-N is one list on one worker: spread its images again (the pairing did)
+            results = results | "Limit" >> LimitImages(self._limit) | "SpreadImages" >> beam.Reshuffle()
+        results = results | "ParseFlickr" >> beam.ParDo(ParseFlickrImageFn(self._unrelated, self._root)).with_outputs(
+            FAILED, main=OK
         )
         return Read(results[OK], results[FAILED])
 

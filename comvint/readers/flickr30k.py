@@ -197,7 +197,7 @@ def build_record(
     """Build the normalised annotation record of one Flickr30k Entities image."""
     captions = parse_sentences(decode_utf8(sentences, "Sentences"))
     width, height, entities, clipped = parse_annotation_xml(xml)
-    unrelated = set(unrelated)
+    unrelated = unrelated if isinstance(unrelated, (set, frozenset)) else set(unrelated)
     kept, dropped = [], []
     for number, caption in enumerate(captions, start=1):
         if (image_id, number) in unrelated:
