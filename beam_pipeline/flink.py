@@ -305,9 +305,9 @@ class LocalCluster:
     def _died(self) -> bool:
         return any(p.poll() is not None for p in [self.jobmanager, *self.taskmanagers] if p)
 
-    def kill_taskmanager(self, index: int = 0) -> int:
-        """SIGKILL one TaskManager JVM (a lost machine); returns its pid."""
-        proc = self.taskmanagers[index]
+    def kill_taskmanager(self) -> int:
+        """SIGKILL the first live TaskManager JVM (a lost machine); returns its pid."""
+        proc = next(p for p in self.taskmanagers if p.poll() is None)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         return proc.pid

@@ -11,9 +11,14 @@ from Beam's worker pool) beside the local runner, in one run:
 2. llm: the OpenAI path against the fake endpoint with a quota (3,000 rpm) and --llm_rpm 1500 shared by
    the 2 workers: every input accounted for (the job checks it), the busiest minute within the budget.
 3. kill: the same job, a TaskManager SIGKILLed in the middle of the LLM stages (and a new one started, as a
-   supervisor would), then again with one Python worker SIGKILLed instead: Flink restarts what failed, the
-   output equals the uninterrupted run's, and the endpoint counts requests answered twice; a rerun with
-   the killed run's cache pays nothing.
+   supervisor would), then again with every Python worker SIGKILLed instead: Flink restarts what failed, the
+   output equals the uninterrupted run's; the endpoint counts requests answered twice, beside how many were
+   in flight at the kill (answered, not yet in the cache); a rerun with the killed run's cache pays nothing.
+4. budget: --llm_rpm 120 against an endpoint that refuses past 120 requests a minute: the 2 workers' shares
+   keep the busiest minute within it, with no 429.
+5. batch: --llm_mode batch on Flink beside the local runner (the same bytes), then a lost machine (a
+   TaskManager and every Python worker SIGKILLed) with the first batch in flight: the restarted job resumes
+   it from the ledger and submits no line twice, and the output equals the uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ sys.path.insert(0, str(REPO))
 from beam_pipeline import flink  # noqa: E402
 from bench.quality_bench import REAL, unpack  # noqa: E402
 from bench.quota_bench import busiest_minute  # noqa: E402
-from comvint.testing import output_bytes  # noqa: E402
+from comvint.testing import cache_entries, openai_flags, output_bytes  # noqa: E402
 from comvint.testing.fake_openai import FakeOpenAI, schema_json  # noqa: E402
 
 OUTPUTS = ("instructions", "rejected", "failures")
@@ -164,23 +169,37 @@ def identity(work: pathlib.Path, on: Flink, fractions: list[float]) -> list[dict
     return rows
 
 
+def kill_python_workers(pool: flink.WorkerPool) -> list[int]:
+    """SIGKILL every SDK worker process of the pool (whatever task each was in the middle of); their pids."""
+    workers = psutil.Process(pool.proc.pid).children(recursive=True)
+    for worker in workers:
+        worker.kill()
+    psutil.wait_procs(workers, timeout=30)
+    return [w.pid for w in workers]
+
+
 def llm_and_kill(work: pathlib.Path, on: Flink) -> dict:
     """Parts 2 and 3: the OpenAI path with a quota, uninterrupted, then with a TaskManager killed, then
-    with a Python worker killed."""
+    with every Python worker killed; each kill lands at the middle request of the uninterrupted run."""
     env = {**os.environ, "OPENAI_API_KEY": "sk-flink-bench"}
     kill_now, answered = threading.Event(), collections.Counter()
-    state, killed = {"kill_at": 0}, []
+    state: dict = {"kill_at": 0, "cache": None}
+    killed: list[dict] = []
+
+    def after_the_kill(what: dict) -> None:
+        """What the endpoint had answered and the cache held once the kill landed: the difference was in
+        flight (answered to a worker that died before caching it), the most a restart can pay twice."""
+        distinct, cached = len(answered), cache_entries(state["cache"])
+        killed.append({**what, "at": time.strftime("%H:%M:%S"), "answered": distinct, "cached": cached})
 
     def kill_a_taskmanager() -> None:
-        """SIGKILL the first TaskManager and start a replacement (a supervisor's restart)."""
-        killed.append({"taskmanager_pid": on.cluster.kill_taskmanager(0), "at": time.strftime("%H:%M:%S")})
+        """SIGKILL a TaskManager and start a replacement (a supervisor's restart)."""
+        after_the_kill({"taskmanager_pid": on.cluster.kill_taskmanager()})
         on.cluster.add_taskmanager()
 
-    def kill_a_python_worker() -> None:
-        """SIGKILL one SDK worker process of the pool (Flink must restart the tasks it served)."""
-        worker = psutil.Process(on.pool.proc.pid).children()[0]
-        worker.kill()
-        killed.append({"python_worker_pid": worker.pid, "at": time.strftime("%H:%M:%S")})
+    def kill_every_python_worker() -> None:
+        """SIGKILL every SDK worker process of the pool: the task in the middle of a request fails."""
+        after_the_kill({"python_worker_pids": kill_python_workers(on.pool)})
 
     def responder(body):
         key = json.dumps(body.get("messages"), sort_keys=True)
@@ -189,27 +208,14 @@ def llm_and_kill(work: pathlib.Path, on: Flink) -> dict:
             kill_now.set()
         return schema_json(body)
 
-    def job(output: pathlib.Path, cache: pathlib.Path) -> list[str]:
-        return [
-            "--llm",
-            "openai",
-            "--llm_base_url",
-            server.base_url,
-            "--llm_model",
-            "fake",
-            "--llm_rpm",
-            "1500",
-            "--llm_max_retries",
-            "8",
-            "--cache_dir",
-            str(cache),
-            "--output",
-            str(output),
-        ]
+    def job(name: str, cache: str) -> list[str]:
+        state["cache"] = work / f"cache-{cache}"
+        flags = ["--llm_rpm", "1500", "--llm_max_retries", "8", "--cache_dir", str(state["cache"])]
+        return [*openai_flags(server.base_url, *flags), "--output", str(work / name)]
 
     result = {}
     with FakeOpenAI(responder, latency=0.05, quota_rpm=3000) as server:
-        whole = run(job(work / "llm-whole", work / "cache-whole"), on, env)
+        whole = run(job("llm-whole", "whole"), on, env)
         sent = sum(answered.values())
         result["uninterrupted"] = {
             **whole,
@@ -217,23 +223,24 @@ def llm_and_kill(work: pathlib.Path, on: Flink) -> dict:
             "refused_429": server.refused,
             "busiest_minute": busiest_minute(server.accepted),
         }
-        for name, kill in (("taskmanager_killed", kill_a_taskmanager), ("python_worker_killed", kill_a_python_worker)):
+        kills = (("taskmanager_killed", kill_a_taskmanager), ("every_python_worker_killed", kill_every_python_worker))
+        for name, kill in kills:
             answered.clear()
             killed.clear()
             state["kill_at"], refused_before = sent // 2, server.refused
-            measured = run(job(work / name, work / f"cache-{name}"), on, env, kill, kill_now)
-            twice = sum(n - 1 for n in answered.values() if n > 1)
+            measured = run(job(name, name), on, env, kill, kill_now)
             result[name] = {
                 **measured,
                 "killed": list(killed),
+                "in_flight_at_the_kill": sum(k["answered"] - k["cached"] for k in killed),
                 "answered": sum(answered.values()),
-                "answered_twice": twice,
+                "answered_twice": sum(n - 1 for n in answered.values() if n > 1),
                 "refused_429": server.refused - refused_before,
                 "identical_to_uninterrupted": shards(work / name) == shards(work / "llm-whole"),
             }
         answered.clear()
         state["kill_at"] = 0
-        rerun = run(job(work / "llm-rerun", work / "cache-taskmanager_killed"), on, env)
+        rerun = run(job("llm-rerun", "taskmanager_killed"), on, env)
         result["rerun_same_cache"] = {
             **rerun,
             "answered": sum(answered.values()),
@@ -243,9 +250,94 @@ def llm_and_kill(work: pathlib.Path, on: Flink) -> dict:
     return result
 
 
+def budget(work: pathlib.Path, on: Flink, rpm: int = 120) -> dict:
+    """Part 4: a budget that binds. The endpoint refuses past ``rpm`` requests in any minute, the job gets
+    ``--llm_rpm rpm`` to split between its workers: at most ``rpm`` in the busiest minute, and no 429."""
+    env = {**os.environ, "OPENAI_API_KEY": "sk-flink-bench"}
+    with FakeOpenAI(schema_json, latency=0.05, quota_rpm=rpm) as server:
+        flags = ["--llm_rpm", str(rpm), "--llm_max_retries", "8", "--output", str(work / "budget")]
+        measured = run(openai_flags(server.base_url, *flags), on, env)
+        result = {
+            **measured,
+            "llm_rpm": rpm,
+            "answered": len(server.accepted),
+            "refused_429": server.refused,
+            "busiest_minute": busiest_minute(server.accepted),
+            "identical_to_the_llm_part": (
+                shards(work / "budget") == shards(work / "llm-whole") if (work / "llm-whole").is_dir() else None
+            ),
+        }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def batch_and_kill(work: pathlib.Path, on: Flink) -> dict:
+    """Part 5: ``--llm_mode batch`` on Flink, beside the local runner; then a lost machine (a TaskManager and
+    every Python worker SIGKILLed) while the first batch is in flight: the restarted job resumes that batch
+    from the ledger, submits no line twice, and writes what the uninterrupted run wrote."""
+    env = {**os.environ, "OPENAI_API_KEY": "sk-flink-bench"}
+    hold, kill_now, killed = threading.Event(), threading.Event(), []
+
+    def lose_a_machine() -> None:
+        killed.append(
+            {
+                "taskmanager_pid": on.cluster.kill_taskmanager(),
+                "python_worker_pids": kill_python_workers(on.pool),
+                "at": time.strftime("%H:%M:%S"),
+                "batches_created": len(server.batch_lines),
+            }
+        )
+        on.cluster.add_taskmanager()
+        hold.set()  # the endpoint finishes the batch; only the restarted job is left to collect it
+
+    def job(name: str) -> list[str]:
+        flags = ["--llm_mode", "batch", "--llm_batch_poll_s", "1", "--cache_dir", str(work / f"cache-{name}")]
+        return [*openai_flags(server.base_url, *flags), "--output", str(work / name)]
+
+    def lines_since(mark: int) -> list[str]:
+        return [cid for lines in server.batch_lines[mark:] for cid in lines]
+
+    result = {}
+    with FakeOpenAI(schema_json, batch_hold=hold) as server:
+        hold.set()
+        result["local"] = run(job("batch-local"), None, env)
+        mark = len(server.batch_lines)
+        measured = run(job("batch-flink"), on, env)
+        lines = lines_since(mark)
+        result["flink"] = {
+            **measured,
+            "batches": len(server.batch_lines) - mark,
+            "lines": len(lines),
+            "identical_to_local": shards(work / "batch-flink") == shards(work / "batch-local"),
+        }
+        hold.clear()
+        server.batch_polled.clear()
+        mark = len(server.batch_lines)
+        threading.Thread(target=lambda: server.batch_polled.wait() and kill_now.set(), daemon=True).start()
+        measured = run(job("batch-killed"), on, env, lose_a_machine, kill_now)
+        lines = lines_since(mark)
+        stats = json.loads((work / "batch-killed" / "stats.json").read_text())
+        result["machine_lost_mid_batch"] = {
+            **measured,
+            "killed": killed,
+            "batches": len(server.batch_lines) - mark,
+            "batches_resumed": sum(s.get("batches_resumed", 0) for s in stats["llm"].values()),
+            "lines": len(lines),
+            "lines_submitted_twice": len(lines) - len(set(lines)),
+            "online_requests": len(server.requests),
+            "identical_to_uninterrupted": shards(work / "batch-killed") == shards(work / "batch-flink"),
+        }
+    print(json.dumps(result), flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="identity,llm", help="identity, llm (llm includes the kill)")
+    parser.add_argument(
+        "--parts",
+        default="identity,llm,budget,batch",
+        help="identity, llm (with the kills), budget (needs llm's output), batch (with a lost machine)",
+    )
     parser.add_argument(
         "--fractions",
         default="0,0.1",
@@ -271,6 +363,10 @@ def main() -> None:
             report["identity"] = identity(opts.work, on, [float(f) for f in opts.fractions.split(",")])
         if "llm" in parts:
             report["llm"] = llm_and_kill(opts.work, on)
+        if "budget" in parts:
+            report["budget"] = budget(opts.work, on)
+        if "batch" in parts:
+            report["batch"] = batch_and_kill(opts.work, on)
     opts.json.parent.mkdir(parents=True, exist_ok=True)
     opts.json.write_text(json.dumps(report, indent=1))
     print(f"wrote {opts.json}")

@@ -30,6 +30,16 @@ def output_bytes(
     }
 
 
+def openai_flags(base_url: str, *extra: str, model: str = "fake") -> list[str]:
+    """The job's flags for the OpenAI path against a fake endpoint at ``base_url``, then ``extra``."""
+    return ["--llm", "openai", "--llm_base_url", base_url, "--llm_model", model, *extra]
+
+
+def cache_entries(cache_dir: pathlib.Path) -> int:
+    """How many replies a run's ``--cache_dir`` holds (``<key[:2]>/<key>.json``; the Batch API ledger is apart)."""
+    return sum(1 for _ in cache_dir.glob("??/*.json"))
+
+
 def message_text(content: Any) -> str:
     """The text of a message (the text parts of one that also carries a picture)."""
     if isinstance(content, list):
