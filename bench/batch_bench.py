@@ -25,6 +25,7 @@ import zlib
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.corpora import generate_flickr, generate_vg  # noqa: E402
+from comvint.testing import openai_flags  # noqa: E402
 from comvint.testing.fake_openai import FakeOpenAI, schema_json  # noqa: E402
 
 PRICES = "gpt-4o-mini=0.15:0.6"
@@ -44,12 +45,7 @@ def run_job(server: FakeOpenAI, work: str, flickr: str, vg: str, mode: str) -> d
             vg,
             "--output",
             out,
-            "--llm",
-            "openai",
-            "--llm_base_url",
-            server.base_url,
-            "--llm_model",
-            "gpt-4o-mini",
+            *openai_flags(server.base_url, model="gpt-4o-mini"),
             "--llm_prices",
             PRICES,
             "--cache_dir",

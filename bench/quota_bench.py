@@ -29,6 +29,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.corpora import generate_flickr, generate_vg  # noqa: E402
+from comvint.testing import openai_flags  # noqa: E402
 from comvint.testing.fake_openai import FakeOpenAI, schema_json  # noqa: E402
 
 
@@ -55,12 +56,7 @@ def run(server: FakeOpenAI, work: str, name: str, extra: list[str]) -> dict:
         os.path.join(work, "vg.json"),
         "--output",
         out,
-        "--llm",
-        "openai",
-        "--llm_base_url",
-        server.base_url,
-        "--llm_model",
-        "fake",
+        *openai_flags(server.base_url),
         "--llm_max_retries",
         "8",
         *extra,

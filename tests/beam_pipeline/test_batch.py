@@ -14,7 +14,7 @@ import zlib
 import pytest
 
 from beam_pipeline import main
-from comvint.testing import output_bytes
+from comvint.testing import openai_flags, output_bytes
 from comvint.testing.fake_openai import FakeOpenAI, schema_json
 from tests.beam_pipeline.helpers import read_jsonl, read_stats
 from tests.conftest import REPO
@@ -23,23 +23,8 @@ ENV = {**os.environ, "OPENAI_API_KEY": "sk-batch-secret"}
 
 
 def _job(server: FakeOpenAI, output: pathlib.Path, cache: pathlib.Path, *extra: str) -> list[str]:
-    return [
-        "--llm",
-        "openai",
-        "--llm_base_url",
-        server.base_url,
-        "--llm_model",
-        "fake",
-        "--llm_mode",
-        "batch",
-        "--llm_batch_poll_s",
-        "0.01",
-        "--cache_dir",
-        str(cache),
-        "--output",
-        str(output),
-        *extra,
-    ]
+    batch = ["--llm_mode", "batch", "--llm_batch_poll_s", "0.01", "--cache_dir", str(cache), "--output", str(output)]
+    return openai_flags(server.base_url, *batch, *extra)
 
 
 def _command(args: list[str]) -> list[str]:

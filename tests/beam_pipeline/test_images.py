@@ -12,6 +12,7 @@ from PIL import Image, ImageStat
 
 from beam_pipeline import main
 from beam_pipeline.options import SAMPLE_IMAGES
+from comvint.testing import openai_flags
 from comvint.testing.fake_openai import FakeOpenAI, pictures_of, schema_json
 from tests.beam_pipeline.helpers import read_jsonl, read_stats
 
@@ -46,12 +47,7 @@ def test_the_judges_see_the_picture_and_their_verdict_follows_it(tmp_path, pictu
     monkeypatch.setenv("OPENAI_API_KEY", "sk-images")
     with FakeOpenAI(judge_by_picture) as server:
         job = [
-            "--llm",
-            "openai",
-            "--llm_base_url",
-            server.base_url,
-            "--llm_model",
-            "gpt-4o",
+            *openai_flags(server.base_url, model="gpt-4o"),
             "--llm_prices",
             "gpt-4o=2.5:10",
             "--image_root",

@@ -7,7 +7,7 @@ import json
 from beam_pipeline import main
 from comvint import prompts
 from comvint.stages.method import MethodConfig, Synthesize, shuffle_options
-from comvint.testing import output_bytes
+from comvint.testing import openai_flags, output_bytes
 from comvint.testing.fake_openai import FakeOpenAI, last_user_message
 from tests.beam_pipeline.helpers import read_jsonl, read_stats
 
@@ -122,12 +122,7 @@ def test_method_through_fake_openai_server(tmp_path, monkeypatch):
             [
                 "--output",
                 str(tmp_path),
-                "--llm",
-                "openai",
-                "--llm_base_url",
-                server.base_url,
-                "--llm_model",
-                "fake-model",
+                *openai_flags(server.base_url, model="fake-model"),
                 "--cache_dir",
                 str(tmp_path / "cache"),
                 "--llm_max_retries",
@@ -141,12 +136,7 @@ def test_method_through_fake_openai_server(tmp_path, monkeypatch):
             [
                 "--output",
                 str(tmp_path / "again"),
-                "--llm",
-                "openai",
-                "--llm_base_url",
-                server.base_url,
-                "--llm_model",
-                "fake-model",
+                *openai_flags(server.base_url, model="fake-model"),
                 "--cache_dir",
                 str(tmp_path / "cache"),
             ]

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 
-from comvint.testing import output_bytes
+from comvint.testing import openai_flags, output_bytes
 from comvint.testing.fake_openai import FakeOpenAI, schema_json
 from tests.conftest import REPO
 
@@ -17,21 +17,8 @@ KILL_AFTER = 60  # requests the first run gets answered before it is killed
 
 
 def _job(server: FakeOpenAI, output: pathlib.Path, cache: pathlib.Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "beam_pipeline.main",
-        "--llm",
-        "openai",
-        "--llm_base_url",
-        server.base_url,
-        "--llm_model",
-        "fake",
-        "--cache_dir",
-        str(cache),
-        "--output",
-        str(output),
-    ]
+    flags = openai_flags(server.base_url, "--cache_dir", str(cache), "--output", str(output))
+    return [sys.executable, "-m", "beam_pipeline.main", *flags]
 
 
 def test_a_killed_run_resumes_from_the_cache(tmp_path):
