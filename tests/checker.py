@@ -250,6 +250,14 @@ def flags(item: dict, image) -> set[str]:
         )
         if plural != (match.group(1) == "Are"):
             found.add("agreement")
+    kinds = [m for m in clauses if not m.group(1) and m.group(2) == "kind"]
+    if kinds and steps:
+        asked = kinds[0].group(3).split(",")[0].strip()
+        if steps[-1].group(2) == "rel" and steps[-1].group(3).split(",")[2].strip() == asked:
+            found.add("kind_told_by_verb")  # "is what the man is wearing a kind of garment?"
+        named = {a.strip() for s in steps for a in s.group(3).split(",") if a.strip()[:2] in ("e:", "o:", "r:")}
+        if item["format"] == "multiple_choice" and len(named - {asked}) < len(item["options"]) - 1:
+            found.add("kind_option_ruled_out")  # a kind no thing of the question has: out without looking
     asks = [m for m in clauses if not m.group(1) and m.group(2) == "colour"]
     if asks and steps and steps[-1].group(2) in (*POSITION, *SIZE):
         loser = image.thing(steps[-1].group(3).split(",")[1].strip())

@@ -401,6 +401,30 @@ def _steps_matter(clauses: list[tuple[bool, str, list[str], int | None]], rec: R
     return True, ""
 
 
+def _not_told(
+    clauses: list[tuple[bool, str, list[str], int | None]], rec: Record, record: dict[str, Any]
+) -> tuple[bool, str]:
+    """The question's words must not give its answer away: no kind of a relation's object (the verb names it:
+    "what the man is wearing" is a garment), and no kind option that no thing the question names has."""
+    positive = [c for c in clauses if not c[0]]
+    steps = [c for c in positive if c[1] not in ("colour", "material", "kind")]
+    ask = next((c for c in positive if c[1] == "kind"), None)
+    if ask is None:
+        return True, ""
+    if steps and steps[-1][1] == "rel" and steps[-1][2][2] == ask[2][0]:
+        return False, f"the verb '{steps[-1][2][1]}' tells the kind of what it names"
+    if record.get("format") == "multiple_choice":
+        named = {rec.kind(a) for c in steps for a in c[2] if a in rec.things} - {None}
+        told = [
+            c[2][1]
+            for c in clauses
+            if c[0] and c[1] == "kind" and not any(same_answer("kind", c[2][1], n) for n in named)
+        ]
+        if told:
+            return False, f"no thing the question names is {told[0]}: the option is ruled out by the words"
+    return True, ""
+
+
 def _names(rec: Record, tid: str) -> set[str]:
     return {re.sub(r"\s+'s\b", "'s", " ".join(t.lower().split())) for t in rec.things[tid]["texts"]}
 
@@ -427,6 +451,9 @@ def judge(record: dict[str, Any], rec: Record) -> tuple[bool, str]:
         return False, evidence
     positive = [c for c in clauses if not c[0]]
     ok, why = _steps_matter(positive, rec)
+    if not ok:
+        return False, f"{evidence}; {why}"
+    ok, why = _not_told(clauses, rec, record)
     if not ok:
         return False, f"{evidence}; {why}"
     fmt, answer = record.get("format", "open_ended"), str(record.get("answer", ""))

@@ -43,6 +43,9 @@ EMPTY_CLOSED = {
     "bool_negative_grounding": [],
     "mc_grounding": [],
 }
+# Never asked of a relation's object: its verb says it ("what the man is wearing" is a garment, "what he is driving"
+# a vehicle), so the answer would come from the question's words.
+TOLD_BY_VERB = ("kind",)
 PREFERENCE = {
     "cross_modal": ("count", "relation", "colour", "size", "kind", "position"),
     "outside_knowledge": ("kind", "material", "colour", "relation", "size", "position"),
@@ -149,7 +152,7 @@ def hops(chain: Chain, scene: Scene, key: str) -> Iterator[Chain]:
             if mine and theirs and not same_answer(ask, mine, theirs):
                 yield Chain(chain.steps, ask)
     if chain.ask is None and last.rel == "rel":
-        for ask in shuffled(list(ASKS), key, "ask"):
+        for ask in shuffled([a for a in ASKS if a not in TOLD_BY_VERB], key, "ask"):
             if value_of(ask, focus):
                 yield Chain(chain.steps, ask)
     last_axis = None if last.rel == "rel" else axis_of(last.rel)
@@ -216,12 +219,22 @@ def _not_related(chain: Chain, scene: Scene, key: str) -> list[str]:
     return found
 
 
+def plausible_options(chain: Chain, scene: Scene, key: str) -> list[str]:
+    """Wrong values of the asked property that the question's words do not rule out: any colour or material, but
+    only a kind that some thing the question names has ("a fish" is no option when it names a man and shorts)."""
+    values = other_values(chain.ask, chain, scene, key)
+    if chain.ask != "kind":
+        return values
+    named = [value_of("kind", scene.things[p]) for p in participants(chain) if p != chain.focus()]
+    return [v for v in values if any(same_answer("kind", v, n) for n in named)]
+
+
 def _options(chain: Chain, scene: Scene, key: str) -> tuple[str, str, list[str], list[str]] | None:
     """(question, correct option, three distractors, their clauses), or None when the chain has no fitting set."""
     last, t = chain.steps[-1], scene.things
     question = forms.question(chain, scene)
     if chain.ask:
-        values = other_values(chain.ask, chain, scene, key)[:3]
+        values = plausible_options(chain, scene, key)[:3]
         if len(values) < 3:
             return None
         return (

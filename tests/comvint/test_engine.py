@@ -11,7 +11,7 @@ import tarfile
 import pytest
 
 from comvint import engine
-from comvint.engine import program, realise, rounds, scene
+from comvint.engine import forms, program, realise, rounds, scene
 from comvint.readers import flickr30k
 from comvint.readers import visual_genome as vg
 
@@ -178,6 +178,11 @@ MUTATIONS = {  # one generator rule broken at a time -> what the judge must say 
     "margin": (lambda mp: mp.setattr(scene, "MARGIN", -0.5), "not clearly"),
     "steps": (lambda mp: mp.setattr(rounds, "matters", lambda chain, s: True), "not matter"),
     "vague_counts": (lambda mp: mp.setattr(scene, "MANY", frozenset()), "captions do not state"),
+    "kind_of_what_a_verb_names": (lambda mp: mp.setattr(rounds, "TOLD_BY_VERB", ()), "tells the kind"),
+    "kind_options_no_named_thing_has": (
+        lambda mp: mp.setattr(rounds, "plausible_options", lambda c, s, k: forms.other_values(c.ask, c, s, k)),
+        "ruled out by the words",
+    ),
 }
 
 
