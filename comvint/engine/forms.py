@@ -127,7 +127,7 @@ def explanation(chain: Chain, scene: Scene) -> str:
     t, parts = scene.things, []
     for step in chain.steps:
         if step.rel == "count":
-            parts.append(f"there are {realise.count_word(step.value)} {realise.plural_noun(t[step.args[0]].noun)}")
+            parts.append(f"there are {realise.count_word(step.value)} {realise.group_phrase(t[step.args[0]])}")
         elif step.rel == "rel":
             parts.append(realise.relation_statement(t[step.args[0]], step.args[1].replace("_", " "), t[step.args[2]]))
         else:

@@ -565,6 +565,8 @@ def noun_phrase(text: str, clause_ok: bool = True) -> tuple[str, str, bool, int 
         return None  # "in distance", "brown": no noun phrase
     if not head_words or len(head_words) > 4 or head_words[0] in NOT_NAMES:
         return None
+    if any(w in DETERMINERS or w in NUMBERS or w == "one" for w in head_words[1:]):
+        return None  # two phrases run together ("a van one man"): no name of one thing
     head = head_words[-1]
     if head in NOT_NAMES or head in NUMBERS or head in MANY or head.endswith("'s") or "'" in head:
         return None

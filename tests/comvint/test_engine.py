@@ -124,6 +124,8 @@ def verdicts(anns: list[dict]) -> list[tuple[dict, str]]:
         ("man is wearing sneakers", "man"),
         ("in distance", None),
         ("brown", None),
+        ("a van one man", None),
+        ("the two men", "two men"),
     ],
 )
 def test_region_phrases_become_noun_phrases_never_clauses(phrase, name):
