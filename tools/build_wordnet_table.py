@@ -198,10 +198,12 @@ def build(root: pathlib.Path) -> dict:
         if not lemma.isascii() or lemma[0].isdigit():
             continue
         senses = []  # (tag count, category) of the lemma's physical senses
+        artifact = 0  # whether one of them is a made thing ("mouse": also a device; "calculator": also a machine)
         for off in offsets[:MAX_SENSES]:
             anc = ancestors(off)
             if physical not in anc:
                 continue
+            artifact |= synsets[off]["lex"] == "noun.artifact"
             cat = min(((d, categories[a]) for a, d in anc.items() if a in categories), default=None)
             senses.append((counts.get((lemma, off), 0), cat[1] if cat else -1))
             if len(senses) == 1 and "_" not in lemma and "-" not in lemma:
@@ -220,7 +222,7 @@ def build(root: pathlib.Path) -> dict:
                 [synsets[h]["lemmas"][0].replace("_", " ") for h in up(off)][:2],
             ]
         if lemma in lemmas and len(lemmas[lemma]) == 1:
-            lemmas[lemma].append(lemma_category(senses))
+            lemmas[lemma] += [lemma_category(senses), artifact]
     labels = [label for _, label in CATEGORIES]
     ancestry = [
         sorted(
@@ -235,7 +237,11 @@ def build(root: pathlib.Path) -> dict:
         "category_ancestors": ancestry,
         "fields": ["category", "lexfile", "parts", "substances", "hypernyms"],
         "categories": [label for _, label in CATEGORIES],
-        "lemma_fields": ["synset of the first physical sense", "category the bare noun names (-1: ambiguous)"],
+        "lemma_fields": [
+            "synset of the first physical sense",
+            "category the bare noun names (-1: ambiguous)",
+            "1 if one of its first physical senses is an artifact",
+        ],
         "lemmas": lemmas,
         "synsets": table,
     }

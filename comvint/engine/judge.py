@@ -278,7 +278,8 @@ class Record:
 
     def kind(self, tid: str) -> str | None:
         """The WordNet category every name of the thing agrees on (its annotated synsets, else its head nouns)."""
-        return kind_of(set(self.things[tid]["synsets"]), self.heads(tid))
+        thing = self.things[tid]
+        return kind_of(set(thing["synsets"]), self.heads(tid), bool(thing["types"] & {"people", "animals"}))
 
     def value(self, ask: str, tid: str) -> str | None:
         if ask == "kind":

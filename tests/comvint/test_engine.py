@@ -239,6 +239,14 @@ def test_one_answer_under_two_names_is_never_a_wrong_option():
     assert scene.same_answer("colour", "gray", "grey") and not scene.same_answer("colour", "red", "orange")
 
 
+def test_a_living_kind_is_not_given_to_a_name_that_can_be_a_made_thing():
+    assert scene.kind_of({"mouse.n.01"}, {"mouse"}) is None  # Visual Genome's synset for the mouse on a desk
+    assert scene.kind_of({"calculator.n.01"}, {"calculator"}) is None  # its synset is the person who calculates
+    assert scene.kind_of(set(), {"horse"}) is None and scene.kind_of(set(), {"horse"}, living_typed=True) == "a mammal"
+    assert scene.kind_of(set(), {"elephant"}) == "a mammal"  # no made thing is called an elephant
+    assert scene.kind_of({"keyboard.n.01"}, {"keyboard"}) == "a device"
+
+
 def test_a_bare_noun_names_a_kind_only_when_its_senses_agree():
     assert scene.lemma_category("dog") == "an animal" and scene.lemma_category("chair") == "a seat"
     assert (
