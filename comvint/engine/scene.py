@@ -591,7 +591,7 @@ def noun_phrase(text: str, clause_ok: bool = True) -> tuple[str, str, bool, int 
         return None
     tail = body[cut:]
     keep_tail = (
-        tail
+        len(tail) > 1  # a preposition with its object ("shadows of 5 men" stops at the digit: "shadows")
         and tail[0] in ("in", "with", "wearing", "holding", "on", "of")
         and len(body) <= 7
         and all(re.fullmatch(r"[a-z][a-z-]*", w) for w in tail)

@@ -125,6 +125,7 @@ def verdicts(anns: list[dict]) -> list[tuple[dict, str]]:
         ("in distance", None),
         ("brown", None),
         ("a van one man", None),
+        ("the shadows of 5 male performers", "shadows"),
         ("the two men", "two men"),
     ],
 )
