@@ -414,7 +414,7 @@ def lemma_category(noun: str) -> str | None:
 def made_thing(noun: str) -> bool:
     """One of the noun's first physical senses is an artifact ("mouse" is also a device, "mug" a cup)."""
     row = wordnet()["lemmas"].get(noun)
-    return bool(row and len(row) > 2 and row[2])
+    return bool(row and row[2])
 
 
 def kind_of(synsets: set[str], nouns: set[str], living_typed: bool = False) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-PROMPT_VERSION = "comvint-prompts-2026-12-01"
+PROMPT_VERSION = "comvint-prompts-2026-12-01.2"
 CROSS_MODAL, OUTSIDE_KNOWLEDGE = "cross_modal", "outside_knowledge"
 OKVQA_TOPICS = (
     "Vehicles and Transportation",
@@ -112,7 +112,7 @@ Otherwise "no".
 
 VERIFY_CLOSED = """You judge one closed-format question (yes/no, or multiple choice with lettered options) for the training data of a multimodal model. {reads}
 {data_rule}
-First write your evidence, citing what the annotations state, then the verdict: "yes" only if the given answer is right, for multiple choice every other option is wrong, and the question needs the image to answer. Otherwise "no".
+First write your evidence, citing what the annotations state, then the verdict: "yes" only if the given answer is right, for multiple choice every other option is wrong and none is ruled out by the question's words alone, and the question needs the image to answer. Otherwise "no".
 {reply}"""
 
 DISTRACTORS = {
@@ -127,7 +127,7 @@ REFORMULATE = """You rewrite one question/answer pair about an image into closed
 Write:
 1. a yes/no question whose answer is "yes": it states the true fact;
 2. a very similar yes/no question whose answer is "no": wrong facts substituted for important entities;
-3. a 4-way multiple choice: the question, the correct option and three distractors, {distractors}; not too easy, and never the right answer reworded.
+3. a 4-way multiple choice: the question, the correct option and three distractors, {distractors}; not too easy (none that the question's own words rule out: each must fit what the question names), and never the right answer reworded.
 List the grounding ids each closed question relies on. Leave a format empty if it does not apply.
 {reply}"""
 
